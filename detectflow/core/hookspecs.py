@@ -1,0 +1,110 @@
+"""Every hook a detectflow plugin can implement.
+
+A plugin is a module (or object) with functions decorated by
+``detectflow.hookimpl``. Built-in adapters are registered through these same
+hooks, so anything they do, a vendor's package can do too. A hookimpl may
+accept fewer arguments than its spec, so adding an argument later does not
+break existing plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from detectflow.core.adapter import ProviderAdapter
+    from detectflow.core.models import Detection, DetectionEvent, Frame
+
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "detectflow"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def detectflow_provider_types() -> Iterable[type[ProviderAdapter]]:
+    """Return the adapter classes this plugin provides.
+
+    Each class sets ``provider_type`` (``http_api``, ``grpc``, ``mqtt``, or a
+    vendor's own such as ``opencv``); a provider config whose
+    ``provider_type`` matches is served by that class. When two plugins claim
+    the same type, the one registered last wins and a warning names both.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_label_map() -> Mapping[str, str]:
+    """Return extra ``label -> detection_type`` entries (lower-case labels).
+
+    Merged over the built-in table (person, face, vehicle...), later plugins
+    winning, so a vendor can map ``"pickup"`` to ``"vehicle"``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_transform_detections(
+    frame: Frame, detections: list[Detection]
+) -> list[Detection] | None:
+    """Post-process a frame's normalized detections (label mapping, person
+    linking, face matching).
+
+    Implementations run as a chain: each receives the previous one's output.
+    Return a new list to replace the detections, or None to leave them as
+    they are. An implementation that raises fails the frame permanently with
+    the plugin's name in the reason.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_on_detection(detection: Detection) -> None:
+    """Called once for each stored detection (alerts, notifications).
+
+    Runs on the dataflow's sink path after the detection is written: keep it
+    quick, hand slow work to a queue of your own. Exceptions are logged and
+    do not fail the frame.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_on_event(event: DetectionEvent) -> None:
+    """Called once for each stored event (``detection_completed``,
+    ``detection_failed``...). Same rules as :func:`detectflow_on_detection`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_frame_sources() -> Mapping[str, Callable[..., Any]]:
+    """Return frame source factories keyed by URL scheme (``sql``, ``redis``...).
+
+    ``detectflow flow run --source URL`` picks the factory for the URL's
+    scheme and calls it as ``factory(url, settings)``; it returns a Bytewax
+    source yielding :class:`~detectflow.core.models.Frame` objects (or
+    failures, see :mod:`detectflow.flows.sources`).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def detectflow_sinks() -> Mapping[str, Callable[..., Any]]:
+    """Return extra sink factories keyed by name, called as
+    ``factory(settings)``; each returns a Bytewax sink that receives
+    :class:`~detectflow.core.models.FrameResult` objects.
+
+    .. versionadded:: 0.1
+    """

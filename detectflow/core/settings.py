@@ -1,0 +1,98 @@
+"""Settings from ``DETECTFLOW_*`` environment variables.
+
+With nothing set, everything runs embedded: a SQLite file and the in-process
+cache and bus under ``./.detectflow``. Reading is a pure function of the
+mapping it is given, so tests pass a dict instead of touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "SettingsError"]
+
+ENV_PREFIX = "DETECTFLOW_"
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value of the wrong kind."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path(".detectflow")
+    database_url: str | None = None
+    redis_url: str | None = None
+    mqtt_url: str | None = None
+    secret_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_frame_bytes: int = 10 * 1024 * 1024
+    max_in_flight: int = 32
+    retry_base_seconds: float = 0.2
+    retry_max_seconds: float = 10.0
+    batch_size: int = 64
+    poll_interval_seconds: float = 0.05
+    disable_plugin_autoload: bool = False
+    blocked_plugins: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError as exc:
+                raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def sql_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'detectflow.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None and self.redis_url is None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _convert(annotation: object, raw: str) -> Any:
+    kind = str(annotation)
+    if "Path" in kind:
+        return Path(raw)
+    if kind == "bool":
+        return _bool(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if "tuple" in kind:
+        return _list(raw)
+    return raw or None if "None" in kind else raw

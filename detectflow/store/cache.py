@@ -1,0 +1,43 @@
+"""SKELETON (being implemented by the store helper): the cache and bus interfaces.
+
+The in-process twins here and the Redis implementation (a later issue)
+share these protocols and one test suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol
+
+__all__ = ["Bus", "Cache", "Subscription"]
+
+
+class Cache(Protocol):
+    """A key/value store with per-key TTL. Thread-safe, synchronous."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class Subscription(Protocol):
+    """Messages on channels matching the subscribed glob patterns, in publish order."""
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Bus(Protocol):
+    """Pub/sub. ``publish`` is synchronous and thread-safe (the dataflow calls it);
+    ``subscribe`` is for asyncio consumers (the server's WebSocket hub)."""
+
+    def publish(self, channel: str, message: bytes) -> None: ...
+
+    def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
+
+    def subscribe(self, patterns: Sequence[str]) -> Subscription: ...

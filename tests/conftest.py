@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from detectflow.core.plugins import reset_registry
+from tests import services
+
+_skipped: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests whose service is down, loudly; under CI=true, fail instead."""
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    for item in items:
+        for service in ("postgres", "redis", "mqtt"):
+            if item.get_closest_marker(service) is None or services.available(service):
+                continue
+            if in_ci:
+                raise pytest.UsageError(
+                    f"CI=true but {service} is not reachable at {services.SERVICES[service]}"
+                )
+            _skipped[service] = _skipped.get(service, 0) + 1
+            item.add_marker(pytest.mark.skip(reason=f"{service} is not running"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for service, count in sorted(_skipped.items()):
+        terminalreporter.write_line(
+            f"SKIPPED {count} test(s) needing {service}: it is not running "
+            f"at {services.SERVICES[service]} (scripts/test starts it where it can)",
+            red=True,
+            bold=True,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_registry() -> Iterator[None]:
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'detectflow.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"detectflow_test_{uuid.uuid4().hex[:12]}"
+    admin = (
+        f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
+        f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield services.postgres_url(name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on SQLite (the embedded default) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+    else:
+        url = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def secret_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
