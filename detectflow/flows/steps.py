@@ -1,0 +1,95 @@
+"""The dataflow's steps as plain functions.
+
+Nothing here knows about Bytewax: the wiring lives in
+:mod:`detectflow.flows.dataflow`, so the steps can be tested alone and
+moved to another engine if Bytewax ever stops being maintained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from detectflow.core.errors import InvalidFrameError
+from detectflow.core.frames import make_frame
+from detectflow.core.models import Frame, FrameResult, ProviderConfig, QueueItem
+from detectflow.core.pipeline import RetryPolicy, failed_result
+from detectflow.core.settings import Settings
+
+__all__ = [
+    "camera_key",
+    "chunked",
+    "queue_item_to_frame",
+    "retry_policy",
+    "strip_image",
+    "unvalidated_frame",
+]
+
+T = TypeVar("T")
+
+_MAX_CAMERA_ID = 128
+
+
+def unvalidated_frame(item: QueueItem) -> Frame:
+    """A frame that only names a queue row, so a row that failed validation can
+    still be recorded as failed (its queue id and an event) without its bytes."""
+    camera = item.camera_id if isinstance(item.camera_id, str) else str(item.camera_id)
+    return Frame(
+        camera_id=camera[:_MAX_CAMERA_ID],
+        image=b"",
+        frame_id=item.id,
+        timestamp=item.frame_timestamp,
+        frame_number=item.frame_number,
+        priority=item.priority,
+    )
+
+
+def queue_item_to_frame(item: QueueItem, *, max_bytes: int) -> Frame | FrameResult:
+    """A claimed queue row as a validated frame, or as a failed result with the reason.
+
+    The frame id is the row id, so the sink finds the row again; a row that
+    fails validation never reaches a provider and is not retried.
+    """
+    try:
+        return make_frame(
+            item.camera_id,
+            item.frame_data,
+            max_bytes=max_bytes,
+            frame_id=item.id,
+            frame_number=item.frame_number,
+            timestamp=item.frame_timestamp,
+            priority=item.priority,
+        )
+    except InvalidFrameError as exc:
+        return failed_result(unvalidated_frame(item), f"invalid frame: {exc}")
+
+
+def strip_image(result: FrameResult) -> FrameResult:
+    """Drop the image bytes once detected: the sinks never need them, and they
+    would otherwise be carried (and pickled between processes) downstream."""
+    if not result.frame.image:
+        return result
+    return dataclasses.replace(result, frame=dataclasses.replace(result.frame, image=b""))
+
+
+def camera_key(frame: Frame) -> str:
+    """Route frames by camera, so one camera's frames stay on one worker."""
+    return frame.camera_id
+
+
+def retry_policy(config: ProviderConfig, settings: Settings) -> RetryPolicy:
+    """The provider's retry budget with the deployment's backoff timings."""
+    return RetryPolicy(
+        max_retries=config.max_retries,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items (sinks write in bounded batches)."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

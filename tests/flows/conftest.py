@@ -1,0 +1,138 @@
+"""Shared pieces for the flow tests: a scripted provider plugin and a real database.
+
+The scripted provider is :class:`~detectflow.core.adapter.FunctionAdapter`
+registered through the provider-types hook, exactly as a vendor plugin
+would be, so the engine creates it from a stored provider config. Its
+answers (and faults) come from a function the test sets per endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detectflow import FunctionAdapter, ProviderConfig, RawDetection, Settings, hookimpl
+from detectflow.core.adapter import Handler
+from detectflow.core.frames import make_frame
+from detectflow.core.models import Frame
+from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.samples import sample_frame
+from detectflow.store import Database
+
+HANDLERS: dict[str, Handler] = {}
+
+
+class ScriptedAdapter(FunctionAdapter):
+    provider_type = "scripted"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(HANDLERS[config.endpoint_url], config)
+
+
+class ScriptedPlugin:
+    @hookimpl
+    def detectflow_provider_types(self) -> list[type[FunctionAdapter]]:
+        return [ScriptedAdapter]
+
+
+class CallLog:
+    """Counts provider calls per frame id (the engine calls from its loop thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+
+    def hit(self, frame: Frame) -> int:
+        with self._lock:
+            self.calls[frame.frame_id] += 1
+            return self.calls[frame.frame_id]
+
+
+def person(_: Frame) -> list[RawDetection]:
+    return [
+        RawDetection("person", 0.9, (0.1, 0.1, 0.4, 0.6)),
+        RawDetection("car", 0.8, (0.5, 0.5, 0.9, 0.9)),
+    ]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        retry_base_seconds=0.005,
+        retry_max_seconds=0.02,
+        poll_interval_seconds=0.01,
+        disable_plugin_autoload=True,
+    )
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Iterator[PluginRegistry]:
+    registry = get_registry(settings)
+    registry.register(ScriptedPlugin(), "scripted", "tests", "0")
+    yield registry
+    HANDLERS.clear()
+
+
+@pytest.fixture
+def db(database_url: str, secret_key: str) -> Iterator[Database]:
+    database = Database(database_url, secret_key=secret_key)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url: str, secret_key: str) -> Iterator[Database]:
+    database = Database(sqlite_url, secret_key=secret_key)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def activate(
+    db: Database, handler: Handler, *, name: str = "default", **fields: Any
+) -> ProviderConfig:
+    """Store an active scripted provider whose answers come from ``handler``."""
+    endpoint = f"scripted://{name}"
+    HANDLERS[endpoint] = handler
+    config = ProviderConfig(
+        id=f"provider-{name}",
+        provider_name=name,
+        provider_type="scripted",
+        endpoint_url=endpoint,
+        is_active=True,
+        **fields,
+    )
+    return db.create_provider(config)
+
+
+def frames(count: int, cameras: tuple[str, ...] = ("cam-1", "cam-2", "cam-3")) -> list[Frame]:
+    images = [sample_frame("cam", i, 32, 24) for i in range(4)]
+    return [
+        make_frame(cameras[i % len(cameras)], images[i % 4], max_bytes=1 << 20, frame_number=i)
+        for i in range(count)
+    ]
+
+
+def enqueue(db: Database, count: int, **kwargs: Any) -> list[Frame]:
+    made = frames(count, **kwargs)
+    for frame in made:
+        db.enqueue(frame)
+    return made
+
+
+def garbage_frame(frame_id: str = "garbage", camera_id: str = "cam-1") -> Frame:
+    """A frame that skipped validation, as a row written by another system could be."""
+    return Frame(
+        camera_id=camera_id, image=b"not an image", frame_id=frame_id, timestamp=datetime.now(UTC)
+    )
+
+
+Answer = Callable[[Frame], list[RawDetection]]

@@ -1,0 +1,91 @@
+"""The engine-agnostic steps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detectflow import FrameResult, ProviderConfig, Settings
+from detectflow.core.models import QueueItem
+from detectflow.core.pipeline import failed_result
+from detectflow.flows.steps import (
+    camera_key,
+    chunked,
+    queue_item_to_frame,
+    retry_policy,
+    strip_image,
+)
+from detectflow.samples import sample_frame
+
+PNG = sample_frame("cam", 0, 16, 12)
+
+
+def item(**changes: object) -> QueueItem:
+    fields: dict[str, object] = {
+        "id": "row-1",
+        "camera_id": "cam-1",
+        "frame_data": PNG,
+        "frame_number": 7,
+        "priority": 8,
+        "frame_timestamp": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    }
+    fields.update(changes)
+    return QueueItem(**fields)  # type: ignore[arg-type]
+
+
+def test_valid_row_becomes_a_frame_keyed_by_the_row_id() -> None:
+    frame = queue_item_to_frame(item(), max_bytes=1 << 20)
+    assert not isinstance(frame, FrameResult)
+    assert (frame.frame_id, frame.camera_id, frame.frame_number, frame.priority) == (
+        "row-1",
+        "cam-1",
+        7,
+        8,
+    )
+    assert (frame.width, frame.height) == (16, 12)
+    assert camera_key(frame) == "cam-1"
+
+
+def test_oversized_row_fails_with_the_limit_in_the_reason() -> None:
+    result = queue_item_to_frame(item(), max_bytes=10)
+    assert isinstance(result, FrameResult)
+    assert result.error == f"invalid frame: frame is {len(PNG)} bytes; the limit is 10"
+    assert result.frame.frame_id == "row-1"
+
+
+@given(camera=st.text(max_size=300), data=st.binary(max_size=64))
+def test_any_row_becomes_a_frame_or_a_failure_naming_the_row(camera: str, data: bytes) -> None:
+    result = queue_item_to_frame(item(camera_id=camera, frame_data=data), max_bytes=1 << 20)
+    assert isinstance(result, FrameResult)  # random bytes are never an image
+    assert result.frame.frame_id == "row-1"
+    assert len(result.frame.camera_id) <= 128
+    assert result.error is not None
+    assert result.error.startswith("invalid frame: ")
+    assert result.events[0].event_type == "detection_failed"
+
+
+def test_strip_image_drops_bytes_and_keeps_the_rest() -> None:
+    frame = queue_item_to_frame(item(), max_bytes=1 << 20)
+    assert not isinstance(frame, FrameResult)
+    result = failed_result(frame, "x")
+    stripped = strip_image(result)
+    assert stripped.frame.image == b""
+    assert stripped.frame.frame_id == frame.frame_id
+    assert strip_image(stripped) is stripped
+
+
+def test_retry_policy_takes_budget_from_provider_and_timing_from_settings() -> None:
+    config = ProviderConfig(
+        id="p", provider_name="p", provider_type="x", endpoint_url="", max_retries=5
+    )
+    policy = retry_policy(config, Settings(retry_base_seconds=0.5, retry_max_seconds=4))
+    assert (policy.max_retries, policy.base_seconds, policy.max_seconds) == (5, 0.5, 4)
+
+
+@given(items=st.lists(st.integers(), max_size=50), size=st.integers(1, 20))
+def test_chunked_keeps_order_and_bounds_size(items: list[int], size: int) -> None:
+    chunks = list(chunked(items, size))
+    assert [x for chunk in chunks for x in chunk] == items
+    assert all(1 <= len(chunk) <= size for chunk in chunks)
