@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.http",
+    "detectflow.adapters.grpc.adapter",
     "detectflow.adapters.mqtt",
     "detectflow.flows.sources",
 )
