@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,8 +19,9 @@ __all__ = ["main"]
 
 
 class _State:
-    def __init__(self, config: Path | None) -> None:
-        self.config = config
+    """Settings, read once per command and only when a command needs them."""
+
+    def __init__(self) -> None:
         self._settings: Settings | None = None
 
     @property
@@ -47,7 +47,7 @@ def cli(ctx: click.Context) -> None:
     set everything runs embedded (SQLite and an in-process cache under
     ./.detectflow).
     """
-    ctx.obj = _State(None)
+    ctx.obj = _State()
 
 
 # -- plugins ---------------------------------------------------------------
@@ -206,6 +206,127 @@ def provider_list(state: _State, as_json: bool) -> None:
     Console().print(table)
 
 
+# -- running ---------------------------------------------------------------
+
+_host_option = click.option(
+    "--host", envvar="DETECTFLOW_HOST", help="Listen address [env DETECTFLOW_HOST; 127.0.0.1]."
+)
+_port_option = click.option(
+    "--port",
+    envvar="DETECTFLOW_PORT",
+    type=click.IntRange(1, 65535),
+    help="Listen port [env DETECTFLOW_PORT; 8000].",
+)
+
+
+@cli.group("flow")
+def flow_group() -> None:
+    """The Bytewax dataflow."""
+
+
+@flow_group.command("run")
+@click.option(
+    "--source",
+    "source_url",
+    default="sql",
+    show_default=True,
+    help="Where frames come from: sql (the processing queue) or a plugin source URL.",
+)
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--until-empty", is_flag=True, help="Stop once the source has nothing left.")
+@pass_state
+def flow_run(state: _State, source_url: str, workers: int, until_empty: bool) -> None:
+    """Run the dataflow: frames -> provider -> detections in the database.
+
+    Without --until-empty it runs until interrupted (Ctrl-C finishes the
+    frames in flight first).
+    """
+    import signal
+    import threading
+
+    from detectflow.flows import run_flow
+    from detectflow.flows.dataflow import FlowError
+    from detectflow.flows.metrics import FlowMetrics
+
+    stop = threading.Event()
+    metrics = FlowMetrics()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        run_flow(
+            state.settings,
+            source_url=source_url,
+            workers=workers,
+            until_empty=until_empty,
+            stats=metrics,
+            stop=stop,
+        )
+    except FlowError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        stop.set()
+    click.echo(metrics.summary())
+
+
+@cli.command("up")
+@_host_option
+@_port_option
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@pass_state
+def up(state: _State, host: str | None, port: int | None, workers: int) -> None:
+    """Run the API server and the dataflow together, for real deployments.
+
+    Uses the configured database and the active provider; no simulator and
+    no sample frames (see `detectflow demo` for those).
+    """
+    from detectflow.runner import open_stack
+
+    settings = state.settings.with_overrides(host=host, port=port)
+    stack = open_stack(settings)
+    stack.start_flow(workers=workers)
+    click.echo(f"detectflow up on http://{settings.host}:{settings.port} (Ctrl-C stops)")
+    stack.serve(settings.host, settings.port)
+
+
+@cli.command("serve")
+@_host_option
+@_port_option
+@pass_state
+def serve(state: _State, host: str | None, port: int | None) -> None:
+    """Run only the API server (the dataflow runs elsewhere)."""
+    import uvicorn
+
+    from detectflow.server.app import create_app
+
+    settings = state.settings.with_overrides(host=host, port=port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@cli.command("demo")
+@_host_option
+@_port_option
+@click.option(
+    "--fps",
+    type=click.FloatRange(0.1, 100),
+    default=2.0,
+    show_default=True,
+    help="Frames per second per camera.",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(0, 10),
+    default=0.05,
+    show_default=True,
+    help="The simulated provider's answer latency, in seconds.",
+)
+@pass_state
+def demo(state: _State, host: str | None, port: int | None, fps: float, latency: float) -> None:
+    """Everything in one process: server, dataflow, a SIMULATED provider and
+    sample frames from 3 cameras. Nothing to install, nothing real detected."""
+    from detectflow.demo import run_demo
+
+    run_demo(state.settings.with_overrides(host=host, port=port), fps=fps, latency=latency)
+
+
 # -- helpers ---------------------------------------------------------------
 
 
@@ -234,6 +355,15 @@ def _redact(url: str) -> str:
     credentials, host = rest.rsplit("@", 1)
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _attach_simulator() -> None:
+    from detectflow.simulator import simulate
+
+    cli.add_command(simulate)
+
+
+_attach_simulator()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,93 @@
+"""Run the server and the dataflow together in one process.
+
+``detectflow up`` and ``detectflow demo`` share this: the dataflow runs in a
+background thread, the server (uvicorn) in the main thread, and both use the
+same database, cache and bus objects, which is what lets the in-process cache
+and bus stand in for Redis on the embedded default.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from detectflow.core.settings import Settings
+from detectflow.flows import run_flow
+from detectflow.flows.metrics import FlowMetrics
+from detectflow.server.app import create_app
+from detectflow.store import Database, open_database
+from detectflow.store.cache import Bus, Cache
+from detectflow.store.live import LiveView
+from detectflow.store.memory import MemoryBus, MemoryCache
+
+__all__ = ["Stack", "open_stack"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stack:
+    """The shared objects of one process, and the threads that use them."""
+
+    settings: Settings
+    database: Database
+    cache: Cache
+    bus: Bus
+    metrics: FlowMetrics = field(default_factory=FlowMetrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    flow_error: BaseException | None = None
+
+    @property
+    def live(self) -> LiveView:
+        return LiveView(self.cache, self.bus)
+
+    def start_flow(self, *, workers: int = 1, source_url: str = "sql") -> None:
+        def run() -> None:
+            try:
+                run_flow(
+                    self.settings,
+                    source_url=source_url,
+                    workers=workers,
+                    database=self.database,
+                    live=self.live,
+                    stats=self.metrics,
+                    stop=self.stop,
+                )
+            except BaseException as exc:
+                self.flow_error = exc
+                log.exception("the dataflow stopped")
+
+        self.spawn(run, "detectflow-flow")
+
+    def spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve the API in this thread until interrupted, then stop everything."""
+        app = create_app(self.settings, database=self.database, cache=self.cache, bus=self.bus)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+        self.database.dispose()
+
+
+def open_stack(settings: Settings) -> Stack:
+    """Open and migrate the database, and the cache and bus the settings name."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(settings)
+    database.upgrade()
+    return Stack(settings, database, MemoryCache(), MemoryBus())
