@@ -1,7 +1,9 @@
-"""SKELETON (being implemented by the store helper): the cache and bus interfaces.
+"""The cache and bus interfaces.
 
-The in-process twins here and the Redis implementation (a later issue)
-share these protocols and one test suite.
+The in-process twins (:mod:`detectflow.store.memory`) and the Redis
+implementation (a later issue) share these protocols and one test suite
+(``tests/store/test_cache.py``), so the server and the dataflow run the same
+way embedded and distributed.
 """
 
 from __future__ import annotations

@@ -1,14 +1,21 @@
-"""SKELETON (being implemented by the store helper): the SQL repository API.
+"""The SQL repository: the one API the dataflow, server and CLI use for SQL.
 
 Synchronous SQLAlchemy 2 Core on purpose: Bytewax callbacks are synchronous,
-and the server calls these methods in a worker thread.
+and the server calls these methods in a worker thread. The statements live in
+:mod:`~detectflow.store.queue`, :mod:`~detectflow.store.results` and
+:mod:`~detectflow.store.providers`; this class owns the engine and the
+transactions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from detectflow.core.models import (
     Detection,
@@ -18,7 +25,13 @@ from detectflow.core.models import (
     ProbeResult,
     ProviderConfig,
     QueueItem,
+    utcnow,
 )
+from detectflow.store import maintenance, providers, queue
+from detectflow.store import results as _results
+from detectflow.store.crypto import ApiKeyCipher
+from detectflow.store.engine import BEGIN_MODE, create_database_engine
+from detectflow.store.migrate import upgrade as run_upgrade
 
 __all__ = ["Database"]
 
@@ -28,42 +41,73 @@ class Database:
 
     def __init__(self, url: str, *, secret_key: str) -> None:
         """``secret_key`` is the Fernet key that encrypts provider api keys at rest."""
-        raise NotImplementedError
+        self._cipher = ApiKeyCipher(secret_key)
+        self._engine = create_database_engine(url)
+
+    @property
+    def engine(self) -> Engine:
+        """For stores that add their own tables (statistics); prefer the methods here."""
+        return self._engine
 
     @property
     def is_postgres(self) -> bool:
-        raise NotImplementedError
+        return self._engine.dialect.name == "postgresql"
 
     def upgrade(self) -> None:
         """Run Alembic migrations to head (idempotent)."""
-        raise NotImplementedError
+        run_upgrade(self._engine)
 
     def dispose(self) -> None:
-        raise NotImplementedError
+        self._engine.dispose()
 
     def ping(self) -> bool:
-        raise NotImplementedError
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite ``BEGIN IMMEDIATE`` takes the write lock up
+        front, so two writers queue on busy_timeout instead of failing mid-way."""
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            yield conn
 
     # -- processing queue ----------------------------------------------
     def enqueue(self, frame: Frame, *, max_retries: int = 3) -> QueueItem:
         """Insert a pending queue row with id = frame.frame_id (idempotent: existing id kept)."""
-        raise NotImplementedError
+        with self._write() as conn:
+            return queue.enqueue(conn, frame, max_retries=max_retries, now=utcnow())
 
     def claim(self, limit: int) -> list[QueueItem]:
         """Mark up to ``limit`` pending rows processing and return them: highest priority
         first, then oldest. On PostgreSQL with FOR UPDATE SKIP LOCKED."""
-        raise NotImplementedError
+        with self._write() as conn:
+            return queue.claim(conn, limit, now=utcnow())
 
     def release_stale(self, older_than: timedelta) -> int:
         """Put rows stuck in processing (a crashed worker) back to pending."""
-        raise NotImplementedError
+        with self._write() as conn:
+            return queue.release_stale(conn, older_than, now=utcnow())
 
     def queue_stats(self) -> dict[str, int]:
         """{"pending", "processing", "completed", "failed", "skipped", "total"}."""
-        raise NotImplementedError
+        with self._read() as conn:
+            return queue.stats(conn)
 
     def get_queue_item(self, item_id: str) -> QueueItem | None:
-        raise NotImplementedError
+        with self._read() as conn:
+            return queue.get_item(conn, item_id)
 
     # -- results --------------------------------------------------------
     def record_results(self, results: Sequence[FrameResult]) -> None:
@@ -71,10 +115,14 @@ class Database:
         alone, so a replay writes nothing new) and set each frame's queue row to
         completed/failed with detections_count, processing_time_ms, error_message
         and retry_count = attempts - 1."""
-        raise NotImplementedError
+        if not results:
+            return
+        with self._write() as conn:
+            _results.record_results(conn, results, now=utcnow())
 
     def get_detection(self, detection_id: str) -> Detection | None:
-        raise NotImplementedError
+        with self._read() as conn:
+            return _results.get_detection(conn, detection_id)
 
     def list_detections(
         self,
@@ -88,7 +136,17 @@ class Database:
         offset: int = 0,
     ) -> tuple[list[Detection], int]:
         """Newest first, and the total count matching the filters."""
-        raise NotImplementedError
+        with self._read() as conn:
+            return _results.list_detections(
+                conn,
+                camera_id=camera_id,
+                detection_type=detection_type,
+                min_confidence=min_confidence,
+                person_id=person_id,
+                since=since,
+                limit=limit,
+                offset=offset,
+            )
 
     def list_events(
         self,
@@ -101,28 +159,56 @@ class Database:
         offset: int = 0,
     ) -> tuple[list[DetectionEvent], int]:
         """Newest first, and the total count matching the filters."""
-        raise NotImplementedError
+        with self._read() as conn:
+            return _results.list_events(
+                conn,
+                camera_id=camera_id,
+                event_type=event_type,
+                severity=severity,
+                person_id=person_id,
+                limit=limit,
+                offset=offset,
+            )
+
+    def cleanup(self, older_than: timedelta) -> dict[str, int]:
+        """Delete detections, events and finished queue rows older than ``older_than``
+        (the guide's daily retention job); returns {"detections", "events", "queue"}."""
+        with self._write() as conn:
+            return maintenance.delete_before(conn, utcnow() - older_than)
 
     # -- provider configs -----------------------------------------------
     def create_provider(self, config: ProviderConfig) -> ProviderConfig:
         """Insert; if config.is_active, deactivate all others in the same transaction."""
-        raise NotImplementedError
+        try:
+            with self._write() as conn:
+                return providers.create(conn, config, self._cipher)
+        except IntegrityError:
+            raise ValueError(f"a provider with id {config.id!r} already exists") from None
 
     def update_provider(self, provider_id: str, changes: Mapping[str, Any]) -> ProviderConfig:
-        """Update the named fields (KeyError if no such provider)."""
-        raise NotImplementedError
+        """Update the named fields (KeyError if no such provider; ValueError for a field
+        that cannot be changed). ``api_key`` is re-encrypted; ``is_active=True``
+        deactivates the others."""
+        with self._write() as conn:
+            return providers.update_fields(conn, provider_id, changes, self._cipher, now=utcnow())
 
     def delete_provider(self, provider_id: str) -> bool:
-        raise NotImplementedError
+        with self._write() as conn:
+            return providers.remove(conn, provider_id)
 
     def get_provider(self, provider_id: str) -> ProviderConfig | None:
-        raise NotImplementedError
+        with self._read() as conn:
+            return providers.get(conn, provider_id, self._cipher)
 
     def active_provider(self) -> ProviderConfig | None:
-        raise NotImplementedError
+        with self._read() as conn:
+            return providers.active(conn, self._cipher)
 
     def list_providers(self) -> list[ProviderConfig]:
-        raise NotImplementedError
+        with self._read() as conn:
+            return providers.list_all(conn, self._cipher)
 
     def record_provider_test(self, provider_id: str, result: ProbeResult) -> ProviderConfig:
-        raise NotImplementedError
+        """Set test_status, last_tested and last_error (KeyError if no such provider)."""
+        with self._write() as conn:
+            return providers.record_test(conn, provider_id, result, self._cipher, now=utcnow())

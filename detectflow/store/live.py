@@ -1,0 +1,211 @@
+"""The live view: what each camera sees right now, in the cache and on the bus.
+
+The one place that knows key names, TTLs and channel names, so the dataflow
+(writer) and the server (reader) cannot drift apart. The TTLs are the
+guide's: live detections 3 s, camera state 60 s, statistics 300 s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from detectflow.core.errors import DetectflowError
+from detectflow.core.frames import parse_timestamp
+from detectflow.core.models import FrameResult, utcnow
+from detectflow.core.serialize import (
+    detection_message,
+    detection_to_dict,
+    event_message,
+    isoformat,
+)
+from detectflow.store.cache import Bus, Cache
+
+__all__ = [
+    "CAMERA_INDEX_KEY",
+    "CAMERA_STATE_TTL",
+    "LIVE_TTL",
+    "STATS_TTL",
+    "LiveSnapshot",
+    "LiveView",
+    "camera_key",
+    "detections_channel",
+    "events_channel",
+    "live_key",
+]
+
+LIVE_TTL = 3.0
+CAMERA_STATE_TTL = 60.0
+STATS_TTL = 300.0
+
+CAMERA_INDEX_KEY = "live:cameras"
+
+
+def live_key(camera_id: str) -> str:
+    return f"live:{camera_id}"
+
+
+def camera_key(camera_id: str) -> str:
+    return f"camera:{camera_id}"
+
+
+def detections_channel(camera_id: str) -> str:
+    return f"detections:{camera_id}"
+
+
+def events_channel(event_type: str) -> str:
+    return f"events:{event_type}"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSnapshot:
+    """The latest detections of one camera, or of every camera seen lately."""
+
+    camera_ids: tuple[str, ...]
+    detections: list[dict[str, Any]]
+    last_updated: datetime | None
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _loads(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None  # a corrupt entry reads as a miss; the next publish replaces it
+
+
+class LiveView:
+    """Writes processed frames to the cache and bus; reads the live snapshot back."""
+
+    def __init__(self, cache: Cache, bus: Bus) -> None:
+        self._cache = cache
+        self._bus = bus
+
+    def publish(self, results: Sequence[FrameResult]) -> None:
+        """Refresh each camera's live detections and state, then broadcast.
+
+        Camera state is read-modify-write (frames_seen). The dataflow routes
+        frames by camera, so one worker owns a camera and there is no race.
+        """
+        if not results:
+            return
+        now = utcnow()
+        cameras = sorted({r.frame.camera_id for r in results})
+        previous = self._cache.get_many([CAMERA_INDEX_KEY, *map(camera_key, cameras)])
+        index = _loads(previous[0])
+        index = index if isinstance(index, dict) else {}
+        live: dict[str, bytes] = {}
+        state: dict[str, bytes] = {}
+        for camera, raw in zip(cameras, previous[1:], strict=True):
+            mine = [r for r in results if r.frame.camera_id == camera]
+            old = _loads(raw)
+            update = self._camera_update(camera, mine, old if isinstance(old, dict) else {}, now)
+            state[camera_key(camera)] = _dumps(update.state)
+            if update.live is not None:
+                live[live_key(camera)] = _dumps(update.live)
+            index[camera] = isoformat(now)
+        cutoff = now.timestamp() - CAMERA_STATE_TTL
+        index = {c: t for c, t in index.items() if _epoch(t) >= cutoff}
+        if live:
+            self._cache.set_many(live, LIVE_TTL)
+        self._cache.set_many({**state, CAMERA_INDEX_KEY: _dumps(index)}, CAMERA_STATE_TTL)
+        self._bus.publish_many(_messages(results))
+
+    @staticmethod
+    def _camera_update(
+        camera: str, results: list[FrameResult], old: dict[str, Any], now: datetime
+    ) -> _CameraUpdate:
+        latest = max(results, key=lambda r: r.frame.timestamp)
+        completed = [r for r in results if r.ok]
+        newest_ok = max(completed, key=lambda r: r.frame.timestamp) if completed else None
+        last_time = _time(old.get("last_frame_time"))
+        newer = last_time is None or latest.frame.timestamp >= last_time
+        failed = [r for r in results if not r.ok]
+        last_error = (
+            max(failed, key=lambda r: r.frame.timestamp).error if failed else old.get("last_error")
+        )
+        state = {
+            "camera_id": camera,
+            "last_frame_time": isoformat(latest.frame.timestamp if newer else last_time),
+            "last_frame_id": latest.frame.frame_id if newer else old.get("last_frame_id"),
+            "frames_seen": int(old.get("frames_seen", 0)) + len(results),
+            "last_error": last_error,
+            "updated_at": isoformat(now),
+        }
+        live = None
+        if newest_ok is not None and (last_time is None or newest_ok.frame.timestamp >= last_time):
+            # An older frame arriving late must not overwrite a newer live view.
+            live = {
+                "camera_id": camera,
+                "frame_id": newest_ok.frame.frame_id,
+                "frame_timestamp": isoformat(newest_ok.frame.timestamp),
+                "detections": [detection_to_dict(d) for d in newest_ok.detections],
+                "last_updated": isoformat(now),
+            }
+        return _CameraUpdate(state=state, live=live)
+
+    def live(self, camera_id: str | None = None) -> LiveSnapshot | None:
+        """One camera's live detections, or all cameras' when ``camera_id`` is None;
+        None on a cache miss (the caller may fall back to SQL)."""
+        if camera_id is not None:
+            cameras = [camera_id]
+        else:
+            index = _loads(self._cache.get(CAMERA_INDEX_KEY))
+            if not isinstance(index, dict) or not index:
+                return None
+            cameras = sorted(index)
+        entries = self._cache.get_many([live_key(c) for c in cameras])
+        found: list[tuple[str, dict[str, Any]]] = []
+        for camera, raw in zip(cameras, entries, strict=True):
+            value = _loads(raw)
+            if isinstance(value, dict):
+                found.append((camera, value))
+        if not found:
+            return None
+        detections = [d for _, value in found for d in value.get("detections", [])]
+        stamps = [t for _, v in found if (t := _time(v.get("last_updated"))) is not None]
+        return LiveSnapshot(
+            camera_ids=tuple(camera for camera, _ in found),
+            detections=detections,
+            last_updated=max(stamps) if stamps else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _CameraUpdate:
+    state: dict[str, Any]
+    live: dict[str, Any] | None
+
+
+def _time(text: object) -> datetime | None:
+    """A timestamp we wrote earlier; None if missing or mangled (treated as never)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_timestamp(text)
+    except (DetectflowError, ValueError):
+        return None
+
+
+def _epoch(text: object) -> float:
+    value = _time(text)
+    return 0.0 if value is None else value.timestamp()
+
+
+def _messages(results: Sequence[FrameResult]) -> list[tuple[str, bytes]]:
+    messages: list[tuple[str, bytes]] = []
+    for r in results:
+        for d in r.detections:
+            messages.append((detections_channel(d.camera_id), _dumps(detection_message(d))))
+        for e in r.events:
+            body = {**event_message(e), "camera_id": e.camera_id}
+            messages.append((events_channel(str(e.event_type)), _dumps(body)))
+    return messages

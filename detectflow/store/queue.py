@@ -1,0 +1,75 @@
+"""The processing queue: enqueue, claim, release, count.
+
+Claiming is the one place where several workers race. On PostgreSQL the
+candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` inside the same
+UPDATE, so a row another worker is claiming is skipped instead of waited on
+or taken twice; on SQLite the caller runs it in a ``BEGIN IMMEDIATE``
+transaction, which serializes writers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, select, update
+
+from detectflow.core.models import Frame, QueueItem, QueueStatus
+from detectflow.store.dialects import insert_ignore
+from detectflow.store.rows import queue_item_from_row, queue_row_for_frame
+from detectflow.store.tables import detection_processing_queue as queue
+
+__all__ = ["claim", "enqueue", "get_item", "release_stale", "stats"]
+
+
+def enqueue(conn: Connection, frame: Frame, *, max_retries: int, now: datetime) -> QueueItem:
+    insert_ignore(conn, queue, [queue_row_for_frame(frame, max_retries=max_retries, now=now)])
+    item = get_item(conn, frame.frame_id)
+    if item is None:  # pragma: no cover - the row was inserted or already there
+        raise RuntimeError(f"queue row {frame.frame_id} vanished right after insert")
+    return item
+
+
+def claim(conn: Connection, limit: int, *, now: datetime) -> list[QueueItem]:
+    if limit <= 0:
+        return []
+    picked = (
+        select(queue.c.id)
+        .where(queue.c.status == QueueStatus.PENDING.value)
+        .order_by(queue.c.priority.desc(), queue.c.created_at, queue.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(queue)
+        .where(queue.c.id.in_(picked.scalar_subquery()))
+        .values(status=QueueStatus.PROCESSING.value, updated_at=now)
+        .returning(*queue.c)
+    )
+    items = [queue_item_from_row(row) for row in conn.execute(stmt).mappings()]
+    # RETURNING has no defined order; restore the claim order.
+    items.sort(key=lambda item: (-item.priority, item.created_at, item.id))
+    return items
+
+
+def release_stale(conn: Connection, older_than: timedelta, *, now: datetime) -> int:
+    stmt = (
+        update(queue)
+        .where(queue.c.status == QueueStatus.PROCESSING.value)
+        .where(queue.c.updated_at < now - older_than)
+        .values(status=QueueStatus.PENDING.value, updated_at=now)
+    )
+    return conn.execute(stmt).rowcount
+
+
+def stats(conn: Connection) -> dict[str, int]:
+    counts = {status.value: 0 for status in QueueStatus}
+    rows = conn.execute(select(queue.c.status, func.count()).group_by(queue.c.status))
+    for status, count in rows:
+        counts[status] = counts.get(status, 0) + int(count)
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def get_item(conn: Connection, item_id: str) -> QueueItem | None:
+    row = conn.execute(select(queue).where(queue.c.id == item_id)).mappings().first()
+    return None if row is None else queue_item_from_row(row)

@@ -1,0 +1,144 @@
+"""Writing processed frames and reading detections and events back.
+
+``record_results`` is the dataflow's hot path: three executemany statements
+per batch, whatever its size (detections, events, queue rows), and no read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, update
+
+from detectflow.core.models import Detection, DetectionEvent, FrameResult, QueueStatus
+from detectflow.store.dialects import insert_ignore
+from detectflow.store.rows import (
+    detection_from_row,
+    detection_to_row,
+    event_from_row,
+    event_to_row,
+)
+from detectflow.store.tables import detection_event_logs as events
+from detectflow.store.tables import detection_processing_queue as queue
+from detectflow.store.tables import detections
+from detectflow.store.types import UTCDateTime
+
+__all__ = [
+    "get_detection",
+    "list_detections",
+    "list_events",
+    "record_results",
+]
+
+_finish_queue_row = (
+    update(queue)
+    .where(queue.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        detections_count=bindparam("b_detections_count"),
+        processing_time_ms=bindparam("b_processing_time_ms"),
+        error_message=bindparam("b_error_message"),
+        retry_count=bindparam("b_retry_count"),
+        updated_at=bindparam("b_updated_at", type_=UTCDateTime()),
+    )
+)
+
+
+def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
+    detection_rows = [detection_to_row(d) for r in results for d in r.detections]
+    event_rows = [event_to_row(e) for r in results for e in r.events]
+    queue_rows = [
+        {
+            "b_id": r.frame.frame_id,
+            "b_status": (QueueStatus.COMPLETED if r.ok else QueueStatus.FAILED).value,
+            "b_detections_count": len(r.detections),
+            "b_processing_time_ms": r.processing_time_ms,
+            "b_error_message": r.error,
+            "b_retry_count": max(r.attempts - 1, 0),
+            "b_updated_at": now,
+        }
+        for r in results
+    ]
+    insert_ignore(conn, detections, detection_rows)
+    insert_ignore(conn, events, event_rows)
+    if queue_rows:
+        # Frames from other sources have no queue row: their UPDATE matches nothing.
+        conn.execute(_finish_queue_row, queue_rows)
+
+
+def get_detection(conn: Connection, detection_id: str) -> Detection | None:
+    row = conn.execute(select(detections).where(detections.c.id == detection_id)).mappings().first()
+    return None if row is None else detection_from_row(row)
+
+
+def list_detections(
+    conn: Connection,
+    *,
+    camera_id: str | None,
+    detection_type: str | None,
+    min_confidence: float,
+    person_id: str | None,
+    since: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Detection], int]:
+    where: list[ColumnElement[bool]] = []
+    if camera_id is not None:
+        where.append(detections.c.camera_id == camera_id)
+    if detection_type is not None:
+        where.append(detections.c.detection_type == detection_type)
+    if min_confidence > 0.0:
+        where.append(detections.c.confidence >= min_confidence)
+    if person_id is not None:
+        where.append(detections.c.person_id == person_id)
+    if since is not None:
+        where.append(detections.c.created_at >= since)
+    rows, total = _page(conn, detections, where, limit=limit, offset=offset)
+    return [detection_from_row(row) for row in rows], total
+
+
+def list_events(
+    conn: Connection,
+    *,
+    camera_id: str | None,
+    event_type: str | None,
+    severity: str | None,
+    person_id: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[DetectionEvent], int]:
+    where: list[ColumnElement[bool]] = []
+    if camera_id is not None:
+        where.append(events.c.camera_id == camera_id)
+    if event_type is not None:
+        where.append(events.c.event_type == event_type)
+    if severity is not None:
+        where.append(events.c.severity == severity)
+    if person_id is not None:
+        where.append(events.c.person_id == person_id)
+    rows, total = _page(conn, events, where, limit=limit, offset=offset)
+    return [event_from_row(row) for row in rows], total
+
+
+def _page(
+    conn: Connection,
+    table: Table,
+    where: list[ColumnElement[bool]],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    """One page, newest first (id breaks ties so pages never overlap), and the total."""
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must be >= 0")
+    total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+    query = (
+        select(table)
+        .where(*where)
+        .order_by(table.c.created_at.desc(), table.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(conn.execute(query).mappings()), int(total)

@@ -1,0 +1,224 @@
+"""Conversions between SQL rows and the core models, in both directions.
+
+Kept apart from the queries so the hot path (``record_results``) and the
+readers share one definition of every column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from detectflow.core.models import (
+    BBox,
+    Detection,
+    DetectionEvent,
+    Frame,
+    ProviderConfig,
+    QueueItem,
+    QueueStatus,
+)
+from detectflow.store.crypto import ApiKeyCipher
+
+__all__ = [
+    "PROVIDER_FIELDS",
+    "detection_from_row",
+    "detection_to_row",
+    "event_from_row",
+    "event_to_row",
+    "provider_from_row",
+    "provider_to_row",
+    "queue_item_from_row",
+    "queue_row_for_frame",
+]
+
+PROVIDER_FIELDS = frozenset(
+    {
+        "provider_name",
+        "provider_type",
+        "endpoint_url",
+        "api_key",
+        "timeout_seconds",
+        "confidence_threshold",
+        "max_retries",
+        "is_active",
+        "max_faces_per_frame",
+        "enable_person_detection",
+        "enable_face_detection",
+        "enable_face_encoding",
+        "test_status",
+        "last_tested",
+        "last_error",
+        "options",
+    }
+)
+"""Fields of :class:`ProviderConfig` a caller may change (not id or timestamps)."""
+
+
+def detection_to_row(d: Detection) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "camera_id": d.camera_id,
+        "frame_id": d.frame_id,
+        "detection_type": d.detection_type,
+        "label": d.label,
+        "confidence": d.confidence,
+        "bbox_x": d.bbox.x,
+        "bbox_y": d.bbox.y,
+        "bbox_width": d.bbox.width,
+        "bbox_height": d.bbox.height,
+        "person_name": d.person_name,
+        "person_id": d.person_id,
+        "face_encoding": d.face_encoding,
+        "is_processed": d.is_processed,
+        "processing_status": d.processing_status,
+        "frame_number": d.frame_number,
+        "frame_timestamp": d.frame_timestamp,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+    }
+
+
+def detection_from_row(row: RowMapping) -> Detection:
+    return Detection(
+        id=row["id"],
+        camera_id=row["camera_id"],
+        frame_id=row["frame_id"],
+        detection_type=row["detection_type"],
+        label=row["label"],
+        confidence=row["confidence"],
+        bbox=BBox(row["bbox_x"], row["bbox_y"], row["bbox_width"], row["bbox_height"]),
+        person_name=row["person_name"],
+        person_id=row["person_id"],
+        face_encoding=row["face_encoding"],
+        is_processed=row["is_processed"],
+        processing_status=row["processing_status"],
+        frame_number=row["frame_number"],
+        frame_timestamp=row["frame_timestamp"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def event_to_row(e: DetectionEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "detection_id": e.detection_id,
+        "camera_id": e.camera_id,
+        "event_type": str(e.event_type),
+        "severity": str(e.severity),
+        "message": e.message,
+        "person_id": e.person_id,
+        "person_name": e.person_name,
+        "confidence_score": e.confidence_score,
+        "action_taken": e.action_taken,
+        "source_system": e.source_system,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
+
+
+def event_from_row(row: RowMapping) -> DetectionEvent:
+    return DetectionEvent(
+        id=row["id"],
+        camera_id=row["camera_id"],
+        event_type=row["event_type"],
+        severity=row["severity"],
+        message=row["message"],
+        detection_id=row["detection_id"],
+        person_id=row["person_id"],
+        person_name=row["person_name"],
+        confidence_score=row["confidence_score"],
+        action_taken=row["action_taken"],
+        source_system=row["source_system"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def queue_row_for_frame(frame: Frame, *, max_retries: int, now: datetime) -> dict[str, Any]:
+    return {
+        "id": frame.frame_id,
+        "camera_id": frame.camera_id,
+        "frame_data": frame.image,
+        "priority": frame.priority,
+        "status": str(QueueStatus.PENDING),
+        "frame_number": frame.frame_number,
+        "frame_timestamp": frame.timestamp,
+        "retry_count": 0,
+        "max_retries": max_retries,
+        "detections_count": 0,
+        "processing_time_ms": None,
+        "error_message": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def queue_item_from_row(row: RowMapping) -> QueueItem:
+    return QueueItem(
+        id=row["id"],
+        camera_id=row["camera_id"],
+        frame_data=bytes(row["frame_data"]),
+        priority=row["priority"],
+        status=row["status"],
+        frame_number=row["frame_number"],
+        frame_timestamp=row["frame_timestamp"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        detections_count=row["detections_count"],
+        processing_time_ms=row["processing_time_ms"],
+        error_message=row["error_message"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def provider_to_row(p: ProviderConfig, cipher: ApiKeyCipher) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "provider_name": p.provider_name,
+        "provider_type": p.provider_type,
+        "endpoint_url": p.endpoint_url,
+        "api_key_encrypted": cipher.encrypt(p.api_key),
+        "timeout_seconds": p.timeout_seconds,
+        "confidence_threshold": p.confidence_threshold,
+        "max_retries": p.max_retries,
+        "max_faces_per_frame": p.max_faces_per_frame,
+        "enable_person_detection": p.enable_person_detection,
+        "enable_face_detection": p.enable_face_detection,
+        "enable_face_encoding": p.enable_face_encoding,
+        "is_active": p.is_active,
+        "test_status": str(p.test_status),
+        "last_tested": p.last_tested,
+        "last_error": p.last_error,
+        "options": dict(p.options),
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }
+
+
+def provider_from_row(row: RowMapping, cipher: ApiKeyCipher) -> ProviderConfig:
+    return ProviderConfig(
+        id=row["id"],
+        provider_name=row["provider_name"],
+        provider_type=row["provider_type"],
+        endpoint_url=row["endpoint_url"],
+        api_key=cipher.decrypt(row["api_key_encrypted"]),
+        timeout_seconds=row["timeout_seconds"],
+        confidence_threshold=row["confidence_threshold"],
+        max_retries=row["max_retries"],
+        is_active=row["is_active"],
+        max_faces_per_frame=row["max_faces_per_frame"],
+        enable_person_detection=row["enable_person_detection"],
+        enable_face_detection=row["enable_face_detection"],
+        enable_face_encoding=row["enable_face_encoding"],
+        test_status=row["test_status"],
+        last_tested=row["last_tested"],
+        last_error=row["last_error"],
+        options=dict(row["options"] or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

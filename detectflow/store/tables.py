@@ -1,0 +1,162 @@
+"""The SQL schema: the guide's four tables, their indexes and the ones our queries need.
+
+This module is the source of truth that ``migrations/versions`` must match;
+``tests/store/test_migrations.py`` compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from detectflow.store.types import UTCDateTime
+
+__all__ = [
+    "FRAME_ID_LENGTH",
+    "ID_LENGTH",
+    "NAMING_CONVENTION",
+    "detection_event_logs",
+    "detection_processing_queue",
+    "detection_provider_configs",
+    "detections",
+    "metadata",
+]
+
+ID_LENGTH = 36
+"""Ids we create are uuids (random for configs, UUIDv5 for detections and events)."""
+
+FRAME_ID_LENGTH = 128
+"""Frame ids may come from a source (a Redis stream, MQTT, REST), so allow more than a uuid."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+_NOW = text("CURRENT_TIMESTAMP")
+
+
+def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
+    return (
+        Column("created_at", UTCDateTime(), nullable=False, server_default=_NOW),
+        Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
+    )
+
+
+detection_provider_configs = Table(
+    "detection_provider_configs",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("provider_name", String(255), nullable=False),
+    Column("provider_type", String(64), nullable=False),
+    Column("endpoint_url", Text, nullable=False),
+    Column("api_key_encrypted", Text, nullable=True),
+    Column("timeout_seconds", Float, nullable=False, server_default=text("30")),
+    Column("confidence_threshold", Float, nullable=False, server_default=text("0.5")),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("max_faces_per_frame", Integer, nullable=False, server_default=text("10")),
+    Column("enable_person_detection", Boolean, nullable=False, server_default=text("true")),
+    Column("enable_face_detection", Boolean, nullable=False, server_default=text("true")),
+    Column("enable_face_encoding", Boolean, nullable=False, server_default=text("true")),
+    Column("is_active", Boolean, nullable=False, server_default=text("false")),
+    Column("test_status", String(16), nullable=False, server_default=text("'untested'")),
+    Column("last_tested", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("options", JSON, nullable=False),
+    *_timestamps(),
+)
+
+detections = Table(
+    "detections",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("camera_id", String(128), nullable=False),
+    Column("frame_id", String(FRAME_ID_LENGTH), nullable=False),
+    Column("detection_type", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("bbox_x", Float, nullable=False),
+    Column("bbox_y", Float, nullable=False),
+    Column("bbox_width", Float, nullable=False),
+    Column("bbox_height", Float, nullable=False),
+    Column("person_name", String(255), nullable=True),
+    Column("person_id", String(128), nullable=True),
+    Column("face_encoding", Text, nullable=True),
+    Column("is_processed", Boolean, nullable=False, server_default=text("true")),
+    Column("processing_status", String(32), nullable=False, server_default=text("'completed'")),
+    Column("frame_number", BigInteger, nullable=True),
+    Column("frame_timestamp", UTCDateTime(), nullable=True),
+    *_timestamps(),
+    Index(None, "camera_id"),
+    Index(None, "created_at"),
+    Index(None, "is_processed"),
+    Index(None, "frame_id"),
+    Index(None, "person_id"),
+)
+
+detection_event_logs = Table(
+    "detection_event_logs",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("detection_id", String(ID_LENGTH), nullable=True),
+    Column("camera_id", String(128), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("severity", String(16), nullable=False, server_default=text("'info'")),
+    Column("message", Text, nullable=False),
+    Column("person_id", String(128), nullable=True),
+    Column("person_name", String(255), nullable=True),
+    Column("confidence_score", Float, nullable=True),
+    Column("action_taken", Text, nullable=True),
+    Column("source_system", String(64), nullable=False, server_default=text("'detectflow'")),
+    *_timestamps(),
+    Index(None, "camera_id"),
+    Index(None, "created_at"),
+    Index(None, "event_type"),
+)
+
+detection_processing_queue = Table(
+    "detection_processing_queue",
+    metadata,
+    Column("id", String(FRAME_ID_LENGTH), primary_key=True),
+    Column("camera_id", String(128), nullable=False),
+    Column("frame_data", LargeBinary, nullable=False),
+    Column("priority", Integer, nullable=False, server_default=text("5")),
+    # pending, processing, completed, failed, skipped (core.models.QueueStatus)
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("frame_number", BigInteger, nullable=True),
+    Column("frame_timestamp", UTCDateTime(), nullable=False, server_default=_NOW),
+    Column("retry_count", Integer, nullable=False, server_default=text("0")),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("detections_count", Integer, nullable=False, server_default=text("0")),
+    Column("processing_time_ms", Integer, nullable=True),
+    Column("error_message", Text, nullable=True),
+    *_timestamps(),
+)
+
+# Claiming reads pending rows by priority (10 first), then oldest.
+Index(
+    "ix_detection_processing_queue_claim",
+    detection_processing_queue.c.status,
+    detection_processing_queue.c.priority.desc(),
+    detection_processing_queue.c.created_at,
+)

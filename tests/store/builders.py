@@ -1,0 +1,113 @@
+"""Small builders for frames, detections and results used across the store tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from detectflow.core.ids import detection_id, event_id, new_id
+from detectflow.core.models import (
+    BBox,
+    Detection,
+    DetectionEvent,
+    EventType,
+    Frame,
+    FrameResult,
+    ProviderConfig,
+    Severity,
+    utcnow,
+)
+
+__all__ = ["ago", "detection", "frame", "provider", "result"]
+
+
+def frame(
+    camera_id: str = "cam-1",
+    *,
+    priority: int = 5,
+    timestamp: datetime | None = None,
+    frame_id: str | None = None,
+    image: bytes = b"\xff\xd8\xff fake jpeg",
+) -> Frame:
+    return Frame(
+        camera_id=camera_id,
+        image=image,
+        frame_id=frame_id or new_id(),
+        timestamp=timestamp or utcnow(),
+        frame_number=7,
+        priority=priority,
+    )
+
+
+def detection(
+    f: Frame,
+    index: int = 0,
+    *,
+    detection_type: str = "person",
+    confidence: float = 0.9,
+    person_id: str | None = None,
+    created_at: datetime | None = None,
+) -> Detection:
+    created = created_at or utcnow()
+    return Detection(
+        id=detection_id(f.frame_id, index),
+        camera_id=f.camera_id,
+        frame_id=f.frame_id,
+        detection_type=detection_type,
+        label=detection_type,
+        confidence=confidence,
+        bbox=BBox(0.1, 0.2, 0.3, 0.4),
+        person_id=person_id,
+        person_name="Ann" if person_id else None,
+        frame_number=f.frame_number,
+        frame_timestamp=f.timestamp,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+def result(
+    f: Frame,
+    detections: int = 2,
+    *,
+    error: str | None = None,
+    attempts: int = 1,
+    created_at: datetime | None = None,
+) -> FrameResult:
+    dets = () if error else tuple(detection(f, i, created_at=created_at) for i in range(detections))
+    event_type = EventType.DETECTION_FAILED if error else EventType.DETECTION_COMPLETED
+    created = created_at or utcnow()
+    event = DetectionEvent(
+        id=event_id(f.frame_id, event_type),
+        camera_id=f.camera_id,
+        event_type=event_type,
+        severity=Severity.WARNING if error else Severity.INFO,
+        message=error or f"Detected {len(dets)} objects",
+        created_at=created,
+        updated_at=created,
+    )
+    return FrameResult(
+        frame=f,
+        detections=dets,
+        events=(event,),
+        error=error,
+        attempts=attempts,
+        processing_time_ms=42,
+    )
+
+
+def provider(
+    name: str = "acme", *, active: bool = False, api_key: str | None = "s3cret"
+) -> ProviderConfig:
+    return ProviderConfig(
+        id=new_id(),
+        provider_name=name,
+        provider_type="http_api",
+        endpoint_url="http://127.0.0.1:9/detect",
+        api_key=api_key,
+        is_active=active,
+        options={"dialect": "deepstack"},
+    )
+
+
+def ago(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
