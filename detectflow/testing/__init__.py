@@ -1,1 +1,81 @@
-"""detectflow.testing"""
+"""Conformance kit for provider adapters: prove a vendor's adapter keeps the contract.
+
+Enable the pytest plugin and define one fixture in a test module::
+
+    # conftest.py (or: pytest -p detectflow.testing)
+    pytest_plugins = ["detectflow.testing"]
+
+    # tests/test_conformance.py
+    import pytest
+    from detectflow import ProviderConfig
+    from detectflow.testing import ConformanceTarget, HttpFaultServer
+    from acme_detect import AcmeAdapter
+
+    def acme(url):
+        return lambda timeout: AcmeAdapter(ProviderConfig(
+            id="acme", provider_name="acme", provider_type="acme",
+            endpoint_url=url, timeout_seconds=timeout))
+
+    @pytest.fixture
+    def detectflow_target(acme_server, detectflow_http_faults: HttpFaultServer):
+        return ConformanceTarget(
+            healthy=acme(acme_server.url),                        # deterministic per frame
+            slow=acme(detectflow_http_faults.slow_url),           # never answers in time
+            transient_fault=acme(detectflow_http_faults.status_url(503)),
+            permanent_fault=acme(detectflow_http_faults.status_url(400)),
+            malformed_answer=acme(detectflow_http_faults.garbage_url),
+            unreachable=acme(detectflow_http_faults.refused_url),
+        )
+
+That module then holds ``AdapterConformance::test_*``: valid answers that
+normalize, timeouts honoured within a grace, errors classified transient or
+permanent, 100 concurrent calls without cross-talk, ``aclose`` idempotent and
+``async with`` support, ``health()`` ok / not ok. A factory left ``None`` (or
+returning None) skips its checks with that reason.
+
+Why this collection mechanism: the fixture is the one thing only the vendor
+can write, so defining it is what asks for the suite; the tests appear in the
+vendor's own module, where ``-k``, node ids and ``--deselect`` work as usual.
+Where that is too implicit (a fixture in ``conftest.py``, several targets in
+one module), subclass instead, which needs no plugin at all::
+
+    class TestAcmeConformance(AdapterConformance):
+        pass
+
+The plugin also provides ``detectflow_http_faults``, a session-wide
+:class:`HttpFaultServer` (hangs, 503, 400, garbage, dropped connections, a
+refused port) on loopback, and :class:`BackgroundLoop` hosts any async test
+provider on its own thread so it outlives each check's event loop. The checks themselves
+(:mod:`detectflow.testing.checks`) are plain coroutines usable from scripts.
+
+The kit reports through its own messages, not ``assert``, so it opts out of
+assertion rewriting (PYTEST_DONT_REWRITE): importing it in a conftest before
+``pytest_plugins`` names it then raises no PytestAssertRewriteWarning.
+"""
+
+from detectflow.testing._harness import CheckSkipped, ConformanceFailure
+from detectflow.testing.faults import HttpFaultServer
+from detectflow.testing.suite import FIXTURE_NAME, AdapterConformance
+from detectflow.testing.target import (
+    AdapterFactory,
+    ConformanceTarget,
+    FrameFactory,
+    conformance_frame,
+)
+from detectflow.testing.threads import BackgroundLoop
+
+__all__ = [
+    "FIXTURE_NAME",
+    "AdapterConformance",
+    "AdapterFactory",
+    "BackgroundLoop",
+    "CheckSkipped",
+    "ConformanceFailure",
+    "ConformanceTarget",
+    "FrameFactory",
+    "HttpFaultServer",
+    "conformance_frame",
+]
+
+# Enabling this package as a pytest plugin registers the hooks and fixtures.
+pytest_plugins = ["detectflow.testing.plugin"]

@@ -1,0 +1,168 @@
+"""In-process adapters for the kit's own tests: one that keeps the contract, many that don't.
+
+Each broken target breaks exactly one rule, so a sub-session running the
+suite against it must fail that rule's test and pass the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from detectflow.core.adapter import FunctionAdapter, ProviderAdapter, probe_frame
+from detectflow.core.errors import PermanentProviderError, TransientProviderError
+from detectflow.core.models import Frame, ProbeResult, RawDetection
+from detectflow.testing import ConformanceTarget
+
+__all__ = ["BROKEN", "answer_for", "good_target"]
+
+Handler = Callable[[Frame], Awaitable[list[RawDetection]]]
+LABELS = ("person", "face", "car", "truck")
+
+
+def answer_for(frame: Frame) -> list[RawDetection]:
+    """A deterministic answer per frame: 1-3 valid fractional boxes from the image's hash."""
+    seed = hashlib.sha256(frame.image).digest()
+    answer = []
+    for n in range(1 + seed[0] % 3):
+        x, y = seed[1 + n] / 512, seed[4 + n] / 512  # in [0, 0.5)
+        w, h = 0.1 + seed[7 + n] / 1024, 0.1 + seed[10 + n] / 1024
+        confidence = 0.3 + seed[13 + n] / 400
+        answer.append(RawDetection(LABELS[seed[16 + n] % 4], confidence, (x, y, x + w, y + h)))
+    return answer
+
+
+async def healthy(frame: Frame) -> list[RawDetection]:
+    await asyncio.sleep(0.001)
+    return answer_for(frame)
+
+
+async def hangs(frame: Frame) -> list[RawDetection]:
+    await asyncio.sleep(60)
+    return []
+
+
+def raises(error: Exception) -> Handler:
+    async def handler(frame: Frame) -> list[RawDetection]:
+        raise error
+
+    return handler
+
+
+def timed(handler: Handler, timeout: float) -> FunctionAdapter:
+    """A FunctionAdapter that honours ``timeout`` the way a real adapter must."""
+
+    async def call(frame: Frame) -> list[RawDetection]:
+        try:
+            async with asyncio.timeout(timeout):
+                return await handler(frame)
+        except TimeoutError:
+            raise TransientProviderError(f"no answer within {timeout:g} s") from None
+
+    return FunctionAdapter(call)
+
+
+def factory(handler: Handler) -> Callable[[float], ProviderAdapter]:
+    return lambda timeout: timed(handler, timeout)
+
+
+def good_target() -> ConformanceTarget:
+    return ConformanceTarget(
+        healthy=factory(healthy),
+        slow=factory(hangs),
+        transient_fault=factory(raises(TransientProviderError("HTTP 503", status=503))),
+        permanent_fault=factory(raises(PermanentProviderError("HTTP 400", status=400))),
+        malformed_answer=factory(raises(PermanentProviderError("answer is not JSON"))),
+        unreachable=factory(raises(TransientProviderError("connection refused"))),
+    )
+
+
+# -- adapters that break one rule each -------------------------------------------
+
+
+class CrossTalkAdapter(ProviderAdapter):
+    """Keeps the frame in flight on the instance: concurrent calls overwrite it."""
+
+    provider_type = "crosstalk"
+
+    def __init__(self) -> None:
+        super().__init__(FunctionAdapter(healthy).config)
+        self.current: Frame | None = None
+
+    async def detect(self, frame: Frame) -> list[RawDetection]:
+        self.current = frame
+        await asyncio.sleep(0.002)
+        assert self.current is not None
+        return answer_for(self.current)
+
+
+class CloseOnceAdapter(FunctionAdapter):
+    async def aclose(self) -> None:
+        if self.closed:
+            raise RuntimeError("already closed")
+        self.closed = True
+
+
+class RaisingHealthAdapter(FunctionAdapter):
+    async def health(self) -> ProbeResult:
+        await self.detect(probe_frame())  # a ProviderError escapes
+        return ProbeResult(True, 0.0, "ok")
+
+
+class NoTypeAdapter(FunctionAdapter):
+    provider_type = ""
+
+
+async def pixels_as_fractions(frame: Frame) -> list[RawDetection]:
+    scale = frame.width or 100  # pixel coordinates, declared as fractions
+    return [replace(r, box=tuple(v * scale for v in r.box)) for r in answer_for(frame)]  # type: ignore[arg-type]
+
+
+async def bad_confidence(frame: Frame) -> list[RawDetection]:
+    return [replace(r, confidence=r.confidence + 1.0) for r in answer_for(frame)]
+
+
+async def one_answer(frame: Frame) -> list[RawDetection]:
+    return [RawDetection("person", 0.9, (0.1, 0.1, 0.5, 0.5))]
+
+
+async def ignores_timeout(frame: Frame) -> list[RawDetection]:
+    await asyncio.sleep(3)
+    return []
+
+
+def _with(**changes: Any) -> ConformanceTarget:
+    return replace(good_target(), **changes)
+
+
+BROKEN: dict[str, Callable[[], ConformanceTarget]] = {
+    # a 503 surfaces as a plain RuntimeError instead of TransientProviderError
+    "runtime_error_for_503": lambda: _with(
+        transient_fault=factory(raises(RuntimeError("HTTP 503")))
+    ),
+    # a refusal is classified as worth retrying
+    "refusal_as_transient": lambda: _with(
+        permanent_fault=factory(raises(TransientProviderError("HTTP 400")))
+    ),
+    # the adapter waits for the provider however long it takes
+    "ignores_timeout": lambda: _with(slow=lambda timeout: FunctionAdapter(ignores_timeout)),
+    # concurrent calls get each other's answers
+    "cross_talk": lambda: _with(healthy=lambda timeout: CrossTalkAdapter()),
+    # pixel coordinates declared as fractions
+    "pixels_as_fractions": lambda: _with(healthy=factory(pixels_as_fractions)),
+    # confidences outside [0, 1]
+    "bad_confidence": lambda: _with(healthy=factory(bad_confidence)),
+    # a second aclose() raises
+    "close_once": lambda: _with(healthy=lambda timeout: CloseOnceAdapter(healthy)),
+    # health() lets the provider's error escape instead of reporting ok=False
+    "raising_health": lambda: _with(
+        unreachable=lambda timeout: RaisingHealthAdapter(raises(TransientProviderError("refused")))
+    ),
+    # the same answer for every frame: cross-talk would go unseen
+    "one_answer_for_all": lambda: _with(healthy=factory(one_answer)),
+    # no provider_type to register the adapter under
+    "no_provider_type": lambda: _with(healthy=lambda timeout: NoTypeAdapter(healthy)),
+}
