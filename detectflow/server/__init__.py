@@ -1,1 +1,5 @@
-"""detectflow.server"""
+"""The Starlette server: REST routes and the WebSocket hub over the store."""
+
+from detectflow.server.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,197 @@
+"""Fan bus messages out to WebSocket clients.
+
+The hub subscribes to the bus ONCE (``detections:*`` and ``events:*``), not
+once per client, so a thousand clients cost one Redis subscription. Each
+client has a bounded outbox; a client too slow to keep up loses messages
+rather than slowing everyone down, and the losses are counted and reported
+to it (``{"type": "lagged", "dropped": n}``) instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from detectflow.store.cache import Bus
+
+__all__ = ["DETECTION_PATTERN", "EVENT_PATTERN", "Client", "ClientFilter", "Hub"]
+
+log = logging.getLogger(__name__)
+
+DETECTION_PATTERN = "detections:*"
+EVENT_PATTERN = "events:*"
+
+
+@dataclass
+class ClientFilter:
+    """What one client asked for. Nothing is delivered before a subscribe.
+
+    ``event_types`` None means every event type of the subscribed cameras.
+    """
+
+    cameras: set[str] = field(default_factory=set)
+    all_cameras: bool = False
+    event_types: set[str] | None = None
+    min_confidence: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.all_cameras or bool(self.cameras)
+
+    def wants_camera(self, camera_id: Any) -> bool:
+        return self.all_cameras or camera_id in self.cameras
+
+    def wants_detection(self, message: dict[str, Any]) -> bool:
+        confidence = message.get("confidence")
+        if not isinstance(confidence, int | float) or math.isnan(confidence):
+            return False
+        return self.wants_camera(message.get("camera_id")) and confidence >= self.min_confidence
+
+    def wants_event(self, message: dict[str, Any]) -> bool:
+        if not self.wants_camera(message.get("camera_id")):
+            return False
+        return self.event_types is None or message.get("event_type") in self.event_types
+
+    def subscribe(
+        self,
+        camera_id: str | None,
+        event_types: Iterable[str] | None,
+        min_confidence: float | None,
+    ) -> None:
+        if camera_id is None:
+            self.all_cameras = True
+        else:
+            self.cameras.add(camera_id)
+        if event_types is not None:
+            self.event_types = (self.event_types or set()) | set(event_types)
+        if min_confidence is not None:
+            self.min_confidence = min_confidence
+
+    def unsubscribe(self, camera_id: str | None, event_types: Iterable[str] | None) -> None:
+        if camera_id is None and event_types is None:
+            self.cameras.clear()
+            self.all_cameras = False
+            self.event_types = None
+            return
+        if camera_id is not None:
+            self.cameras.discard(camera_id)
+        if event_types is not None and self.event_types is not None:
+            self.event_types -= set(event_types)
+
+
+@dataclass(eq=False)
+class Client:
+    """One connection's filter and outbox, as the hub sees it."""
+
+    client_id: str
+    outbox: MemoryObjectSendStream[str]
+    filter: ClientFilter = field(default_factory=ClientFilter)
+    dropped: int = 0
+    dropped_total: int = 0
+    delivered: int = 0
+
+    def offer(self, text: str) -> None:
+        """Queue a broadcast without waiting; on a full outbox drop it and count it."""
+        try:
+            self.outbox.send_nowait(text)
+        except anyio.WouldBlock:
+            self.dropped += 1
+            self.dropped_total += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the connection is ending; its task removes it from the hub
+        else:
+            self.delivered += 1
+
+    async def reply(self, message: dict[str, Any]) -> None:
+        """Queue an answer to the client's own request; waits rather than drops."""
+        await self.outbox.send(json.dumps(message))
+
+    def take_lagged(self) -> int:
+        count, self.dropped = self.dropped, 0
+        return count
+
+
+class Hub:
+    def __init__(self, bus: Bus, *, queue_size: int = 256) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._bus = bus
+        self._queue_size = queue_size
+        self._clients: set[Client] = set()
+        self.received = 0
+        self.malformed = 0
+
+    def connect(self, client_id: str) -> tuple[Client, MemoryObjectReceiveStream[str]]:
+        send, receive = anyio.create_memory_object_stream[str](self._queue_size)
+        client = Client(client_id, send)
+        self._clients.add(client)
+        return client, receive
+
+    def disconnect(self, client: Client) -> None:
+        self._clients.discard(client)
+        client.outbox.close()
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "clients": len(self._clients),
+            "received": self.received,
+            "malformed": self.malformed,
+            "dropped": sum(c.dropped_total for c in self._clients),
+        }
+
+    def dispatch(self, channel: str, payload: bytes) -> None:
+        """Deliver one bus message to every client whose filter wants it."""
+        self.received += 1
+        kind, _, _ = channel.partition(":")
+        try:
+            text = payload.decode()
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            self.malformed += 1
+            log.warning("dropping malformed bus message on %s: %s", channel, exc)
+            return
+        if kind == "detections":
+            for client in self._clients:
+                if client.filter.wants_detection(message):
+                    client.offer(text)
+        elif kind == "events":
+            for client in self._clients:
+                if client.filter.wants_event(message):
+                    client.offer(text)
+
+    async def run(
+        self,
+        *,
+        retry_seconds: float = 1.0,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen until cancelled; a failed subscription is logged and re-opened."""
+        started = False
+        while True:
+            subscription = self._bus.subscribe([DETECTION_PATTERN, EVENT_PATTERN])
+            try:
+                if not started:
+                    started = True
+                    task_status.started()
+                async for channel, payload in subscription:
+                    self.dispatch(channel, payload)
+            except Exception:
+                log.exception("bus subscription failed; re-subscribing in %ss", retry_seconds)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await subscription.aclose()
+            await anyio.sleep(retry_seconds)

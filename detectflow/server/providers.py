@@ -1,0 +1,267 @@
+"""Provider configuration routes: CRUD, the guide's active config, and test-provider.
+
+A config is checked by actually building its adapter through the plugin
+registry before it is stored, so an unknown ``provider_type`` or a bad
+option (an unknown HTTP dialect, a malformed gRPC URL) is a 422 at write
+time rather than a failed frame later. ``api_key`` is write-only: responses
+carry only ``has_api_key``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from detectflow.core.errors import DetectflowError, PluginError
+from detectflow.core.ids import new_id
+from detectflow.core.models import ProbeResult, ProviderConfig, utcnow
+from detectflow.core.serialize import provider_to_dict
+from detectflow.server.errors import ApiError, not_found
+from detectflow.server.params import Body, Query, read_json
+from detectflow.server.state import ServerState, in_thread, server_state
+
+__all__ = ["MAX_CONFIG_BYTES", "read_provider_fields", "routes"]
+
+MAX_CONFIG_BYTES = 64 * 1024
+_NO_SPACE = re.compile(r"\S+")
+
+
+def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
+    """The writable fields present in ``body``, validated; required ones only when creating."""
+    fields: dict[str, Any] = {}
+
+    def put(name: str, value: Any) -> None:
+        if value is not None:
+            fields[name] = value
+        elif body.has(name) and body.data[name] is None:
+            body.error(name, "must not be null")
+
+    name = body.text("provider_name", required=creating, min_length=1, max_length=255)
+    put("provider_name", name)
+    kind = body.text("provider_type", required=creating, min_length=1, max_length=64)
+    put("provider_type", kind)
+    put(
+        "endpoint_url",
+        body.text(
+            "endpoint_url", required=creating, min_length=1, max_length=2048, pattern=_NO_SPACE
+        ),
+    )
+    if body.has("api_key") and body.data["api_key"] is None:
+        fields["api_key"] = None  # null clears the key
+    else:
+        put("api_key", body.text("api_key", min_length=1, max_length=4096))
+    put(
+        "timeout_seconds",
+        body.number("timeout_seconds", minimum=0.0, maximum=600.0, exclusive_minimum=True),
+    )
+    put("confidence_threshold", body.number("confidence_threshold", minimum=0.0, maximum=1.0))
+    put("max_retries", body.integer("max_retries", minimum=0, maximum=10))
+    put("max_faces_per_frame", body.integer("max_faces_per_frame", minimum=1, maximum=1000))
+    for flag in (
+        "is_active",
+        "enable_person_detection",
+        "enable_face_detection",
+        "enable_face_encoding",
+    ):
+        put(flag, body.boolean(flag))
+    options = body.mapping("options")
+    if options is not None:
+        dialect = options.get("dialect")
+        if dialect is not None and not isinstance(dialect, str):
+            body.error("options", "options.dialect must be a string")
+        fields["options"] = options
+    elif body.has("options") and body.data["options"] is None:
+        body.error("options", "must not be null")
+    body.check()
+    return fields
+
+
+async def _check_buildable(state: ServerState, config: ProviderConfig) -> None:
+    """Build (and close) the adapter: the one check that knows every plugin's rules."""
+    types = state.registry.provider_types()
+    if config.provider_type not in types:
+        known = sorted(types)
+        raise ApiError(
+            422,
+            "unknown_provider_type",
+            f"unknown provider_type {config.provider_type!r}; known types: "
+            f"{', '.join(known) or 'none'}",
+            {"field": "body.provider_type", "known_types": known},
+        )
+    try:
+        adapter = state.registry.create_adapter(config)
+    except (DetectflowError, ValueError, TypeError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise ApiError(422, "invalid_provider_config", message) from None
+    await adapter.aclose()
+
+
+async def _read_body(request: Request, *, allow_empty: bool = False) -> Body:
+    return Body(await read_json(request, max_bytes=MAX_CONFIG_BYTES, allow_empty=allow_empty))
+
+
+async def create_provider(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    fields = read_provider_fields(await _read_body(request), creating=True)
+    now = utcnow()
+    config = ProviderConfig(id=new_id(), created_at=now, updated_at=now, **fields)
+    await _check_buildable(state, config)
+    created = await in_thread(state.database.create_provider, config)
+    return JSONResponse({"data": provider_to_dict(created)}, status_code=201)
+
+
+async def list_providers(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    configs = await in_thread(state.database.list_providers)
+    return JSONResponse({"data": [provider_to_dict(c) for c in configs]})
+
+
+async def _get(state: ServerState, provider_id: str) -> ProviderConfig:
+    config = None
+    if len(provider_id) <= 64:
+        config = await in_thread(state.database.get_provider, provider_id)
+    if config is None:
+        raise not_found("provider", provider_id)
+    return config
+
+
+async def _active(state: ServerState) -> ProviderConfig:
+    config = await in_thread(state.database.active_provider)
+    if config is None:
+        raise ApiError(
+            404,
+            "no_active_provider",
+            "no active detection provider; create one with POST /api/v1/detections/providers",
+        )
+    return config
+
+
+async def _update(request: Request, state: ServerState, current: ProviderConfig) -> JSONResponse:
+    fields = read_provider_fields(await _read_body(request), creating=False)
+    if not fields:
+        raise ApiError(422, "validation_error", "request body names no field to change")
+    await _check_buildable(state, replace(current, **fields))
+    try:
+        updated = await in_thread(state.database.update_provider, current.id, fields)
+    except KeyError:
+        raise not_found("provider", current.id) from None
+    return JSONResponse({"data": provider_to_dict(updated)})
+
+
+async def get_provider(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    config = await _get(state, request.path_params["provider_id"])
+    return JSONResponse({"data": provider_to_dict(config)})
+
+
+async def update_provider(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    current = await _get(state, request.path_params["provider_id"])
+    return await _update(request, state, current)
+
+
+async def delete_provider(request: Request) -> Response:
+    state = server_state(request)
+    Query(request).check()
+    provider_id = request.path_params["provider_id"]
+    if len(provider_id) > 64 or not await in_thread(state.database.delete_provider, provider_id):
+        raise not_found("provider", provider_id)
+    await state.adapters.discard(provider_id)
+    return Response(status_code=204)
+
+
+async def get_active_config(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    return JSONResponse({"data": provider_to_dict(await _active(state))})
+
+
+async def update_active_config(request: Request) -> JSONResponse:
+    state = server_state(request)
+    Query(request).check()
+    return await _update(request, state, await _active(state))
+
+
+async def _probe(state: ServerState, config: ProviderConfig, timeout: float) -> ProbeResult:
+    start = time.perf_counter()
+
+    def failed(error: str) -> ProbeResult:
+        elapsed = (time.perf_counter() - start) * 1000
+        return ProbeResult(False, elapsed, "Connection failed", error)
+
+    try:
+        async with state.adapters.lease(config) as adapter:
+            with anyio.move_on_after(timeout):
+                return await adapter.health()
+    except PluginError as exc:
+        return failed(str(exc))
+    except Exception as exc:  # a broken adapter is a failed test, not a 500
+        return failed(f"adapter error: {exc!r}")
+    return failed(f"no answer within {timeout:g} s")
+
+
+async def test_provider(request: Request) -> JSONResponse:
+    """Round-trip the built-in probe frame and record the outcome on the config."""
+    state = server_state(request)
+    Query(request).check()
+    body = await _read_body(request, allow_empty=True)
+    provider_id = body.text("provider_config_id", min_length=1, max_length=64)
+    timeout = body.number("timeout_seconds", minimum=0.0, maximum=120.0, exclusive_minimum=True)
+    body.check()
+    config: ProviderConfig | None
+    if provider_id is not None:
+        config = await _get(state, provider_id)
+    else:
+        config = await in_thread(state.database.active_provider)
+    if config is None:
+        raise ApiError(409, "no_active_provider", "no active detection provider to test")
+    result = await _probe(state, config, timeout or config.timeout_seconds)
+    await in_thread(state.database.record_provider_test, config.id, result)
+    data = {
+        "success": result.ok,
+        "provider_name": config.provider_name,
+        "message": result.message,
+        "response_time_ms": round(result.response_time_ms),
+        "error": result.error,
+    }
+    return JSONResponse({"data": data})
+
+
+async def providers_collection(request: Request) -> Response:
+    if request.method == "POST":
+        return await create_provider(request)
+    return await list_providers(request)
+
+
+async def provider_item(request: Request) -> Response:
+    if request.method == "PUT":
+        return await update_provider(request)
+    if request.method == "DELETE":
+        return await delete_provider(request)
+    return await get_provider(request)
+
+
+async def active_config(request: Request) -> Response:
+    if request.method == "PUT":
+        return await update_active_config(request)
+    return await get_active_config(request)
+
+
+# One route per path, so a 405 names every allowed method.
+routes = [
+    Route("/providers", providers_collection, methods=["GET", "POST"]),
+    Route("/providers/{provider_id}", provider_item, methods=["GET", "PUT", "DELETE"]),
+    Route("/provider/config", active_config, methods=["GET", "PUT"]),
+    Route("/test-provider", test_provider, methods=["POST"]),
+]

@@ -1,0 +1,154 @@
+"""Fixtures for the server tests.
+
+``database`` runs a test on SQLite and on PostgreSQL. Creating and migrating
+a PostgreSQL database costs ~2.5 s, so these tests share one migrated
+database per session and empty its tables before each test; the lifespan
+test in test_app.py still migrates a brand-new database itself. Tests of
+input validation, which never reach SQL differently per dialect, are marked
+``sqlite_only`` (tests/server/support.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.core.settings import Settings
+from detectflow.server import create_app
+from detectflow.store import Database
+from detectflow.store.memory import MemoryBus, MemoryCache
+from tests import services
+from tests.server.support import ScriptedAdapter, ScriptedPlugin, TestClient
+
+_TABLES = (
+    "detections",
+    "detection_event_logs",
+    "detection_processing_queue",
+    "detection_provider_configs",
+)
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=services.POSTGRES_HOST,
+        port=services.POSTGRES_PORT,
+        user=services.POSTGRES_USER,
+        dbname=services.POSTGRES_ADMIN_DB,
+        autocommit=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_postgres_url() -> Iterator[str]:
+    name = f"detectflow_server_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield services.postgres_url(name)
+    finally:
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        max_frame_bytes=64 * 1024,
+        retry_base_seconds=0.001,
+        retry_max_seconds=0.01,
+        disable_plugin_autoload=True,
+    )
+
+
+def _open(url: str, secret_key: str) -> Database:
+    db = Database(url, secret_key=secret_key)
+    db.upgrade()
+    return db
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def database(request: pytest.FixtureRequest, tmp_path: Path, secret_key: str) -> Iterator[Database]:
+    if request.param == "sqlite":
+        db = _open(f"sqlite:///{tmp_path / 'server.db'}", secret_key)
+    else:
+        url: str = request.getfixturevalue("shared_postgres_url")
+        db = _open(url, secret_key)
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(
+            host=services.POSTGRES_HOST,
+            port=services.POSTGRES_PORT,
+            user=services.POSTGRES_USER,
+            dbname=name,
+            autocommit=True,
+        ) as conn:
+            conn.execute(f"TRUNCATE {', '.join(_TABLES)}")
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def registry(settings: Settings) -> PluginRegistry:
+    ScriptedAdapter.instances.clear()
+    registry = get_registry(settings)
+    assert registry.register(ScriptedPlugin(), "tests-scripted", "tests", "0")
+    return registry
+
+
+@pytest.fixture
+def bus() -> MemoryBus:
+    return MemoryBus()
+
+
+@pytest.fixture
+def cache() -> MemoryCache:
+    return MemoryCache()
+
+
+def _factory(settings: Settings, database: Database, **base: Any) -> Callable[..., TestClient]:
+    def make(**overrides: Any) -> TestClient:
+        kwargs = {"database": database, **base, **overrides}
+        return TestClient(create_app(settings, **kwargs))
+
+    return make
+
+
+@pytest.fixture
+def client_factory(
+    settings: Settings,
+    database: Database,
+    registry: PluginRegistry,
+    cache: MemoryCache,
+    bus: MemoryBus,
+) -> Callable[..., TestClient]:
+    """A fresh app over the same database, cache and bus; use it as a context manager."""
+    return _factory(settings, database, registry=registry, cache=cache, bus=bus)
+
+
+@pytest.fixture
+def client(client_factory: Callable[..., TestClient]) -> Iterator[TestClient]:
+    with client_factory() as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def simulator() -> Iterator[Any]:
+    from detectflow.simulator import Simulator, run_in_thread
+
+    sim = Simulator()
+    handle = run_in_thread(sim)
+    try:
+        yield sim
+    finally:
+        handle.stop()

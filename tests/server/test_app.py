@@ -1,0 +1,125 @@
+"""The app's lifespan, health, and one run on a real uvicorn with a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import websockets
+
+from detectflow.core.plugins import PluginRegistry
+from detectflow.core.settings import Settings
+from detectflow.server import create_app
+from detectflow.store import Database
+from tests.server.support import (
+    API,
+    ScriptedAdapter,
+    TestClient,
+    add_provider,
+    frame_b64,
+    frame_body,
+)
+
+
+def test_lifespan_opens_and_migrates_the_configured_database(
+    tmp_path: Path, database_url: str, secret_key: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=database_url, secret_key=secret_key)
+    with TestClient(create_app(settings)) as client:
+        health = client.get("/api/v1/health")
+        queued = client.post(f"{API}/send-frame?mode=queue", json=frame_body())
+    assert health.status_code == 200
+    data = health.json()["data"]
+    assert data["status"] == "ok" and data["database"] == "ok"
+    assert data["provider_configured"] is False
+    assert queued.status_code == 202
+
+    # The rows are really in the configured database.
+    database = Database(database_url, secret_key=secret_key)
+    try:
+        assert database.queue_stats()["pending"] == 1
+    finally:
+        database.dispose()
+
+
+def test_shutdown_closes_the_provider_adapters(client_factory: Any) -> None:
+    with client_factory() as client:
+        add_provider(client)
+        assert client.post(f"{API}/send-frame", json=frame_body()).json()["data"]["success"]
+        serving = ScriptedAdapter.instances[-1]
+        assert not serving.closed
+    assert serving.closed
+
+
+# -- real uvicorn -------------------------------------------------------------------
+
+
+class _Uvicorn:
+    def __init__(self, app: Any, port: int) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Uvicorn:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def test_real_uvicorn_pushes_a_detection_to_a_websockets_client(
+    tmp_path: Path, free_port: int, simulator: Any, registry: PluginRegistry, secret_key: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, secret_key=secret_key)
+    app = create_app(settings, registry=registry)
+    base = f"127.0.0.1:{free_port}"
+
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with httpx.AsyncClient(base_url=f"http://{base}") as http:
+            created = await http.post(
+                f"{API}/providers",
+                json={
+                    "provider_name": "simulator",
+                    "provider_type": "http_api",
+                    "endpoint_url": simulator.detect_url("detectflow"),
+                    "confidence_threshold": 0.3,
+                    "is_active": True,
+                },
+            )
+            assert created.status_code == 201, created.text
+            async with websockets.connect(f"ws://{base}{API}/ws/e2e") as ws:
+                await ws.send(json.dumps({"type": "subscribe", "camera_id": "cam-e2e"}))
+                reply = json.loads(await ws.recv())
+                assert reply["type"] == "subscription"
+                response = await http.post(
+                    f"{API}/send-frame",
+                    json={"camera_id": "cam-e2e", "frame_data": frame_b64("cam-e2e", 3)},
+                )
+                sent: dict[str, Any] = response.json()["data"]
+                received = []
+                for _ in range(sent["detection_count"]):
+                    received.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        return sent, received
+
+    with _Uvicorn(app, free_port):
+        sent, received = asyncio.run(scenario())
+
+    assert sent["success"] is True and sent["detection_count"] >= 1
+    assert [m["type"] for m in received] == ["detection"] * sent["detection_count"]
+    assert [m["detection_id"] for m in received] == [d["id"] for d in sent["detections"]]
+    assert {m["camera_id"] for m in received} == {"cam-e2e"}

@@ -1,0 +1,141 @@
+"""The WebSocket hub on its own: filters, fan-out, lag accounting, resubscription."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detectflow.server.hub import ClientFilter, Hub
+from detectflow.store.memory import MemoryBus
+
+cameras = st.sampled_from(["cam-1", "cam-2", "cam-3"])
+
+
+@given(
+    subscribed=st.lists(cameras, max_size=3),
+    everything=st.booleans(),
+    floor=st.floats(0, 1),
+    camera=cameras,
+    confidence=st.floats(0, 1),
+)
+def test_a_detection_is_wanted_iff_its_camera_is_subscribed_and_sure_enough(
+    subscribed: list[str], everything: bool, floor: float, camera: str, confidence: float
+) -> None:
+    f = ClientFilter()
+    for c in subscribed:
+        f.subscribe(c, None, floor)
+    if everything:
+        f.subscribe(None, None, floor)
+    message = {"camera_id": camera, "confidence": confidence}
+    expected = (everything or camera in subscribed) and confidence >= floor and f.active
+    assert f.wants_detection(message) == expected
+
+
+def test_event_types_narrow_events_and_unsubscribe_clears() -> None:
+    f = ClientFilter()
+    f.subscribe("cam-1", None, None)
+    assert f.wants_event({"camera_id": "cam-1", "event_type": "anything"})
+    f.subscribe("cam-1", ["detection_failed"], None)
+    assert not f.wants_event({"camera_id": "cam-1", "event_type": "detection_completed"})
+    assert f.wants_event({"camera_id": "cam-1", "event_type": "detection_failed"})
+    assert not f.wants_event({"camera_id": "cam-2", "event_type": "detection_failed"})
+    f.unsubscribe(None, ["detection_failed"])
+    assert not f.wants_event({"camera_id": "cam-1", "event_type": "detection_failed"})
+    f.unsubscribe(None, None)
+    assert not f.active
+    assert not f.wants_detection({"camera_id": "cam-1", "confidence": 1.0})
+
+
+def test_malformed_detection_confidence_is_not_wanted() -> None:
+    f = ClientFilter(all_cameras=True)
+    assert not f.wants_detection({"camera_id": "c", "confidence": "high"})
+    assert not f.wants_detection({"camera_id": "c", "confidence": float("nan")})
+
+
+def _detection(camera: str, n: int) -> tuple[str, bytes]:
+    body = {"type": "detection", "detection_id": str(n), "camera_id": camera, "confidence": 0.9}
+    return f"detections:{camera}", json.dumps(body).encode()
+
+
+def test_hub_subscribes_once_and_fans_out_to_each_matching_client() -> None:
+    async def main() -> tuple[list[str], list[str], int, dict[str, int]]:
+        bus = MemoryBus()
+        hub = Hub(bus, queue_size=100)
+        one, one_box = hub.connect("one")
+        two, two_box = hub.connect("two")
+        one.filter.subscribe("cam-1", None, None)
+        two.filter.subscribe(None, None, None)
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            subscribers = bus.subscriber_count
+            bus.publish_many([_detection("cam-1", 1), _detection("cam-2", 2)])
+            bus.publish("detections:cam-1", b"{not json")
+            bus.publish("events:x", b"[1]")
+            with anyio.fail_after(5):
+                got_two = [json.loads(await two_box.receive())["detection_id"] for _ in range(2)]
+                got_one = [json.loads(await one_box.receive())["detection_id"]]
+                while hub.received < 4:
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+        hub.disconnect(one)
+        hub.disconnect(two)
+        one_box.close()
+        two_box.close()
+        return got_one, got_two, subscribers, hub.stats()
+
+    got_one, got_two, subscribers, stats = anyio.run(main)
+    assert subscribers == 1
+    assert got_one == ["1"]
+    assert got_two == ["1", "2"]
+    assert stats["malformed"] == 2 and stats["received"] == 4 and stats["clients"] == 0
+
+
+def test_a_full_outbox_drops_and_counts_without_blocking_the_hub() -> None:
+    async def main() -> tuple[int, int, int]:
+        hub = Hub(MemoryBus(), queue_size=3)
+        client, box = hub.connect("slow")
+        client.filter.subscribe(None, None, None)
+        for n in range(10):
+            hub.dispatch(*_detection("cam-1", n))
+        lagged = client.take_lagged()
+        again = client.take_lagged()
+        queued = 0
+        while True:
+            try:
+                box.receive_nowait()
+            except anyio.WouldBlock:
+                break
+            queued += 1
+        hub.disconnect(client)
+        box.close()
+        return lagged, again, queued
+
+    lagged, again, queued = anyio.run(main)
+    assert (queued, lagged, again) == (3, 7, 0)
+
+
+def test_hub_resubscribes_after_the_subscription_ends() -> None:
+    async def main() -> int:
+        bus = MemoryBus()
+        hub = Hub(bus)
+        client, box = hub.connect("c")
+        client.filter.subscribe(None, None, None)
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: hub.run(retry_seconds=0.01, task_status=task_status))
+            # End the hub's subscription from outside, as a dropped Redis connection would.
+            for sub in list(bus._subscribers):
+                await sub.aclose()
+            with anyio.fail_after(5):
+                while bus.subscriber_count == 0:
+                    await anyio.sleep(0.01)
+                bus.publish_many([_detection("cam-1", 7)])
+                got = json.loads(await box.receive())
+            tg.cancel_scope.cancel()
+        hub.disconnect(client)
+        box.close()
+        return int(got["detection_id"])
+
+    assert anyio.run(main) == 7

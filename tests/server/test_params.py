@@ -1,0 +1,188 @@
+"""Query and body readers: properties over arbitrary input (Hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.requests import Request
+
+from detectflow.server.errors import ApiError
+from detectflow.server.params import Body, Query, read_json
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _request(query: dict[str, str] | None = None, chunks: list[bytes] | None = None) -> Request:
+    parts = list(chunks or [])
+    headers = [(b"content-type", b"application/json")]
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            body = parts.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(parts)}
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": headers,
+        "query_string": urlencode(query or {}).encode(),
+    }
+    return Request(scope, receive)
+
+
+@given(json_values)
+def test_body_integer_accepts_exactly_in_range_integers(value: Any) -> None:
+    body = Body({"n": value})
+    got = body.integer("n", minimum=-5, maximum=5)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if value is None:
+        assert got is None and not body.errors
+    elif is_int and -5 <= value <= 5:
+        assert got == value and not body.errors
+    else:
+        assert got is None and [e["field"] for e in body.errors] == ["body.n"]
+
+
+@given(json_values)
+def test_body_number_accepts_exactly_in_range_numbers(value: Any) -> None:
+    body = Body({"x": value})
+    got = body.number("x", minimum=0.0, maximum=1.0)
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is None:
+        assert got is None and not body.errors
+    elif numeric and 0.0 <= value <= 1.0:
+        assert got == float(value) and not body.errors
+    else:
+        assert got is None and len(body.errors) == 1
+
+
+@given(json_values)
+def test_body_text_and_boolean_check_types_strictly(value: Any) -> None:
+    body = Body({"s": value, "b": value})
+    text = body.text("s", max_length=10)
+    flag = body.boolean("b")
+    assert text == (value if isinstance(value, str) and len(value) <= 10 else None)
+    assert flag == (value if isinstance(value, bool) else None)
+    expected_errors = (value is not None and text is None) + (value is not None and flag is None)
+    assert len(body.errors) == expected_errors
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), json_values, max_size=5))
+def test_body_check_names_every_field_never_read(data: dict[str, Any]) -> None:
+    body = Body({"known": 1, **data})
+    body.has("known")
+    unknown = sorted(set(data) - {"known"})
+    if unknown:
+        with pytest.raises(ApiError) as caught:
+            body.check()
+        assert caught.value.status == 422
+        assert [d["field"] for d in caught.value.details] == [f"body.{k}" for k in unknown]
+    else:
+        body.check()
+
+
+@given(json_values.filter(lambda v: not isinstance(v, dict)))
+def test_body_must_be_an_object(value: Any) -> None:
+    with pytest.raises(ApiError) as caught:
+        Body(value)
+    assert caught.value.status == 422
+
+
+@given(st.text(max_size=12))
+def test_query_integer_parses_or_reports(raw: str) -> None:
+    query = Query(_request({"limit": raw}))
+    got = query.integer("limit", default=100, minimum=1, maximum=1000)
+    try:
+        parsed: int | None = int(raw.strip())
+    except ValueError:
+        parsed = None
+    if parsed is not None and 1 <= parsed <= 1000:
+        assert got == parsed and not query.errors
+    else:
+        assert got == 100 and [e["field"] for e in query.errors] == ["query.limit"]
+
+
+@given(st.text(max_size=12))
+def test_query_number_never_accepts_nan_or_out_of_range(raw: str) -> None:
+    query = Query(_request({"min_confidence": raw}))
+    got = query.number("min_confidence", default=0.5, minimum=0.0, maximum=1.0)
+    if query.errors:
+        assert got == 0.5
+    else:
+        assert not math.isnan(got) and 0.0 <= got <= 1.0
+
+
+@given(st.text(max_size=8))
+def test_query_boolean_knows_only_true_and_false_words(raw: str) -> None:
+    query = Query(_request({"use_cache": raw}))
+    got = query.boolean("use_cache", default=True)
+    word = raw.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        assert got is True and not query.errors
+    elif word in {"0", "false", "no", "off"}:
+        assert got is False and not query.errors
+    else:
+        assert len(query.errors) == 1
+
+
+def test_query_check_rejects_unknown_and_repeated_parameters() -> None:
+    request = _request()
+    request.scope["query_string"] = b"limit=1&limit=2&colour=red"
+    query = Query(request)
+    query.integer("limit", default=1, minimum=1)
+    with pytest.raises(ApiError) as caught:
+        query.check()
+    assert [d["field"] for d in caught.value.details] == ["query.limit", "query.colour"]
+
+
+@given(json_values, st.integers(min_value=1, max_value=7))
+def test_read_json_round_trips_any_json_in_any_chunking(value: Any, pieces: int) -> None:
+    raw = json.dumps(value).encode()
+    size = max(1, len(raw) // pieces)
+    chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
+    got = anyio.run(lambda: read_json(_request(chunks=chunks), max_bytes=len(raw)))
+    assert got == value
+
+
+@given(st.binary(min_size=1, max_size=200), st.integers(min_value=0, max_value=199))
+def test_read_json_is_413_past_the_limit_and_400_for_non_json(raw: bytes, limit: int) -> None:
+    async def read() -> Any:
+        return await read_json(_request(chunks=[raw[:50], raw[50:]]), max_bytes=limit)
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        expected = json.loads(raw, parse_constant=no_constants)
+        valid = True
+    except ValueError:
+        valid = False
+    if len(raw) > limit:
+        with pytest.raises(ApiError) as caught:
+            anyio.run(read)
+        assert caught.value.status == 413
+    elif not valid:
+        with pytest.raises(ApiError) as caught:
+            anyio.run(read)
+        assert caught.value.status == 400
+    else:
+        assert anyio.run(read) == expected
