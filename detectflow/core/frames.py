@@ -16,9 +16,10 @@ from detectflow.core.ids import frame_id_for
 from detectflow.core.images import image_info
 from detectflow.core.models import Frame, utcnow
 
-__all__ = ["CAMERA_ID_PATTERN", "make_frame", "parse_timestamp", "validate_camera_id"]
+__all__ = ["CAMERA_ID_PATTERN", "MAX_FRAME_ID_LENGTH", "make_frame", "parse_timestamp", "validate_camera_id"]
 
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MAX_FRAME_ID_LENGTH = 128  # the store's column width for frame and queue ids
 
 
 def validate_camera_id(camera_id: object) -> str:
@@ -64,6 +65,8 @@ def make_frame(
     info = image_info(image)
     if info is None:
         raise InvalidFrameError("frame is not a JPEG, PNG or WebP image")
+    if frame_id is not None and not 0 < len(frame_id) <= MAX_FRAME_ID_LENGTH:
+        raise InvalidFrameError(f"frame_id must be 1-{MAX_FRAME_ID_LENGTH} characters")
     if frame_number is not None and frame_number < 0:
         raise InvalidFrameError("frame_number must be >= 0")
     if not 1 <= priority <= 10:

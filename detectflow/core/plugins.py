@@ -44,6 +44,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.grpc.adapter",
     "detectflow.adapters.mqtt",
     "detectflow.flows.sources",
+    "detectflow.flows.source_redis",
+    "detectflow.flows.source_mqtt",
+    "detectflow.flows.source_file",
 )
 
 

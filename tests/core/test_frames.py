@@ -42,6 +42,8 @@ def test_without_a_number_the_id_derives_from_the_bytes():
         ({"priority": 11}, "priority"),
         ({"frame_number": -1}, "frame_number"),
         ({"timestamp": "yesterday"}, "RFC 3339"),
+        ({"frame_id": "x" * 129}, "frame_id"),
+        ({"frame_id": ""}, "frame_id"),
     ],
 )
 def test_invalid_frames_are_refused_with_a_reason(kwargs, message):
