@@ -3,7 +3,8 @@
 ``detectflow up`` and ``detectflow demo`` share this: the dataflow runs in a
 background thread, the server (uvicorn) in the main thread, and both use the
 same database, cache and bus objects, which is what lets the in-process cache
-and bus stand in for Redis on the embedded default.
+and bus stand in for Redis on the embedded default. With a Redis URL set, the
+cache and bus are Redis and other processes share the live data too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from detectflow.flows import run_flow
 from detectflow.flows.metrics import FlowMetrics
 from detectflow.server.app import create_app
 from detectflow.store import Database, open_database
+from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
-from detectflow.store.memory import MemoryBus, MemoryCache
 
 __all__ = ["Stack", "open_stack"]
 
@@ -82,6 +83,7 @@ class Stack:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=15)
+        close_cache_and_bus(self.cache, self.bus)
         self.database.dispose()
 
 
@@ -89,5 +91,10 @@ def open_stack(settings: Settings) -> Stack:
     """Open and migrate the database, and the cache and bus the settings name."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(settings)
-    database.upgrade()
-    return Stack(settings, database, MemoryCache(), MemoryBus())
+    try:
+        database.upgrade()
+        cache, bus = open_cache_and_bus(settings)
+    except BaseException:
+        database.dispose()
+        raise
+    return Stack(settings, database, cache, bus)

@@ -1,8 +1,8 @@
-"""One suite for every Cache/Bus implementation.
+"""One suite for every Cache/Bus implementation: the in-process twins and Redis.
 
-Only the in-process twins exist now; the Redis implementation joins by adding
-a param to ``backend`` (the tests use only the protocols, real time, and TTLs
-Redis can express).
+The tests use only the protocols, real time, and TTLs Redis can express.
+Redis-only behaviour (prefixes, reconnects, several processes) is in
+``tests/store/test_redis.py``.
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import anyio
 import pytest
+import redis
 
 from detectflow.store.cache import Bus, Cache, Subscription
 from detectflow.store.memory import MemoryBus, MemoryCache
+from detectflow.store.redis_backend import RedisBus, RedisCache
+from tests import services
 
 pytestmark = pytest.mark.anyio
 
@@ -33,10 +37,23 @@ class Backend:
     bus: Bus
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "memory":
         yield Backend(MemoryCache(), MemoryBus())
+        return
+    # Redis db 15, a prefix of this test's own; only its keys are deleted afterwards.
+    prefix = f"detectflow-test-{uuid.uuid4().hex[:12]}:"
+    cache = RedisCache(services.REDIS_URL, prefix=prefix)
+    bus = RedisBus(services.REDIS_URL, prefix=prefix)
+    try:
+        yield Backend(cache, bus)
+    finally:
+        bus.close()
+        cache.close()
+        with redis.Redis.from_url(services.REDIS_URL) as admin:
+            for key in admin.scan_iter(match=f"{prefix}*"):
+                admin.delete(key)
 
 
 async def _next(sub: Subscription, timeout: float = 2.0) -> tuple[str, bytes]:

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from detectflow.core.settings import Settings
+from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
+from detectflow.store.memory import MemoryBus, MemoryCache
+from detectflow.store.redis_backend import DEFAULT_PREFIX, RedisBus, RedisCache, RedisURLError
+from tests import services
+
+
+def test_without_a_redis_url_the_in_process_twins_are_used(tmp_path: Path) -> None:
+    cache, bus = open_cache_and_bus(Settings(data_dir=tmp_path))
+    assert isinstance(cache, MemoryCache) and isinstance(bus, MemoryBus)
+    close_cache_and_bus(cache, bus)  # nothing to close: must not fail
+
+
+@pytest.mark.redis
+def test_with_a_redis_url_both_are_redis_and_share_the_prefix(tmp_path: Path) -> None:
+    prefix = f"detectflow-test-{uuid.uuid4().hex[:12]}:"
+    cache, bus = open_cache_and_bus(
+        Settings(data_dir=tmp_path, redis_url=services.REDIS_URL), prefix=prefix
+    )
+    try:
+        assert isinstance(cache, RedisCache) and isinstance(bus, RedisBus)
+        assert cache.prefix == bus.prefix == prefix
+        cache.set_many({"k": b"v"}, ttl_seconds=5)
+        with redis.Redis.from_url(services.REDIS_URL) as admin:
+            assert admin.get(f"{prefix}k") == b"v"
+            admin.delete(f"{prefix}k")
+    finally:
+        close_cache_and_bus(cache, bus)
+
+
+def test_the_default_prefix_namespaces_detectflow(tmp_path: Path) -> None:
+    cache, bus = open_cache_and_bus(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1/0"))
+    try:
+        assert isinstance(cache, RedisCache) and cache.prefix == DEFAULT_PREFIX == "detectflow:"
+    finally:
+        close_cache_and_bus(cache, bus)
+
+
+def test_a_malformed_redis_url_fails_at_open_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RedisURLError, match="not a usable Redis URL 'http://example'"):
+        open_cache_and_bus(Settings(data_dir=tmp_path, redis_url="http://example"))
