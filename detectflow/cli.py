@@ -206,6 +206,104 @@ def provider_list(state: _State, as_json: bool) -> None:
     Console().print(table)
 
 
+# -- api keys --------------------------------------------------------------
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """API keys for the server (scopes: read < write < admin).
+
+    Reads are open unless DETECTFLOW_AUTH_MODE=required; writes need a
+    write key, provider configuration an admin key.
+    """
+
+
+@keys_group.command("create")
+@click.option(
+    "--scope", required=True, type=click.Choice(["read", "write", "admin"]), help="What it may do."
+)
+@click.option("--name", help="A label for people, shown by `keys list`.")
+@pass_state
+def keys_create(state: _State, scope: str, name: str | None) -> None:
+    """Create a key and print it, ONCE: only its hash is stored.
+
+    The key alone goes to stdout (KEY=$(detectflow keys create --scope read)),
+    the notes to stderr.
+    """
+    with _database(state.settings) as database:
+        try:
+            key, plaintext = database.create_api_key(scope, name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
+    click.echo(plaintext)
+    label = f" ({key.name})" if key.name else ""
+    click.echo(
+        f"created {key.scope} key {key.id}{label}; store it now, it cannot be shown again",
+        err=True,
+    )
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_state
+def keys_list(state: _State, as_json: bool) -> None:
+    """List keys: id, name, scope, created, revoked (never the keys themselves)."""
+    from detectflow.core.serialize import isoformat
+
+    with _database(state.settings) as database:
+        keys = database.list_api_keys()
+    rows = [
+        {
+            "id": k.id,
+            "name": k.name,
+            "scope": k.scope.value,
+            "created_at": isoformat(k.created_at),
+            "revoked_at": isoformat(k.revoked_at),
+        }
+        for k in keys
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "scope", "created", "revoked")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["name"] or "",
+            row["scope"],
+            row["created_at"] or "",
+            row["revoked_at"] or "",
+        )
+    Console().print(table)
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@pass_state
+def keys_revoke(state: _State, key_id: str) -> None:
+    """Revoke a key by its id (or the whole key); it stops working at once."""
+    from detectflow.store.keys import key_id_of
+
+    ident = key_id_of(key_id.strip())
+    if ident is None:
+        raise click.BadParameter(
+            "expected a key id (12 hex characters, see `detectflow keys list`) or a whole key",
+            param_hint="KEY_ID",
+        )
+    with _database(state.settings) as database:
+        before = database.get_api_key(ident)
+        revoked = database.revoke_api_key(ident)
+    if revoked is None:
+        raise click.ClickException(f"no API key with id {ident!r}")
+    if before is not None and before.revoked:
+        click.echo(f"key {ident} was already revoked")
+    else:
+        click.echo(f"revoked key {ident}")
+
+
 # -- running ---------------------------------------------------------------
 
 _host_option = click.option(
@@ -247,16 +345,22 @@ def flow_run(state: _State, source_url: str, workers: int, until_empty: bool) ->
     from detectflow.flows import run_flow
     from detectflow.flows.dataflow import FlowError
     from detectflow.flows.metrics import FlowMetrics
+    from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
+    from detectflow.store.live import LiveView
 
     stop = threading.Event()
     metrics = FlowMetrics()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Results go live through the configured cache and bus: Redis when
+    # DETECTFLOW_REDIS_URL is set, so servers in other processes see them.
+    cache, bus = open_cache_and_bus(state.settings)
     try:
         run_flow(
             state.settings,
             source_url=source_url,
             workers=workers,
             until_empty=until_empty,
+            live=LiveView(cache, bus),
             stats=metrics,
             stop=stop,
         )
@@ -264,6 +368,8 @@ def flow_run(state: _State, source_url: str, workers: int, until_empty: bool) ->
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        close_cache_and_bus(cache, bus)
     click.echo(metrics.summary())
 
 

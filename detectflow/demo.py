@@ -99,6 +99,7 @@ def run_demo(settings: Settings, *, fps: float = 2.0, latency: float = 0.05) -> 
     try:
         endpoint = handle.detect_url("detectflow")
         ensure_demo_provider(stack.database, endpoint)
+        _, admin_key = stack.database.create_api_key("admin", "demo", replace=True)
         stack.start_flow()
         stack.spawn(lambda: feed(stack.database, settings, stack.stop, fps=fps), "demo-feeder")
         stack.spawn(lambda: _print_status(stack), "demo-status")
@@ -117,6 +118,11 @@ def run_demo(settings: Settings, *, fps: float = 2.0, latency: float = 0.05) -> 
                     f"  curl -s '{base}/api/v1/detections/queue-stats'",
                     f"  websocket: ws://{settings.host}:{settings.port}/api/v1/detections/ws/me "
                     '-> {"type": "subscribe", "camera_id": "cam-1"}',
+                    f"  live page: {base}/",
+                    "",
+                    f"admin API key (shown once): {admin_key}",
+                    f'  curl -s -H "Authorization: Bearer {admin_key}" '
+                    f"{base}/api/v1/detections/providers",
                     "",
                     "Ctrl-C stops.",
                 ]

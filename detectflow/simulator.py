@@ -21,6 +21,15 @@ arrival order): ``error_rate`` answers 503, ``timeout_rate`` hangs for
 ``fail_first=N`` answers 503 to the first N requests for each frame, which
 lets a test prove retries deterministically. ``api_key`` makes requests
 without the right bearer token (or DeepStack ``api_key`` form field) get 401.
+
+``detectflow simulate --protocol grpc`` (``detectflow.provider.v1`` through
+:class:`~detectflow.adapters.grpc.server.GrpcProviderServer`) and
+``--protocol mqtt`` (MQTT 5 request/response through
+:class:`~detectflow.adapters.mqtt_responder.MqttResponder`) serve the same
+answers from :class:`SimulatedHandler`: same bytes, same boxes, whatever the
+wire. There ``error_rate`` and ``fail_first`` answer UNAVAILABLE / status
+503, ``timeout_rate`` hangs; ``malformed_rate`` is HTTP only, since those
+servers encode every answer themselves.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import hashlib
 import json
 import random
 import threading
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -40,11 +50,15 @@ from typing import Any, Literal, Self
 import click
 from aiohttp import web
 
+from detectflow.core.errors import PermanentProviderError, ProviderError, TransientProviderError
 from detectflow.core.images import image_info
+from detectflow.core.models import Frame, RawDetection
 
 __all__ = [
     "LABELS",
+    "PROTOCOLS",
     "SimulatedDetection",
+    "SimulatedHandler",
     "Simulator",
     "SimulatorStats",
     "SimulatorThread",
@@ -55,6 +69,8 @@ __all__ = [
 
 LABELS = ("person", "face", "car", "truck", "bicycle", "dog")
 DETECT_PATHS = {"detectflow": "/detect", "deepstack": "/v1/vision/detection"}
+PROTOCOLS = ("http", "grpc", "mqtt")
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883/detectflow/simulator/detect"
 _DEEPSTACK_DEFAULT_MIN_CONFIDENCE = 0.4
 _MAX_BODY = 16 * 1024 * 1024  # a 10 MiB frame in base64, with room to spare
 _MALFORMED = b'{"detections": [{"label": "person", "confidence": 0.9, "box": [0.1, '
@@ -109,6 +125,80 @@ class SimulatorStats:
     bad_requests: int = 0
 
 
+def _check_rates(error_rate: float, timeout_rate: float, malformed_rate: float) -> None:
+    for name, rate in (
+        ("error_rate", error_rate),
+        ("timeout_rate", timeout_rate),
+        ("malformed_rate", malformed_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1], got {rate!r}")
+    if error_rate + timeout_rate + malformed_rate > 1.0:
+        raise ValueError("error_rate + timeout_rate + malformed_rate must not exceed 1")
+
+
+class SimulatedHandler:
+    """The simulator's answers and faults as a detect function, for gRPC and MQTT.
+
+    ``await handler(frame)`` returns what ``POST /detect`` would (boxes as
+    fractions, ``xyxy``) or raises :class:`TransientProviderError` (status
+    503) for a simulated error, after hanging for a simulated timeout, or
+    for one of the first ``fail_first`` tries of an image.
+    """
+
+    def __init__(
+        self,
+        *,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        fail_first: int = 0,
+        seed: int = 0,
+        hang_seconds: float = 300.0,
+    ) -> None:
+        _check_rates(error_rate, timeout_rate, 0.0)
+        if fail_first < 0 or hang_seconds < 0:
+            raise ValueError("fail_first and hang_seconds must be >= 0")
+        self.error_rate = error_rate
+        self.timeout_rate = timeout_rate
+        self.fail_first = fail_first
+        self.hang_seconds = hang_seconds
+        self.stats = SimulatorStats()
+        self._rng = random.Random(seed)
+        self._seen: dict[bytes, int] = {}
+
+    async def __call__(self, frame: Frame) -> list[RawDetection]:
+        self.stats.requests += 1
+        width, height = frame.width, frame.height
+        if not width or not height:
+            self.stats.bad_requests += 1
+            raise PermanentProviderError("the image's width and height cannot be read", status=400)
+        if self.fail_first:
+            key = hashlib.sha256(frame.image).digest()
+            seen = self._seen.get(key, 0)
+            if seen < self.fail_first:
+                self._seen[key] = seen + 1
+                self.stats.failed_first += 1
+                message = f"simulated failure {seen + 1} of {self.fail_first}"
+                raise TransientProviderError(message, status=503)
+        draw = self._rng.random()
+        if draw < self.error_rate:
+            self.stats.errors += 1
+            raise TransientProviderError("simulated provider error", status=503)
+        if draw - self.error_rate < self.timeout_rate:
+            self.stats.timeouts += 1
+            await asyncio.sleep(self.hang_seconds)
+            raise TransientProviderError("simulated timeout ended", status=503)
+        self.stats.answered += 1
+        return [
+            RawDetection(d.label, d.confidence, _box(d.fractions(width, height)))
+            for d in simulate_detections(frame.image, width, height)
+        ]
+
+
+def _box(values: list[float]) -> tuple[float, float, float, float]:
+    return (values[0], values[1], values[2], values[3])
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -133,15 +223,7 @@ class Simulator:
         seed: int = 0,
         hang_seconds: float = 300.0,
     ) -> None:
-        for name, rate in (
-            ("error_rate", error_rate),
-            ("timeout_rate", timeout_rate),
-            ("malformed_rate", malformed_rate),
-        ):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {rate!r}")
-        if error_rate + timeout_rate + malformed_rate > 1.0:
-            raise ValueError("error_rate + timeout_rate + malformed_rate must not exceed 1")
+        _check_rates(error_rate, timeout_rate, malformed_rate)
         if latency < 0 or hang_seconds < 0:
             raise ValueError("latency and hang_seconds must be >= 0")
         if fail_first < 0:
@@ -475,8 +557,16 @@ def run_in_thread(simulator: Simulator, *, timeout: float = 10.0) -> SimulatorTh
 
 
 @click.command("simulate")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (http, grpc)."
+)
+@click.option(
+    "--port",
+    default=8001,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (http, grpc).",
+)
 @click.option(
     "--latency", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds."
 )
@@ -494,8 +584,14 @@ def run_in_thread(simulator: Simulator, *, timeout: float = 10.0) -> SimulatorTh
     "--protocol",
     default="http",
     show_default=True,
-    type=click.Choice(["http"]),
-    help="Wire protocol to serve.",
+    type=click.Choice(PROTOCOLS),
+    help="Wire protocol to serve: http_api (both dialects), grpc or mqtt.",
+)
+@click.option(
+    "--mqtt-url",
+    default=DEFAULT_MQTT_URL,
+    show_default=True,
+    help="For --protocol mqtt: the broker and the request topic to answer on.",
 )
 def simulate(
     host: str,
@@ -508,14 +604,35 @@ def simulate(
     api_key: str | None,
     seed: int,
     protocol: str,
+    mqtt_url: str,
 ) -> None:
     """Run a SIMULATED detection provider (synthetic detections, NOT a detector).
 
-    Serves both http_api dialects: POST /detect (detectflow JSON) and
-    POST /v1/vision/detection (DeepStack / CodeProject.AI). Its boxes are
-    made up from a hash of the image bytes, for demos, tests and benchmarks;
-    it recognises nothing. Stop with Ctrl-C.
+    Over http it serves both http_api dialects: POST /detect (detectflow
+    JSON) and POST /v1/vision/detection (DeepStack / CodeProject.AI); over
+    grpc detectflow.provider.v1; over mqtt MQTT 5 request/response on the
+    --mqtt-url topic. Its boxes are made up from a hash of the image bytes,
+    the same on every protocol, for demos, tests and benchmarks; it
+    recognises nothing. Stop with Ctrl-C.
     """
+    if protocol != "http":
+        if malformed_rate:
+            raise click.UsageError("--malformed-rate applies to --protocol http only")
+        if protocol == "mqtt":
+            from detectflow.adapters.mqtt_wire import parse_mqtt_url
+
+            try:
+                parse_mqtt_url(mqtt_url)
+            except ValueError as exc:
+                raise click.UsageError(f"--mqtt-url: {exc}") from None
+        try:
+            handler = SimulatedHandler(
+                error_rate=error_rate, timeout_rate=timeout_rate, fail_first=fail_first, seed=seed
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        _run(_serve_other(protocol, handler, host, port, latency, api_key, mqtt_url), host, port)
+        return
     try:
         simulator = Simulator(
             host=host,
@@ -530,14 +647,59 @@ def simulate(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    _run(_serve_forever(simulator), host, port)
+
+
+def _run(serving: Coroutine[Any, Any, None], host: str, port: int) -> None:
     try:
-        asyncio.run(_serve_forever(simulator))
+        asyncio.run(serving)
     except KeyboardInterrupt:
         click.echo("simulator stopped")
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    except ProviderError as exc:  # the MQTT broker refused or is down
+        raise click.ClickException(exc.message) from None
+
+
+async def _serve_other(
+    protocol: str,
+    handler: SimulatedHandler,
+    host: str,
+    port: int,
+    latency: float,
+    api_key: str | None,
+    mqtt_url: str,
+) -> None:
+    """Serve ``handler`` over gRPC or MQTT until cancelled (Ctrl-C)."""
+    if protocol == "grpc":
+        from detectflow.adapters.grpc.server import GrpcProviderServer
+
+        server = GrpcProviderServer(
+            handler, host=host, port=port, api_key=api_key or None, latency=latency
+        )
+        try:
+            await server.start()
+        except RuntimeError as exc:  # grpcio reports a port in use this way
+            raise OSError(str(exc)) from None
+        try:
+            click.echo(f"SIMULATED detection provider (synthetic detections) on {server.url}")
+            click.echo(f"  provider type grpc, endpoint_url: {server.url}")
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+        return
+    from detectflow.adapters.mqtt_responder import MqttResponder
+
+    responder = MqttResponder(handler, url=mqtt_url, api_key=api_key or None, latency=latency)
+    try:
+        await responder.start()
+        click.echo(f"SIMULATED detection provider (synthetic detections) on {mqtt_url}")
+        click.echo(f"  provider type mqtt, endpoint_url: {mqtt_url}")
+        await asyncio.Event().wait()
+    finally:
+        await responder.stop()
 
 
 async def _serve_forever(simulator: Simulator) -> None:

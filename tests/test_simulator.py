@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import socket
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -14,11 +20,19 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectflow.adapters.grpc.adapter import GrpcAdapter
+from detectflow.adapters.grpc.server import GrpcProviderServer
+from detectflow.adapters.http import HttpAdapter
+from detectflow.adapters.mqtt import MqttAdapter
+from detectflow.adapters.mqtt_responder import MqttResponder
+from detectflow.core.adapter import ProviderAdapter
+from detectflow.core.errors import PermanentProviderError, TransientProviderError
 from detectflow.core.frames import make_frame
 from detectflow.core.images import encode_png
-from detectflow.core.models import Frame
+from detectflow.core.models import Frame, ProviderConfig, RawDetection
 from detectflow.simulator import (
     LABELS,
+    SimulatedHandler,
     Simulator,
     SimulatorStats,
     run_in_thread,
@@ -325,9 +339,9 @@ def test_command_refuses_rates_over_one_in_total() -> None:
 
 
 def test_command_refuses_an_unknown_protocol() -> None:
-    result = CliRunner().invoke(simulate, ["--protocol", "grpc"])
+    result = CliRunner().invoke(simulate, ["--protocol", "carrier-pigeon"])
     assert result.exit_code == 2
-    assert "grpc" in result.output
+    assert "'http', 'grpc', 'mqtt'" in result.output
 
 
 def test_command_reports_a_port_in_use_without_a_traceback() -> None:
@@ -336,6 +350,195 @@ def test_command_reports_a_port_in_use_without_a_traceback() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = CliRunner().invoke(simulate, ["--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- the same answers over gRPC and MQTT ------------------------------------------------
+
+MQTT_HOST_PORT = "127.0.0.1:1883"
+
+
+def adapter_config(kind: str, url: str, **options: Any) -> ProviderConfig:
+    return ProviderConfig(
+        id=kind,
+        provider_name=kind,
+        provider_type=kind,
+        endpoint_url=url,
+        timeout_seconds=5,
+        confidence_threshold=0.0,
+        options=options,
+    )
+
+
+async def answers(adapter: ProviderAdapter, frames: list[Frame]) -> list[list[RawDetection]]:
+    async with adapter:
+        return [await adapter.detect(frame) for frame in frames]
+
+
+def mqtt_url() -> str:
+    return f"mqtt://{MQTT_HOST_PORT}/detectflow-test/{uuid.uuid4().hex}/detect"
+
+
+@pytest.mark.mqtt
+async def test_http_grpc_and_mqtt_answer_identically_for_the_same_bytes() -> None:
+    frames = [sample_frame(n) for n in range(6)]
+    async with Simulator() as sim:
+        http = await answers(HttpAdapter(adapter_config("http_api", sim.detect_url())), frames)
+    async with GrpcProviderServer(SimulatedHandler(seed=5)) as server:
+        grpc = await answers(GrpcAdapter(adapter_config("grpc", server.url)), frames)
+    url = mqtt_url()
+    async with MqttResponder(SimulatedHandler(seed=9), url=url):
+        mqtt = await answers(MqttAdapter(adapter_config("mqtt", url)), frames)
+    assert len({len(a) for a in http}) > 1, "the frames get different answers"
+    for h, g, m in zip(http, grpc, mqtt, strict=True):
+        assert [(d.label, d.confidence) for d in h] == [(d.label, d.confidence) for d in g]
+        assert [(d.label, d.confidence) for d in h] == [(d.label, d.confidence) for d in m]
+        for a, b, c in zip(h, g, m, strict=True):
+            assert b.box == pytest.approx(a.box)
+            assert c.box == pytest.approx(a.box)
+            assert a.box_format == b.box_format == c.box_format == "xyxy"
+            assert a.units == b.units == c.units == "fraction"
+
+
+async def test_handler_error_rate_and_fail_first_raise_transient_503() -> None:
+    frame = sample_frame(3)
+    failing = SimulatedHandler(error_rate=1.0)
+    with pytest.raises(TransientProviderError, match="simulated provider error") as caught:
+        await failing(frame)
+    assert caught.value.status == 503 and failing.stats.errors == 1
+    flaky = SimulatedHandler(fail_first=2)
+    for attempt in (1, 2):
+        with pytest.raises(TransientProviderError, match=f"simulated failure {attempt} of 2"):
+            await flaky(frame)
+    assert await flaky(frame) == await SimulatedHandler()(frame)
+    assert flaky.stats == SimulatorStats(requests=3, answered=1, failed_first=2)
+
+
+async def test_handler_error_rate_follows_the_seeded_rng() -> None:
+    async def outcomes(seed: int) -> list[bool]:
+        handler = SimulatedHandler(error_rate=0.5, seed=seed)
+        result = []
+        for n in range(40):
+            try:
+                await handler(sample_frame(n))
+                result.append(True)
+            except TransientProviderError:
+                result.append(False)
+        return result
+
+    first = await outcomes(7)
+    assert first == await outcomes(7)
+    assert 5 < first.count(False) < 35
+
+
+async def test_handler_timeout_rate_hangs() -> None:
+    handler = SimulatedHandler(timeout_rate=1.0, hang_seconds=30)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await handler(sample_frame())
+    assert handler.stats.timeouts == 1 and handler.stats.answered == 0
+
+
+async def test_handler_refuses_a_frame_without_a_size() -> None:
+    frame = make_frame("cam-1", b"\xff\xd8\xff\xe0 not really a jpeg", max_bytes=1 << 20)
+    handler = SimulatedHandler()
+    if frame.width:  # pragma: no cover - make_frame read a size from garbage
+        pytest.fail("expected a frame without a readable size")
+    with pytest.raises(PermanentProviderError, match="width and height"):
+        await handler(frame)
+    assert handler.stats.bad_requests == 1
+
+
+def test_handler_refuses_bad_settings() -> None:
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        SimulatedHandler(error_rate=0.6, timeout_rate=0.6)
+    with pytest.raises(ValueError, match=">= 0"):
+        SimulatedHandler(fail_first=-1)
+
+
+async def test_grpc_simulator_honours_the_api_key() -> None:
+    async with GrpcProviderServer(SimulatedHandler(), api_key="k") as server:
+        wrong = GrpcAdapter(ProviderConfig("g", "g", "grpc", server.url, api_key="nope"))
+        right = GrpcAdapter(ProviderConfig("g", "g", "grpc", server.url, api_key="k"))
+        with pytest.raises(PermanentProviderError):
+            await answers(wrong, [sample_frame()])
+        assert len((await answers(right, [sample_frame()]))[0]) >= 1
+
+
+# -- the command, over gRPC and MQTT, in a real subprocess ----------------------------
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start ``detectflow simulate ...``; yields the endpoint_url it prints."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from detectflow.cli import main; main()", "simulate", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "endpoint_url:" in line:
+                return line.split("endpoint_url:", 1)[1].strip()
+        raise AssertionError(f"simulate printed no endpoint_url: {process.stderr.read()}")  # type: ignore[union-attr]
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+async def test_command_serves_grpc(serve: Any) -> None:
+    url = serve("--protocol", "grpc", "--port", "0", "--api-key", "k")
+    assert url.startswith("grpc://127.0.0.1:")
+    config = replace(adapter_config("grpc", url), api_key="k")
+    found = await answers(GrpcAdapter(config), [sample_frame(1)])
+    assert found == [await SimulatedHandler()(sample_frame(1))]
+
+
+@pytest.mark.mqtt
+async def test_command_serves_mqtt(serve: Any) -> None:
+    url = serve("--protocol", "mqtt", "--mqtt-url", mqtt_url(), "--fail-first", "1")
+    adapter = MqttAdapter(adapter_config("mqtt", url))
+    async with adapter:
+        with pytest.raises(TransientProviderError, match="simulated failure 1 of 1"):
+            await adapter.detect(sample_frame(2))
+        assert await adapter.detect(sample_frame(2)) == await SimulatedHandler()(sample_frame(2))
+
+
+def test_command_refuses_malformed_rate_outside_http() -> None:
+    result = CliRunner().invoke(simulate, ["--protocol", "grpc", "--malformed-rate", "0.1"])
+    assert result.exit_code == 2
+    assert "--malformed-rate applies to --protocol http only" in result.output
+
+
+def test_command_refuses_a_bad_mqtt_url() -> None:
+    result = CliRunner().invoke(simulate, ["--protocol", "mqtt", "--mqtt-url", "mqtt://h:1883/"])
+    assert result.exit_code == 2
+    assert "--mqtt-url" in result.output and "no topic" in result.output
+
+
+def test_command_reports_an_unreachable_broker_without_a_traceback(free_port: int) -> None:
+    url = f"mqtt://127.0.0.1:{free_port}/detectflow/detect"
+    result = CliRunner().invoke(simulate, ["--protocol", "mqtt", "--mqtt-url", url])
+    assert result.exit_code == 1
+    assert f"broker unavailable: cannot connect to 127.0.0.1:{free_port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_command_reports_a_grpc_port_in_use_without_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(simulate, ["--protocol", "grpc", "--port", str(port)])
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectflow.core.models import Detection, DetectionEvent, ProviderConfig, QueueItem
+from detectflow.core.windows import WindowStats
 
 __all__ = [
     "detection_message",
@@ -21,6 +22,7 @@ __all__ = [
     "isoformat",
     "provider_to_dict",
     "queue_item_to_dict",
+    "window_stats_to_dict",
 ]
 
 
@@ -78,6 +80,7 @@ def detection_message(d: Detection) -> dict[str, Any]:
         "type": "detection",
         "detection_id": d.id,
         "camera_id": d.camera_id,
+        "frame_id": d.frame_id,
         "detection_type": d.detection_type,
         "confidence": d.confidence,
         "bbox": d.bbox.as_dict(),
@@ -141,4 +144,22 @@ def queue_item_to_dict(q: QueueItem) -> dict[str, Any]:
         "error_message": q.error_message,
         "createdAt": isoformat(q.created_at),
         "updatedAt": isoformat(q.updated_at),
+    }
+
+
+def window_stats_to_dict(w: WindowStats) -> dict[str, Any]:
+    """One window's totals; ``average_confidence`` is derived so clients need not divide."""
+    return {
+        "camera_id": w.camera_id,
+        "detection_type": w.detection_type,
+        "window_start": isoformat(w.window_start),
+        "window_end": isoformat(w.window_end),
+        "count": w.count,
+        "average_confidence": w.mean_confidence,
+        "confidence_sum": w.confidence_sum,
+        "max_confidence": w.max_confidence,
+        "distinct_persons": w.distinct_persons,
+        "late_count": w.late_count,
+        "revision": w.revision,
+        "final": w.final,
     }

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = ["Settings", "SettingsError"]
 
 ENV_PREFIX = "DETECTFLOW_"
+AUTH_MODES = ("reads-open", "required")
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,25 @@ class Settings:
     poll_interval_seconds: float = 0.05
     disable_plugin_autoload: bool = False
     blocked_plugins: tuple[str, ...] = field(default_factory=tuple)
+    latest_frame_wins: bool = False
+    """Backpressure policy: past ``frame_backlog`` frames waiting for one
+    camera, its oldest waiting frames are skipped (recorded, never dropped)."""
+    frame_backlog: int = 4
+    recovery_dir: Path | None = None
+    """Bytewax recovery store: a restarted flow resumes its frames in flight."""
+    snapshot_interval_seconds: float = 10.0
+    store_retry_seconds: float = 300.0
+    """How long the sinks retry a lost database connection before the flow stops."""
+    auth_mode: str = "reads-open"
+    """API keys: "reads-open" (GET and the WebSocket need no key; writes and
+    provider config do) or "required" (every /api/v1 route but health needs one)."""
+
+    def __post_init__(self) -> None:
+        if self.auth_mode not in AUTH_MODES:
+            raise SettingsError(
+                f"{ENV_PREFIX}AUTH_MODE: must be one of {', '.join(AUTH_MODES)}, "
+                f"got {self.auth_mode!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

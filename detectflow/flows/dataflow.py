@@ -4,6 +4,8 @@
 
     source ──> validated? ──yes──> key by camera ──> detect (stateful_batch) ──┐
                   └──no (failed result with its reason) ───────────────────────┴──> sinks
+                                                                                  │
+                       stats sink <── windows (stateful_batch, by camera) <───────┘
 
 ``detect`` never blocks its worker: ``on_batch`` hands frames to the
 :class:`~detectflow.flows.engine.DetectEngine` and returns, and results are
@@ -14,6 +16,11 @@ a recovery store resubmits them.
 Bytewax ends a flow as soon as every input has ended, dropping pending
 notifications, so sources must end only once their frames have come back
 (the SQL source waits for the engine's ``outstanding`` count to reach zero).
+
+A source object may also have ``acknowledge(results)``, called by the
+:class:`~detectflow.flows.sinks.ResultWriter` after each stored batch (Redis
+Streams and MQTT acknowledge their input only then), and ``close()``,
+called once when the flow has ended.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,14 +49,27 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
+from detectflow.flows.recovery import recovery_config, retry_lost_connection
 from detectflow.flows.sinks import LivePublisher, ResultWriter
 from detectflow.flows.steps import camera_key
+from detectflow.flows.windows import (
+    DEFAULT_WINDOW_SPECS,
+    CameraWindows,
+    StatsWriter,
+    WindowInput,
+    window_input,
+)
+from detectflow.store.breakers import BreakerRecorder
+from detectflow.store.live import LiveView
+from detectflow.store.stats import KindedOutput
 
 __all__ = [
     "DetectLogic",
     "FlowError",
     "PartitionReader",
     "ReaderSource",
+    "StatsSink",
+    "WindowLogic",
     "WriterSink",
     "build_dataflow",
     "run_flow",
@@ -59,7 +82,7 @@ X = TypeVar("X")
 _EMPTY: tuple[FrameResult, ...] = ()
 
 # Bytewax's runners are untyped (a Rust extension); give them their signatures.
-run_main: Callable[[Dataflow], None] = _run_main
+run_main: Callable[..., None] = _run_main
 cli_main: Callable[..., None] = _cli_main
 
 
@@ -94,13 +117,33 @@ class _ReaderPartition(StatelessSourcePartition[X]):
 
 
 class ReaderSource(DynamicSource[X]):
-    """A Bytewax source whose partitions are built by ``build(worker_index, worker_count)``."""
+    """A Bytewax source whose partitions are built by ``build(worker_index, worker_count)``.
 
-    def __init__(self, build: Callable[[int, int], PartitionReader[X]]) -> None:
+    ``acknowledge`` hears each batch of results once stored and ``close``
+    runs when the flow ends (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[int, int], PartitionReader[X]],
+        *,
+        acknowledge: Callable[[Sequence[FrameResult]], None] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
         self._build = build
+        self._acknowledge = acknowledge
+        self._close = close
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ReaderPartition[X]:
         return _ReaderPartition(self._build(worker_index, worker_count))
+
+    def acknowledge(self, results: Sequence[FrameResult]) -> None:
+        if self._acknowledge is not None:
+            self._acknowledge(results)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
 
 
 class _WriterPartition(StatelessSinkPartition[FrameResult]):
@@ -119,6 +162,56 @@ class WriterSink(DynamicSink[FrameResult]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
         return _WriterPartition(self._writer)
+
+
+class _StatsPartition(StatelessSinkPartition[KindedOutput]):
+    def __init__(self, writer: StatsWriter, give_up_after: float) -> None:
+        self._writer = writer
+        self._give_up_after = give_up_after
+
+    def write_batch(self, items: list[KindedOutput]) -> None:
+        retry_lost_connection(
+            partial(self._writer.write, items),
+            what="writing window statistics",
+            give_up_after=self._give_up_after,
+        )
+
+
+class StatsSink(DynamicSink[KindedOutput]):
+    """Window rows of every worker go through the same :class:`StatsWriter`.
+
+    A lost database connection is retried like the results sink does
+    (window rows are upserts, so writing a batch again is harmless).
+    """
+
+    def __init__(self, writer: StatsWriter, *, give_up_after: float = 300.0) -> None:
+        self._writer = writer
+        self._give_up_after = give_up_after
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatsPartition:
+        return _StatsPartition(self._writer, self._give_up_after)
+
+
+class WindowLogic(op.StatefulBatchLogic[WindowInput, KindedOutput, dict[str, Any]]):
+    """The windows step for one camera key. Always retained: see :mod:`detectflow.flows.windows`."""
+
+    def __init__(self, windows: CameraWindows) -> None:
+        self._windows = windows
+
+    def on_batch(self, values: list[WindowInput]) -> tuple[Iterable[KindedOutput], bool]:
+        return self._windows.add(values), self.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[KindedOutput], bool]:
+        return self._windows.tick(), self.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[KindedOutput], bool]:
+        return self._windows.flush(), self.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self._windows.next_tick()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._windows.snapshot()
 
 
 class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
@@ -162,8 +255,10 @@ def build_dataflow(
     *,
     flow_id: str = "detectflow",
     extra_sinks: Iterable[tuple[str, Any]] = (),
+    stats_sink: Any = None,
 ) -> Dataflow:
-    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras)."""
+    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras);
+    with ``stats_sink``, results also feed the windows step, whose rows go there."""
     flow = Dataflow(flow_id)
     items = op.input("source", flow, source)
     checked = op.branch("validated", items, lambda item: isinstance(item, Frame))
@@ -173,6 +268,14 @@ def build_dataflow(
     op.output("store", results, sink)
     for name, extra in extra_sinks:
         op.output(f"sink_{name}", results, extra)
+    if stats_sink is not None:
+        inputs = op.map("window_input", results, window_input)
+        rows = op.stateful_batch(
+            "windows",
+            inputs,
+            lambda resume: WindowLogic(CameraWindows.resume(resume, DEFAULT_WINDOW_SPECS)),
+        )
+        op.output("store_stats", op.key_rm("unkey_windows", rows), stats_sink)
     return flow
 
 
@@ -187,6 +290,86 @@ def _call_factory(factory: Callable[..., Any], url: str, settings: Settings, **c
         return factory(url, settings, **context)
     names = {p.name for p in params}
     return factory(url, settings, **{k: v for k, v in context.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class _ExecutionPlan:
+    """How Bytewax runs the flow: one worker, threads, or a cluster; with or without recovery."""
+
+    workers: int
+    process_id: int | None
+    addresses: tuple[str, ...] | None
+    recovery: Any  # bytewax RecoveryConfig
+    epoch: timedelta | None
+
+    def run(self, flow: Dataflow) -> None:
+        if self.workers == 1 and self.addresses is None:
+            run_main(flow, epoch_interval=self.epoch, recovery_config=self.recovery)
+        else:
+            cli_main(
+                flow,
+                workers_per_process=self.workers,
+                process_id=self.process_id,
+                addresses=list(self.addresses) if self.addresses else None,
+                epoch_interval=self.epoch,
+                recovery_config=self.recovery,
+            )
+
+
+def _execution_plan(
+    settings: Settings,
+    *,
+    workers: int,
+    process_id: int | None,
+    addresses: Sequence[str] | None,
+    recovery_dir: Path | None,
+    snapshot_interval: float | None,
+) -> _ExecutionPlan:
+    """Check the scale-out and recovery options; refuse bad ones with a clear FlowError."""
+    if workers < 1:
+        raise FlowError("workers must be at least 1")
+    if settings.frame_backlog < 1:
+        raise FlowError("the frame backlog (DETECTFLOW_FRAME_BACKLOG) must be at least 1")
+    if settings.store_retry_seconds < 0:
+        raise FlowError("DETECTFLOW_STORE_RETRY_SECONDS may not be negative")
+    cluster = tuple(a.strip() for a in addresses or () if a.strip()) or None
+    if cluster is None and process_id is not None:
+        raise FlowError("--process-id needs --addresses (every process's host:port)")
+    if cluster is not None:
+        if process_id is None:
+            raise FlowError("--addresses needs --process-id (this process's index in them)")
+        if not 0 <= process_id < len(cluster):
+            raise FlowError(
+                f"--process-id must be 0..{len(cluster) - 1} for {len(cluster)} address(es)"
+            )
+        bad = [a for a in cluster if not _is_host_port(a)]
+        if bad:
+            raise FlowError(f"--addresses wants host:port, got {bad[0]!r}")
+    interval = (
+        settings.snapshot_interval_seconds if snapshot_interval is None else snapshot_interval
+    )
+    if not interval > 0:
+        raise FlowError("the snapshot interval must be more than 0 seconds")
+    directory = recovery_dir or settings.recovery_dir
+    recovery = None
+    if directory is not None:
+        processes = len(cluster) if cluster else 1
+        try:
+            recovery = recovery_config(Path(directory), workers * processes)
+        except OSError as exc:
+            raise FlowError(f"cannot use recovery directory {directory}: {exc}") from None
+    return _ExecutionPlan(
+        workers=workers,
+        process_id=process_id,
+        addresses=cluster,
+        recovery=recovery,
+        epoch=timedelta(seconds=interval) if directory is not None else None,
+    )
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _source_scheme(url: str) -> str:
@@ -206,6 +389,11 @@ def run_flow(
     registry: PluginRegistry | None = None,
     stop: threading.Event | None = None,
     wake_interval: float = 0.01,
+    windows: bool = True,
+    process_id: int | None = None,
+    addresses: Sequence[str] | None = None,
+    recovery_dir: Path | None = None,
+    snapshot_interval: float | None = None,
 ) -> FlowMetrics:
     """Run the dataflow in this thread until its source ends; return its counters.
 
@@ -216,10 +404,26 @@ def run_flow(
     flow runs until ``stop`` is set, then finishes the frames it claimed.
     ``database`` defaults to :func:`detectflow.store.open_database` (migrated
     to head); ``live`` (a :class:`~detectflow.store.live.LiveView`) is
-    optional.
+    optional; its ``stats`` view, if any, is invalidated as window
+    statistics change. ``windows=False`` skips the window statistics.
+
+    A Bytewax cluster of several processes: start each with the same
+    ``addresses`` (``host:port`` of every process, in order) and its own
+    ``process_id``; ``workers`` is then per process. ``recovery_dir``
+    (default ``settings.recovery_dir``) turns on Bytewax recovery, with a
+    snapshot every ``snapshot_interval`` seconds (default
+    ``settings.snapshot_interval_seconds``); see
+    :mod:`detectflow.flows.recovery`. The latest-frame-wins policy comes
+    from ``settings.latest_frame_wins`` and ``settings.frame_backlog``.
     """
-    if workers < 1:
-        raise FlowError("workers must be at least 1")
+    plan = _execution_plan(
+        settings,
+        workers=workers,
+        process_id=process_id,
+        addresses=addresses,
+        recovery_dir=recovery_dir,
+        snapshot_interval=snapshot_interval,
+    )
     registry = registry or get_registry(settings)
     factories = registry.frame_sources()
     scheme = _source_scheme(source_url)
@@ -241,6 +445,10 @@ def run_flow(
         registry=registry,
         metrics=metrics,
         wake_interval=wake_interval,
+        providers=database.list_providers,
+        breaker_sink=BreakerRecorder(
+            database, live=live if isinstance(live, LiveView) else None, registry=registry
+        ),
     )
     try:
         engine.start()
@@ -261,12 +469,25 @@ def run_flow(
             )
         except ValueError as exc:
             raise FlowError(str(exc)) from exc
-        sink = WriterSink(ResultWriter(database, live=live, registry=registry, metrics=metrics))
-        flow = build_dataflow(source, engine, sink)
-        if workers == 1:
-            run_main(flow)
-        else:
-            cli_main(flow, workers_per_process=workers)
+        try:
+            writer = ResultWriter(
+                database,
+                live=live,
+                registry=registry,
+                metrics=metrics,
+                on_written=getattr(source, "acknowledge", None),
+                give_up_after=settings.store_retry_seconds,
+            )
+            stats_sink = None
+            if windows:
+                stats_writer = StatsWriter(database, cache=getattr(live, "stats", None))
+                stats_sink = StatsSink(stats_writer, give_up_after=settings.store_retry_seconds)
+            flow = build_dataflow(source, engine, WriterSink(writer), stats_sink=stats_sink)
+            plan.run(flow)
+        finally:
+            close_source = getattr(source, "close", None)
+            if close_source is not None:
+                close_source()
     finally:
         engine.close()
         if own_database:

@@ -15,7 +15,8 @@ Two limits keep memory and the provider safe:
 * ``max_in_flight + queue_limit`` (default ``3 * max_in_flight``) frames
   held by the engine in total
   (submitted and not yet polled, plus slots a source has
-  :meth:`DetectEngine.acquire`-d). A source claims only what it was granted,
+  :meth:`DetectEngine.acquire`-d, for at most :data:`RESERVATION_SECONDS`).
+  A source claims only what it was granted,
   which is the dataflow's backpressure; the extra ``queue_limit`` frames wait
   on the loop so the provider stays busy between worker wake-ups.
 
@@ -27,6 +28,27 @@ the old one once its calls finish) and closes them all on shutdown. While
 there is no active provider, :attr:`DetectEngine.has_provider` is False and
 the SQL source does not claim; a frame submitted anyway fails with the
 reason ``"no active provider configured"`` rather than waiting forever.
+
+Latest frame wins (``latest_frame_wins``, off by default). Live video is
+worth detecting only while it is fresh: when a provider falls behind, a
+camera's frames queue up and each waits longer than the last. With this
+policy, once more than ``backlog`` frames of one lane (one camera) wait for
+a provider call, the oldest waiting ones are skipped: their result says so
+(:data:`SKIPPED` reason, a ``frame_skipped`` event, queue status
+``skipped``) and goes to the sinks like any other, so a skipped frame is
+recorded, counted and acknowledged, never silently lost. Skipping frees
+engine slots at once, so the source drains its backlog quickly and the
+provider only sees the newest frames.
+
+Several providers (``providers``, e.g. ``Database.list_providers``): every
+config is read, each camera gets its ordered provider group
+(:class:`~detectflow.core.routing.RouteTable`; assignments live in the
+configs' ``options``), and a camera with more than one provider is served
+through a :class:`~detectflow.adapters.failover.FailoverAdapter` sharing
+the engine's :class:`~detectflow.adapters.failover.BreakerBoard`. Breaker
+changes go to ``breaker_sink`` from one writer task on the loop (in order,
+off the loop in a thread), and its states are republished every
+``BREAKER_REFRESH_SECONDS`` so the cache entries the summary reads stay.
 """
 
 from __future__ import annotations
@@ -34,28 +56,83 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
+from detectflow.adapters.failover import BreakerBoard, FailoverAdapter
 from detectflow.core.adapter import ProviderAdapter
-from detectflow.core.models import Frame, FrameResult, ProviderConfig
+from detectflow.core.breaker import BreakerChange, BreakerSnapshot
+from detectflow.core.ids import event_id
+from detectflow.core.models import (
+    DetectionEvent,
+    EventType,
+    Frame,
+    FrameResult,
+    ProviderConfig,
+    Severity,
+)
 from detectflow.core.pipeline import failed_result, run_frame
 from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
 from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.steps import retry_policy, strip_image
 
-__all__ = ["NO_PROVIDER", "DetectEngine", "Lane"]
+__all__ = [
+    "BREAKER_REFRESH_SECONDS",
+    "NO_PROVIDER",
+    "SKIPPED",
+    "BreakerSink", "DetectEngine", "Lane", "is_skipped", "skipped_result"]
 
 log = logging.getLogger(__name__)
 
 NO_PROVIDER = "no active provider configured"
+RESERVATION_SECONDS = 1.0
+"""How long slots reserved by :meth:`DetectEngine.acquire` wait to be used.
+
+In a Bytewax cluster a frame read here may be detected in another process
+(the detect step is routed by camera), whose engine never hears of this
+reservation; expiring it keeps this process's capacity from leaking."""
+SKIPPED = "skipped: a newer frame of this camera is waiting (latest frame wins)"
+
+BREAKER_REFRESH_SECONDS = 60.0
+"""How often the engine republishes its breaker states (their cache entries expire)."""
 
 ProviderLookup = Callable[[], ProviderConfig | None]
+ProvidersLookup = Callable[[], Sequence[ProviderConfig]]
+
+
+class BreakerSink(Protocol):
+    """Where breaker changes go (:class:`detectflow.store.breakers.BreakerRecorder`)."""
+
+    def record(self, changes: Sequence[BreakerChange]) -> None: ...
+
+    def refresh(self, snapshots: Sequence[BreakerSnapshot]) -> None: ...
+
+
+def skipped_result(frame: Frame, backlog: int, *, source: str = "detectflow") -> FrameResult:
+    """The record of a frame skipped by the latest-frame-wins policy."""
+    event = DetectionEvent(
+        id=event_id(frame.frame_id, EventType.FRAME_SKIPPED),
+        camera_id=frame.camera_id,
+        event_type=EventType.FRAME_SKIPPED,
+        severity=Severity.INFO,
+        message=f"frame {frame.frame_id} skipped: more than {backlog} newer frame(s) waiting",
+        source_system=source,
+    )
+    return FrameResult(frame, (), (event,), SKIPPED, 0, 0)
+
+
+def is_skipped(result: FrameResult) -> bool:
+    """Whether ``result`` is a skip (not a failure) of the latest-frame-wins policy."""
+    return result.error is not None and any(
+        e.event_type == EventType.FRAME_SKIPPED for e in result.events
+    )
 
 
 @dataclass
@@ -80,6 +157,9 @@ class Lane:
         self._running: dict[int, Frame] = {}
         self._done: deque[FrameResult] = deque()
         self._next_ticket = 0
+        # Loop-thread only: tickets not yet calling the provider, oldest first.
+        self._waiting: deque[int] = deque()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     def submit(self, frames: Iterable[Frame]) -> None:
         """Hand frames to the engine; returns at once."""
@@ -116,6 +196,10 @@ class Lane:
         with self._lock:
             return tuple(self._running.values())
 
+    def _frame(self, ticket: int) -> Frame | None:
+        with self._lock:
+            return self._running.get(ticket)
+
     def _finish(self, ticket: int, result: FrameResult) -> None:
         with self._lock:
             self._running.pop(ticket, None)
@@ -137,6 +221,11 @@ class DetectEngine:
         wake_interval: float = 0.01,
         refresh_seconds: float = 1.0,
         source_system: str = "detectflow",
+        providers: ProvidersLookup | None = None,
+        breakers: BreakerBoard | None = None,
+        breaker_sink: BreakerSink | None = None,
+        latest_frame_wins: bool | None = None,
+        backlog: int | None = None,
     ) -> None:
         self.settings = settings
         self.max_in_flight = max(1, max_in_flight or settings.max_in_flight)
@@ -147,10 +236,22 @@ class DetectEngine:
         self.refresh_seconds = refresh_seconds
         self.metrics = metrics
         self._provider = provider
+        self._providers = providers
+        self._routes = RouteTable.build(())
+        self._reported_invalid: set[tuple[str, datetime]] = set()
+        self.breakers = breakers or BreakerBoard(source_system=source_system)
+        self._breaker_sink = breaker_sink
+        self._breaker_wake: asyncio.Event | None = None
+        self._breaker_writer: asyncio.Task[None] | None = None
         self._registry = registry
         self._source_system = source_system
+        self.latest_frame_wins = (
+            settings.latest_frame_wins if latest_frame_wins is None else latest_frame_wins
+        )
+        self.backlog = max(1, settings.frame_backlog if backlog is None else backlog)
         self._lock = threading.Lock()
         self._acquired = 0
+        self._reservations: deque[list[float]] = deque()  # [expires (monotonic), count]
         self._active = 0
         self._in_flight = 0
         self._config: ProviderConfig | None = None
@@ -183,6 +284,8 @@ class DetectEngine:
             asyncio.set_event_loop(loop)
             self._semaphore = asyncio.Semaphore(self.max_in_flight)
             self._refresher = loop.create_task(self._refresh_forever())
+            self._breaker_wake = asyncio.Event()
+            self._breaker_writer = loop.create_task(self._write_breakers_forever())
             loop.call_soon(ready.set)
             loop.run_forever()
 
@@ -236,22 +339,25 @@ class DetectEngine:
         rest with :meth:`release`.
         """
         with self._lock:
+            self._expire()
             free = self.capacity - self._acquired - self._active
             if free < max(1, minimum):
                 return 0
             granted = min(wanted, free)
             self._acquired += granted
+            self._reservations.append([time.monotonic() + RESERVATION_SECONDS, granted])
             return granted
 
     def release(self, count: int) -> None:
         """Give back reserved slots that were not used (fewer rows, invalid frames)."""
         with self._lock:
-            self._acquired = max(0, self._acquired - count)
+            self._consume(count, newest=True)
 
     @property
     def outstanding(self) -> int:
         """Reserved slots plus frames submitted and not yet polled."""
         with self._lock:
+            self._expire()
             return self._acquired + self._active
 
     @property
@@ -262,7 +368,12 @@ class DetectEngine:
 
     @property
     def has_provider(self) -> bool:
-        return self._config is not None
+        """Does any camera have a provider (with assignments, maybe not the active one)?"""
+        return self._routes.serves_any
+
+    @property
+    def routes(self) -> RouteTable:
+        return self._routes
 
     @property
     def provider(self) -> ProviderConfig | None:
@@ -288,11 +399,31 @@ class DetectEngine:
     def _schedule(self, lane: Lane, batch: list[tuple[int, Frame]]) -> None:
         self.start()
         with self._lock:
-            used = min(len(batch), self._acquired)
-            self._acquired -= used
+            self._consume(len(batch), newest=False)
             self._active += len(batch)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._spawn, lane, batch)
+
+    def _consume(self, count: int, *, newest: bool) -> None:
+        """Use up ``count`` reserved slots (lock held): returned ones newest first."""
+        reservations = self._reservations
+        while count > 0 and reservations:
+            entry = reservations[-1] if newest else reservations[0]
+            used = min(count, int(entry[1]))
+            entry[1] -= used
+            count -= used
+            self._acquired -= used
+            if entry[1] == 0:
+                if newest:
+                    reservations.pop()
+                else:
+                    reservations.popleft()
+
+    def _expire(self) -> None:
+        """Drop reservations never used: their frames went to another process (lock held)."""
+        now = time.monotonic()
+        while self._reservations and self._reservations[0][0] <= now:
+            self._acquired -= int(self._reservations.popleft()[1])
 
     def _retire(self, count: int) -> None:
         with self._lock:
@@ -303,10 +434,32 @@ class DetectEngine:
             task = asyncio.get_running_loop().create_task(self._run(lane, ticket, frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            lane._tasks[ticket] = task
+            lane._waiting.append(ticket)
+        if self.latest_frame_wins:
+            self._skip_stale(lane)
+
+    def _skip_stale(self, lane: Lane) -> None:
+        """Skip the lane's oldest waiting frames beyond ``backlog`` (loop thread)."""
+        skipped = 0
+        while len(lane._waiting) > self.backlog:
+            ticket = lane._waiting.popleft()
+            task = lane._tasks.pop(ticket, None)
+            if task is not None:
+                task.cancel()  # still waiting for a call slot: it never calls the provider
+            frame = lane._frame(ticket)
+            if frame is not None:
+                lane._finish(ticket, strip_image(skipped_result(frame, self.backlog)))
+                skipped += 1
+        if skipped:
+            log.debug("latest frame wins: skipped %d stale frame(s)", skipped)
 
     async def _run(self, lane: Lane, ticket: int, frame: Frame) -> None:
         assert self._semaphore is not None
         async with self._semaphore:
+            lane._tasks.pop(ticket, None)
+            if ticket in lane._waiting:
+                lane._waiting.remove(ticket)
             self._count_in_flight(+1)
             try:
                 result = await self._detect(frame)
@@ -318,9 +471,12 @@ class DetectEngine:
         lane._finish(ticket, strip_image(result))
 
     async def _detect(self, frame: Frame) -> FrameResult:
-        config = self._config
-        if config is None:
+        group = self._routes.for_camera(frame.camera_id)
+        if not group:
             return failed_result(frame, NO_PROVIDER, source=self._source_system)
+        if len(group) > 1:
+            return await self._detect_failover(frame, group)
+        config = group[0]
         try:
             slot = self._adapter_for(config)
         except Exception as exc:
@@ -340,6 +496,42 @@ class DetectEngine:
             slot.users -= 1
             if slot.retired and slot.users == 0:
                 await self._close_adapter(slot)
+
+    async def _detect_failover(self, frame: Frame, group: Sequence[ProviderConfig]) -> FrameResult:
+        members: list[tuple[ProviderConfig, _AdapterSlot]] = []
+        unbuildable: list[str] = []
+        for config in group:
+            try:
+                members.append((config, self._adapter_for(config)))
+            except Exception as exc:
+                unbuildable.append(f"{config.provider_name!r}: {exc}")
+        if unbuildable:
+            log.warning("cannot create adapter(s) for %s", "; ".join(unbuildable))
+        if not members:
+            reason = f"cannot create adapters for providers {'; '.join(unbuildable)}"
+            return failed_result(frame, reason, source=self._source_system)
+        adapter = FailoverAdapter(
+            [(config, slot.adapter) for config, slot in members],
+            self.breakers,
+            self._routes.policy,
+        )
+        for _, slot in members:
+            slot.users += 1
+        try:
+            return await run_frame(
+                frame,
+                adapter,
+                registry=self._registry,
+                retry=retry_policy(adapter.config, self.settings),
+                source=self._source_system,
+            )
+        finally:
+            if self._breaker_wake is not None:
+                self._breaker_wake.set()
+            for _, slot in members:
+                slot.users -= 1
+                if slot.retired and slot.users == 0:
+                    await self._close_adapter(slot)
 
     def _adapter_for(self, config: ProviderConfig) -> _AdapterSlot:
         slot = self._adapters.get(config.id)
@@ -375,14 +567,26 @@ class DetectEngine:
         if self.metrics is not None:
             self.metrics.set_in_flight(count)
 
-    def _lookup(self) -> ProviderConfig | None:
+    def _lookup(self) -> RouteTable | None:
+        """Every camera's providers (None when reading failed: keep the last ones)."""
         try:
-            return self._provider()
+            if self._providers is not None:
+                return RouteTable.build(self._providers())
+            return RouteTable.single(self._provider())
         except Exception:
-            log.exception("reading the active provider config failed; keeping the last one")
-            return self._config
+            log.exception("reading the provider configs failed; keeping the last ones")
+            return None
 
-    def _set_config(self, config: ProviderConfig | None) -> None:
+    def _set_config(self, routes: RouteTable | None) -> None:
+        if routes is None:
+            return
+        for bad, reason in routes.invalid:
+            if (bad.id, bad.updated_at) not in self._reported_invalid:
+                self._reported_invalid.add((bad.id, bad.updated_at))
+                log.warning("provider %r serves no camera: %s", bad.provider_name, reason)
+        self._routes = routes
+        self.breakers.forget(set(routes.assignments))
+        config = routes.default[0] if routes.default else None
         previous, self._config = self._config, config
         if config is None and (previous is not None or not self._thread):
             log.warning("%s: frames wait in the queue until a provider is activated", NO_PROVIDER)
@@ -390,9 +594,34 @@ class DetectEngine:
             log.info("using provider %r (%s)", config.provider_name, config.provider_type)
 
     async def _refresh_forever(self) -> None:
+        last_publish = time.monotonic()
         while True:
             await asyncio.sleep(self.refresh_seconds)
             self._set_config(await asyncio.to_thread(self._lookup))
+            if (
+                self._breaker_sink is not None
+                and time.monotonic() - last_publish >= BREAKER_REFRESH_SECONDS
+            ):
+                last_publish = time.monotonic()
+                snapshots = self.breakers.snapshot()
+                if snapshots:
+                    await asyncio.to_thread(self._breaker_sink.refresh, snapshots)
+
+    async def _write_breakers_forever(self) -> None:
+        assert self._breaker_wake is not None
+        while True:
+            await self._breaker_wake.wait()
+            self._breaker_wake.clear()
+            await self._write_breakers()
+
+    async def _write_breakers(self) -> None:
+        changes = self.breakers.take_changes()
+        if not changes or self._breaker_sink is None:
+            return
+        try:
+            await asyncio.to_thread(self._breaker_sink.record, changes)
+        except Exception:
+            log.exception("recording %d circuit breaker change(s) failed", len(changes))
 
     async def _shutdown(self) -> None:
         if self._refresher is not None:
@@ -403,6 +632,10 @@ class DetectEngine:
         if self._refresher is not None:
             pending.append(self._refresher)
         await asyncio.gather(*pending, return_exceptions=True)
+        if self._breaker_writer is not None:
+            self._breaker_writer.cancel()
+            await asyncio.gather(self._breaker_writer, return_exceptions=True)
+        await self._write_breakers()  # what the last frames changed
         await asyncio.gather(*self._closers, return_exceptions=True)
         for slot in [*self._retired, *self._adapters.values()]:
             await self._close_adapter(slot)

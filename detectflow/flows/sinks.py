@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from detectflow.core.models import FrameResult
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows.metrics import FlowMetrics
+from detectflow.flows.recovery import retry_lost_connection
 from detectflow.flows.steps import chunked, strip_image
 
 __all__ = ["LivePublisher", "ResultStore", "ResultWriter"]
@@ -39,10 +41,19 @@ class LivePublisher(Protocol):
 class ResultWriter:
     """Writes one batch of results to every destination, in order.
 
-    SQL errors propagate (the flow stops loudly and the rows stay in
+    A lost database connection (a PostgreSQL restart) is retried with
+    backoff for ``give_up_after`` seconds
+    (:func:`~detectflow.flows.recovery.retry_lost_connection`); other SQL
+    errors propagate (the flow stops loudly and the rows stay in
     ``processing`` until the next start releases them); the live view is
     best effort (its data expires in seconds anyway) and plugin failures
     are logged by the registry, so neither can lose a stored result.
+
+    ``on_written`` (a source's ``acknowledge``) hears each batch once it is
+    committed, so a source that must acknowledge its input (Redis Streams
+    XACK, MQTT PUBACK) does so only after the results are stored. Its
+    failures are logged: an input left unacknowledged is delivered again,
+    and the idempotent SQL write makes the replay harmless.
     """
 
     def __init__(
@@ -53,12 +64,16 @@ class ResultWriter:
         registry: PluginRegistry | None = None,
         metrics: FlowMetrics | None = None,
         max_batch: int = 500,
+        on_written: Callable[[Sequence[FrameResult]], None] | None = None,
+        give_up_after: float = 300.0,
     ) -> None:
         self.store = store
         self.live = live
         self.registry = registry
         self.metrics = metrics
         self.max_batch = max_batch
+        self.on_written = on_written
+        self.give_up_after = give_up_after
         # Workers of one process share this writer; the live view updates
         # per-camera state and a camera index read-modify-write, so one
         # publish at a time keeps a worker from overwriting another's update.
@@ -69,7 +84,11 @@ class ResultWriter:
             return
         stripped = [strip_image(r) for r in results]
         for chunk in chunked(stripped, self.max_batch):
-            self.store.record_results(chunk)
+            retry_lost_connection(
+                partial(self.store.record_results, chunk),
+                what="writing results",
+                give_up_after=self.give_up_after,
+            )
         if self.live is not None:
             try:
                 with self._live_lock:
@@ -82,5 +101,10 @@ class ResultWriter:
                     self.registry.notify_detection(detection)
                 for event in result.events:
                     self.registry.notify_event(event)
+        if self.on_written is not None:
+            try:
+                self.on_written(stripped)
+            except Exception:
+                log.exception("acknowledging %d result(s) to the source failed", len(stripped))
         if self.metrics is not None:
             self.metrics.record(stripped)

@@ -1,7 +1,8 @@
 """The Starlette application: one routes list, one lifespan.
 
 The lifespan opens whatever the caller did not pass in (the database,
-migrated to head; the in-process cache and bus when no Redis URL is set),
+migrated to head; the cache and bus: Redis when a Redis URL is set, else
+the in-process twins),
 starts the WebSocket hub's single bus listener, and on shutdown closes, in
 reverse order, exactly what it opened plus the provider adapters. Objects
 passed in belong to the caller and are left open.
@@ -17,16 +18,20 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
-from detectflow.server import detections, providers, status, websocket
+from detectflow.server import detections, page, providers, statistics, status, websocket
 from detectflow.server.adapter_pool import AdapterPool
+from detectflow.server.auth import AuthMiddleware
 from detectflow.server.errors import CatchAllMiddleware, exception_handlers
 from detectflow.server.hub import Hub
+from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware, metrics_endpoint
+from detectflow.server.openapi import openapi_endpoint, route_table
 from detectflow.server.state import STATE_KEY, ServerState, in_thread
 from detectflow.store import Database, open_database
+from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
 
@@ -48,29 +53,24 @@ routes = [
                     *detections.routes,
                     *providers.routes,
                     *status.summary_routes,
+                    *statistics.routes,
                     *websocket.routes,
+                    *page.frame_routes,
                     *detections.detail_routes,
                 ],
             ),
         ],
     ),
+    *page.page_routes,
+    Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
 ]
 
 
 def _open_cache_and_bus(settings: Settings) -> tuple[Cache, Bus]:
-    """The in-process cache and bus (one process only).
-
-    The Redis implementation is a later issue; until it lands a configured
-    Redis URL is reported loudly instead of being half-used.
-    """
-    if settings.redis_url:
-        log.warning(
-            "DETECTFLOW_REDIS_URL is set but this server has no Redis cache/bus yet; "
-            "using the in-process cache and bus (live data is not shared across processes)"
-        )
-    from detectflow.store.memory import MemoryBus, MemoryCache
-
-    return MemoryCache(), MemoryBus()
+    """Redis when ``DETECTFLOW_REDIS_URL`` is set (live data shared by every
+    server and dataflow process), else the in-process twins (one process only)."""
+    return open_cache_and_bus(settings)
 
 
 def create_app(
@@ -84,6 +84,8 @@ def create_app(
 ) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts."""
     settings = settings or Settings.from_env()
+    metrics = Metrics()
+    templates = {id(info.route): info.path for info in route_table(routes)}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -96,12 +98,16 @@ def create_app(
             the_cache, the_bus = cache, bus
             if the_cache is None or the_bus is None:
                 made_cache, made_bus = _open_cache_and_bus(settings)
+                # Both are closed on shutdown, the one not used included.
+                stack.callback(close_cache_and_bus, made_cache, made_bus)
                 the_cache = the_cache or made_cache
                 the_bus = the_bus or made_bus
             plugins = registry or get_registry(settings)
             adapters = AdapterPool(plugins)
             stack.push_async_callback(adapters.aclose)
-            hub = Hub(the_bus, queue_size=ws_queue_size)
+            hub = Hub(the_bus, queue_size=ws_queue_size, on_lag=metrics.observe_lag)
+            metrics.watch(hub)
+            stack.callback(metrics.watch, None)
             tasks = await stack.enter_async_context(anyio.create_task_group())
             await tasks.start(hub.run)
             stack.callback(tasks.cancel_scope.cancel)
@@ -115,11 +121,15 @@ def create_app(
                 adapters=adapters,
                 registry=plugins,
             )
-            yield {STATE_KEY: state}
+            yield {STATE_KEY: state, METRICS_KEY: metrics}
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(CatchAllMiddleware)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics, routes=routes, templates=templates),
+            Middleware(CatchAllMiddleware),
+            Middleware(AuthMiddleware, settings=settings),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

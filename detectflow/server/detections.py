@@ -19,17 +19,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from detectflow.core.errors import InvalidFrameError, PluginError
+from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import CAMERA_ID_PATTERN, make_frame, parse_timestamp
 from detectflow.core.models import Frame, Severity, utcnow
-from detectflow.core.pipeline import failed_result, run_frame
 from detectflow.core.serialize import detection_to_dict, event_to_dict, isoformat
 from detectflow.server.errors import ApiError, not_found
+from detectflow.server.failover import detect_inline
 from detectflow.server.params import Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
 
 __all__ = [
     "LIVE_WINDOW",
+    "MAX_OFFSET",
     "RESERVED_NAMES",
     "SOURCE_SYSTEM",
     "detail_routes",
@@ -41,6 +42,8 @@ __all__ = [
 SOURCE_SYSTEM = "detectflow.server"
 LIVE_WINDOW = timedelta(seconds=60)
 """On a live-cache miss, the database answers with detections this recent."""
+MAX_OFFSET = 2**31 - 1
+"""Paging stops here: a larger OFFSET overflows SQLite's integers (a 500, found by schemathesis)."""
 
 FRAME_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.:\- ]{1,128}")
@@ -90,7 +93,7 @@ async def _read_frame(request: Request, state: ServerState) -> Frame:
     if timestamp is not None:
         try:
             parse_timestamp(timestamp)
-        except InvalidFrameError as exc:
+        except (InvalidFrameError, OverflowError) as exc:  # year 1 at +10:20 overflows in UTC
             body.error("timestamp", str(exc))
     priority = body.integer("priority", minimum=1, maximum=10)
     frame_id = body.text("frame_id", min_length=1, max_length=128, pattern=FRAME_ID_PATTERN)
@@ -130,26 +133,14 @@ async def send_frame(request: Request) -> JSONResponse:
         }
         return JSONResponse({"data": data}, status_code=202)
 
-    config = await in_thread(state.database.active_provider)
-    if config is None:
+    result = await detect_inline(state, frame, source=SOURCE_SYSTEM)
+    if result is None:
         raise ApiError(
             409,
             "no_active_provider",
             "no active detection provider: create one with POST /api/v1/detections/providers "
             '({"is_active": true}) or send the frame with ?mode=queue',
         )
-    try:
-        async with state.adapters.lease(config) as adapter:
-            result = await run_frame(
-                frame,
-                adapter,
-                config=config,
-                registry=state.registry,
-                retry=state.retry_policy(config),
-                source=SOURCE_SYSTEM,
-            )
-    except PluginError as exc:  # the provider's plugin is gone: a failed frame, kept
-        result = failed_result(frame, exc.args[0] if exc.args else str(exc), source=SOURCE_SYSTEM)
     await state.record(result)
     data = {
         "success": result.ok,
@@ -175,7 +166,7 @@ async def live(request: Request) -> JSONResponse:
     detection_type = query.text("detection_type", max_length=64)
     min_confidence = query.number("min_confidence", default=0.5, minimum=0.0, maximum=1.0)
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0)
+    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     use_cache = query.boolean("use_cache", default=True)
     query.check()
 
@@ -225,7 +216,7 @@ async def events(request: Request) -> JSONResponse:
     severity = query.choice("severity", [str(s) for s in Severity])
     person_id = query.text("person_id", max_length=128)
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0)
+    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     query.check()
     rows, total = await in_thread(
         state.database.list_events,
@@ -255,7 +246,7 @@ async def recent(request: Request) -> JSONResponse:
     minutes = query.integer("minutes", default=5, minimum=1, maximum=24 * 60)
     camera_id = _camera_query(query)
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0)
+    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     query.check()
     rows, total = await in_thread(
         state.database.list_detections,
@@ -274,7 +265,7 @@ async def by_person(request: Request) -> JSONResponse:
     person_id = request.path_params["person_id"]
     query = Query(request)
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0)
+    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     query.check()
     if len(person_id) > 128:
         raise ApiError(422, "validation_error", "person_id must be at most 128 characters")
@@ -312,6 +303,7 @@ routes = [
 RESERVED_NAMES = (
     "by-person",
     "events",
+    "frames",
     "live",
     "provider",
     "providers",

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -22,12 +24,47 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from detectflow.store.cache import Bus
 
-__all__ = ["DETECTION_PATTERN", "EVENT_PATTERN", "Client", "ClientFilter", "Hub"]
+__all__ = [
+    "DETECTION_PATTERN",
+    "EVENT_PATTERN",
+    "Broadcast",
+    "Client",
+    "ClientFilter",
+    "Hub",
+    "LagObserver",
+]
 
 log = logging.getLogger(__name__)
 
 DETECTION_PATTERN = "detections:*"
 EVENT_PATTERN = "events:*"
+
+LagObserver = Callable[[float, bool], None]
+"""Called with (seconds from publish to send, whether the publisher stamped the time)."""
+
+
+class Broadcast(str):
+    """A broadcast's text that remembers when it was published.
+
+    The outbox stays a stream of ``str`` (replies and broadcasts alike); only
+    broadcasts carry the stamp, so the sender can measure their lag. The
+    stamp is the bus message's ``published_at`` when the publisher set one,
+    else the hub's receipt time (which leaves out the time on the bus).
+    """
+
+    published_at: float
+    stamped_by_publisher: bool
+
+
+def _published_at(message: dict[str, Any]) -> float | None:
+    value = message.get("published_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass
@@ -97,6 +134,7 @@ class Client:
     dropped: int = 0
     dropped_total: int = 0
     delivered: int = 0
+    on_lag: LagObserver | None = None
 
     def offer(self, text: str) -> None:
         """Queue a broadcast without waiting; on a full outbox drop it and count it."""
@@ -114,34 +152,50 @@ class Client:
         """Queue an answer to the client's own request; waits rather than drops."""
         await self.outbox.send(json.dumps(message))
 
+    def mark_sent(self, text: str) -> None:
+        """Called after ``text`` went out: records a broadcast's publish-to-send lag."""
+        if self.on_lag is not None and isinstance(text, Broadcast):
+            self.on_lag(time.time() - text.published_at, text.stamped_by_publisher)
+
     def take_lagged(self) -> int:
         count, self.dropped = self.dropped, 0
         return count
 
 
 class Hub:
-    def __init__(self, bus: Bus, *, queue_size: int = 256) -> None:
+    def __init__(
+        self, bus: Bus, *, queue_size: int = 256, on_lag: LagObserver | None = None
+    ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._bus = bus
         self._queue_size = queue_size
+        self._on_lag = on_lag
         self._clients: set[Client] = set()
+        self._dropped_by_gone = 0
         self.received = 0
         self.malformed = 0
 
     def connect(self, client_id: str) -> tuple[Client, MemoryObjectReceiveStream[str]]:
         send, receive = anyio.create_memory_object_stream[str](self._queue_size)
-        client = Client(client_id, send)
+        client = Client(client_id, send, on_lag=self._on_lag)
         self._clients.add(client)
         return client, receive
 
     def disconnect(self, client: Client) -> None:
-        self._clients.discard(client)
+        if client in self._clients:
+            self._clients.discard(client)
+            self._dropped_by_gone += client.dropped_total
         client.outbox.close()
 
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    @property
+    def dropped_total(self) -> int:
+        """Broadcasts dropped since start, including for clients gone since (a counter)."""
+        return self._dropped_by_gone + sum(c.dropped_total for c in self._clients)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -155,8 +209,9 @@ class Hub:
         """Deliver one bus message to every client whose filter wants it."""
         self.received += 1
         kind, _, _ = channel.partition(":")
+        received_at = time.time()
         try:
-            text = payload.decode()
+            text = Broadcast(payload.decode())
             message = json.loads(text)
             if not isinstance(message, dict):
                 raise ValueError("not a JSON object")
@@ -164,6 +219,9 @@ class Hub:
             self.malformed += 1
             log.warning("dropping malformed bus message on %s: %s", channel, exc)
             return
+        published_at = _published_at(message)
+        text.stamped_by_publisher = published_at is not None
+        text.published_at = published_at if published_at is not None else received_at
         if kind == "detections":
             for client in self._clients:
                 if client.filter.wants_detection(message):

@@ -161,6 +161,8 @@ class Body(_Fields):
             if required:
                 self.error(name, "is required")
             return None
+        if self.data[name] is None and required:
+            self.error(name, "must not be null")
         return self.data[name]
 
     def text(

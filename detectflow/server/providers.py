@@ -4,24 +4,30 @@ A config is checked by actually building its adapter through the plugin
 registry before it is stored, so an unknown ``provider_type`` or a bad
 option (an unknown HTTP dialect, a malformed gRPC URL) is a 422 at write
 time rather than a failed frame later. ``api_key`` is write-only: responses
-carry only ``has_api_key``.
+carry only ``has_api_key``. Network URLs also pass the SSRF guard
+(:mod:`detectflow.adapters.urls`) on every write and every test, so the
+server cannot be pointed at a cloud metadata service. The routing options
+(``options.cameras``, ``priority``, ``breaker_failures``,
+``breaker_cooldown_seconds``: see :mod:`detectflow.core.routing`) are
+validated here too.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import replace
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from detectflow.core.errors import DetectflowError, PluginError
+from detectflow.adapters.probe import probe_provider
+from detectflow.adapters.urls import UnsafeProviderUrlError, allow_link_local, check_provider_url
+from detectflow.core.errors import DetectflowError
 from detectflow.core.ids import new_id
-from detectflow.core.models import ProbeResult, ProviderConfig, utcnow
+from detectflow.core.models import ProviderConfig, utcnow
+from detectflow.core.routing import assignment_errors
 from detectflow.core.serialize import provider_to_dict
 from detectflow.server.errors import ApiError, not_found
 from detectflow.server.params import Body, Query, read_json
@@ -76,6 +82,8 @@ def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
         dialect = options.get("dialect")
         if dialect is not None and not isinstance(dialect, str):
             body.error("options", "options.dialect must be a string")
+        for message in assignment_errors(options):  # cameras, priority, breaker_*
+            body.error("options", message)
         fields["options"] = options
     elif body.has("options") and body.data["options"] is None:
         body.error("options", "must not be null")
@@ -101,6 +109,12 @@ async def _check_buildable(state: ServerState, config: ProviderConfig) -> None:
         message = getattr(exc, "message", None) or str(exc)
         raise ApiError(422, "invalid_provider_config", message) from None
     await adapter.aclose()
+    try:
+        await check_provider_url(
+            config.endpoint_url, allow_link_local=allow_link_local(state.settings)
+        )
+    except UnsafeProviderUrlError as exc:
+        raise ApiError(422, exc.code, exc.message, {"field": "body.endpoint_url"}) from None
 
 
 async def _read_body(request: Request, *, allow_empty: bool = False) -> Body:
@@ -193,24 +207,6 @@ async def update_active_config(request: Request) -> JSONResponse:
     return await _update(request, state, await _active(state))
 
 
-async def _probe(state: ServerState, config: ProviderConfig, timeout: float) -> ProbeResult:
-    start = time.perf_counter()
-
-    def failed(error: str) -> ProbeResult:
-        elapsed = (time.perf_counter() - start) * 1000
-        return ProbeResult(False, elapsed, "Connection failed", error)
-
-    try:
-        async with state.adapters.lease(config) as adapter:
-            with anyio.move_on_after(timeout):
-                return await adapter.health()
-    except PluginError as exc:
-        return failed(str(exc))
-    except Exception as exc:  # a broken adapter is a failed test, not a 500
-        return failed(f"adapter error: {exc!r}")
-    return failed(f"no answer within {timeout:g} s")
-
-
 async def test_provider(request: Request) -> JSONResponse:
     """Round-trip the built-in probe frame and record the outcome on the config."""
     state = server_state(request)
@@ -226,8 +222,13 @@ async def test_provider(request: Request) -> JSONResponse:
         config = await in_thread(state.database.active_provider)
     if config is None:
         raise ApiError(409, "no_active_provider", "no active detection provider to test")
-    result = await _probe(state, config, timeout or config.timeout_seconds)
-    await in_thread(state.database.record_provider_test, config.id, result)
+    result = await probe_provider(
+        config,
+        open_adapter=state.adapters.lease,
+        recorder=state.database,
+        timeout=timeout,
+        allow_link_local=allow_link_local(state.settings),
+    )
     data = {
         "success": result.ok,
         "provider_name": config.provider_name,

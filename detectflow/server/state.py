@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 from starlette.requests import HTTPConnection
 
+from detectflow.adapters.failover import BreakerBoard
 from detectflow.core.models import FrameResult, ProviderConfig
 from detectflow.core.pipeline import RetryPolicy
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
 from detectflow.server.adapter_pool import AdapterPool
 from detectflow.server.hub import Hub
+from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
 from detectflow.store.repository import Database
@@ -48,6 +50,10 @@ class ServerState:
     hub: Hub
     adapters: AdapterPool
     registry: PluginRegistry
+    breakers: BreakerBoard = field(
+        default_factory=lambda: BreakerBoard(source_system="detectflow.server")
+    )
+    """Inline send-frame's circuit breakers (the dataflow has its own)."""
 
     def retry_policy(self, config: ProviderConfig) -> RetryPolicy:
         return RetryPolicy(
@@ -55,6 +61,13 @@ class ServerState:
             base_seconds=self.settings.retry_base_seconds,
             max_seconds=self.settings.retry_max_seconds,
         )
+
+    async def record_breakers(self) -> None:
+        """Record what inline send-frame changed in the breakers (events, live states)."""
+        changes = self.breakers.take_changes()
+        if changes:
+            recorder = BreakerRecorder(self.database, live=self.live, registry=self.registry)
+            await in_thread(recorder.record, changes)
 
     async def record(self, result: FrameResult, *, keep_failed_frame: bool = True) -> None:
         """Store a processed frame and publish it live, the way the dataflow's sinks do.

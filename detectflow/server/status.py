@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from detectflow import __version__
-from detectflow.core.models import utcnow
+from detectflow.core.models import ProviderConfig, utcnow
+from detectflow.core.routing import DEFAULT_PRIORITY
 from detectflow.server.params import Query
-from detectflow.server.state import in_thread, server_state
+from detectflow.server.state import ServerState, in_thread, server_state
 
 __all__ = ["health_routes", "summary_routes"]
 
@@ -50,11 +52,42 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"data": data}, status_code=200 if database_ok else 503)
 
 
+def _provider_entries(state: ServerState, configs: list[ProviderConfig]) -> list[dict[str, Any]]:
+    """Every provider with its circuit breaker: the state last published by any
+    process (the dataflow's engine or a server), else this server's own, else
+    closed (no breaker has seen it fail)."""
+    published = state.live.breakers([c.id for c in configs])
+    entries = []
+    for config in configs:
+        own = state.breakers.get(config.id)
+        breaker = published.get(config.id) or (own.as_dict() if own else None)
+        if breaker is None:
+            breaker = {"breaker": "closed", "failures": 0, "opened_at": None}
+        routing = config.options
+        entries.append(
+            {
+                "id": config.id,
+                "name": config.provider_name,
+                "provider_type": config.provider_type,
+                "is_active": config.is_active,
+                "cameras": routing.get("cameras"),
+                "priority": routing.get("priority", DEFAULT_PRIORITY),
+                "breaker": breaker.get("breaker", "closed"),
+                "failures": breaker.get("failures", 0),
+                "opened_at": breaker.get("opened_at"),
+            }
+        )
+    return entries
+
+
 async def summary(request: Request) -> JSONResponse:
-    """The guide's system summary: provider, queue and detection counts."""
+    """The guide's system summary: provider, queue and detection counts, plus
+    every provider's routing and circuit breaker state (``providers``)."""
     state = server_state(request)
     Query(request).check()
     provider = await in_thread(state.database.active_provider)
+    configs = await in_thread(state.database.list_providers)
+    providers = await in_thread(_provider_entries, state, configs)
     queue_stats = await in_thread(state.database.queue_stats)
     _, total = await in_thread(state.database.list_detections, limit=1)
     _, last_hour = await in_thread(
@@ -67,6 +100,7 @@ async def summary(request: Request) -> JSONResponse:
         "provider_test_status": provider.test_status if provider else None,
         "queue_stats": queue_stats,
         "detection_stats": {"total_detections": total, "detections_last_hour": last_hour},
+        "providers": providers,
     }
     return JSONResponse({"data": data})
 

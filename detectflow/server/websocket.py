@@ -2,7 +2,9 @@
 
 Client messages (JSON text): ``subscribe`` {camera_id?, event_types?,
 min_confidence?}, ``unsubscribe`` {camera_id?, event_types?}, ``ping``,
-``get_stats``. Server messages: ``subscription``, ``unsubscription``,
+``get_stats``, ``auth`` {token} (see :mod:`detectflow.server.auth`, which
+also says when a key is needed and how a socket without one is refused).
+Server messages: ``subscription``, ``unsubscription``,
 ``pong``, ``stats``, ``error``, and the ``detection`` / ``event``
 broadcasts the hub forwards, plus ``lagged`` when this client's outbox
 overflowed. A bad message gets an ``error`` reply; the connection stays open.
@@ -25,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.models import utcnow
 from detectflow.core.serialize import isoformat
+from detectflow.server.auth import auth_reply, authenticate_websocket
 from detectflow.server.errors import ApiError
 from detectflow.server.hub import Client
 from detectflow.server.params import Body
@@ -121,6 +124,8 @@ async def _handle(state: ServerState, client: Client, text: str) -> dict[str, An
     if kind == "get_stats":
         body.check()
         return {"type": "stats", "queue_stats": await in_thread(state.database.queue_stats)}
+    if kind == "auth":
+        return await auth_reply(state, body.data.get("token"))
     raise ApiError(
         422,
         "unknown_type",
@@ -154,6 +159,7 @@ async def _sender(
         if dropped:
             await websocket.send_text(json.dumps({"type": "lagged", "dropped": dropped}))
         await websocket.send_text(text)
+        client.mark_sent(text)
 
 
 async def detections_ws(websocket: WebSocket) -> None:
@@ -163,6 +169,8 @@ async def detections_ws(websocket: WebSocket) -> None:
         await websocket.close(code=_POLICY_VIOLATION, reason="bad client_id")
         return
     await websocket.accept()
+    if not await authenticate_websocket(websocket, state):
+        return
     client, outbox = state.hub.connect(client_id)
     try:
         async with anyio.create_task_group() as tg:

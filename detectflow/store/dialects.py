@@ -1,28 +1,161 @@
-"""Statements whose SQL differs between SQLite and PostgreSQL."""
+"""Statements whose SQL differs between SQLite and PostgreSQL.
+
+The dataflow's sink writes a few hundred rows per batch, and on PostgreSQL
+how they travel decides its throughput (``bench/flow_throughput.py``):
+
+* a pipelined executemany makes the server parse, plan and run one
+  statement per row;
+* new rows go in with ``COPY`` (psycopg formats rows in C; the server's
+  cheapest way in), inside a savepoint. Ids are deterministic, so a
+  conflict means a replay: the savepoint is rolled back and the batch goes
+  again as ``INSERT ... ON CONFLICT (id) DO NOTHING``;
+* that insert and the queue-row update send the batch as one JSON document
+  unpacked by ``json_populate_recordset``: one statement per batch, and
+  ``json.dumps`` is C where psycopg's array dumper (``unnest``) is Python.
+
+Columns whose values JSON or COPY text might not carry exactly (bytes, JSON
+documents) take the executemany path. SQLite runs in-process, where
+executemany is already the fast path.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from psycopg.errors import UniqueViolation
+from sqlalchemy import Connection, Executable, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import Boolean, Float, Integer, String
 
-__all__ = ["insert_ignore"]
+from detectflow.store.types import UTCDateTime
+
+__all__ = ["BIND_PREFIX", "insert_ignore", "update_by_id"]
+
+BIND_PREFIX = "b_"
+"""Rows given to :func:`update_by_id` name their values ``b_<column>``; SQLAlchemy
+reserves the bare column names for the SET clause of an executemany UPDATE."""
+
+_PLAIN_TYPES = (String, Float, Integer, Boolean, UTCDateTime)
+"""Column types whose values survive COPY text and JSON into PostgreSQL unchanged."""
+
+_PG_QUOTE = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+_statements: dict[tuple[str, str, tuple[str, ...]], TextClause | None] = {}
 
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... ON CONFLICT (id) DO NOTHING`` for many rows in one executemany.
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows whose ``id`` is new; rows whose id exists are left alone.
 
     Ids are deterministic, so a replayed batch conflicts on every row and
-    writes nothing new; psycopg 3 pipelines the executemany.
+    writes nothing new. Every row must have the same keys.
     """
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+        columns = tuple(rows[0])
+        stmt = _statement("insert", table, columns)
+        if stmt is None:
+            conn.execute(
+                postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]), list(rows)
+            )
+        elif not _copy_new_rows(conn, table, columns, rows):
+            conn.execute(stmt, {"rows": _dumps(rows)})
+        return
     # No RETURNING: with it SQLAlchemy batches rows into multi-VALUES statements,
-    # which measured ~2.5x slower here than psycopg 3's pipelined executemany.
-    conn.execute(stmt, list(rows))
+    # which measured ~2.5x slower than a plain executemany.
+    conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+
+
+def update_by_id(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    fallback: Executable,
+) -> None:
+    """Set columns of the row whose ``id`` is ``row["b_id"]`` to ``row["b_<column>"]``.
+
+    ``fallback`` is the equivalent executemany statement (``WHERE id =
+    :b_id``), used where one statement per batch is not available. As with
+    an executemany, the last row wins when an id appears twice; an id with
+    no row in the table matches nothing.
+    """
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    if BIND_PREFIX + "id" not in keys or not all(k.startswith(BIND_PREFIX) for k in keys):
+        raise ValueError(f"update_by_id rows must name every value {BIND_PREFIX}<column>")
+    columns = tuple(k[len(BIND_PREFIX) :] for k in keys)
+    stmt = _statement("update", table, columns) if conn.dialect.name == "postgresql" else None
+    if stmt is None:
+        conn.execute(fallback, list(rows))
+        return
+    last: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        last[row[BIND_PREFIX + "id"]] = {c: row[k] for c, k in zip(columns, keys, strict=True)}
+    conn.execute(stmt, {"rows": _dumps(list(last.values()))})
+
+
+def _copy_new_rows(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> bool:
+    """COPY the rows in a savepoint; False (and nothing written) if an id already exists."""
+    stamps = {c for c in columns if isinstance(table.c[c].type, UTCDateTime)}
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    try:
+        with conn.begin_nested():
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row([_utc(row[c]) if c in stamps else row[c] for c in columns])
+    except UniqueViolation:
+        return False
+    return True
+
+
+def _statement(kind: str, table: Table, columns: tuple[str, ...]) -> TextClause | None:
+    """The (cached) one-statement form for these columns; None if a column is not plain."""
+    key = (kind, table.name, columns)
+    if key in _statements:
+        return _statements[key]
+    made: TextClause | None = None
+    if all(isinstance(table.c[c].type, _PLAIN_TYPES) for c in columns):
+        quote = _PG_QUOTE
+        name = quote(table.name)
+        names = ", ".join(quote(c) for c in columns)
+        source = f"json_populate_recordset(NULL::{name}, CAST(:rows AS json))"
+        if kind == "insert":
+            sql = (
+                f"INSERT INTO {name} ({names}) SELECT {names} FROM {source} "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+        else:
+            sets = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in columns if c != "id")
+            sql = f"UPDATE {name} SET {sets} FROM {source} AS v WHERE {name}.id = v.id"
+        made = text(sql)
+    _statements[key] = made
+    return made
+
+
+def _dumps(rows: Sequence[Mapping[str, Any]]) -> str:
+    # NaN and infinities are not JSON; a value like that fails loudly, never silently.
+    return json.dumps(rows, default=_timestamp, allow_nan=False, separators=(",", ":"))
+
+
+def _utc(value: Any) -> Any:
+    """As :class:`UTCDateTime` binds a timestamp: naive means UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _timestamp(value: object) -> str:
+    if isinstance(value, datetime):
+        return str(_utc(value).isoformat())
+    raise TypeError(f"cannot store a {type(value).__name__} in a plain column")

@@ -8,14 +8,14 @@ guide's: live detections 3 s, camera state 60 s, statistics 300 s.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from detectflow.core.errors import DetectflowError
 from detectflow.core.frames import parse_timestamp
-from detectflow.core.models import FrameResult, utcnow
+from detectflow.core.models import DetectionEvent, FrameResult, utcnow
 from detectflow.core.serialize import (
     detection_message,
     detection_to_dict,
@@ -25,31 +25,48 @@ from detectflow.core.serialize import (
 from detectflow.store.cache import Bus, Cache
 
 __all__ = [
+    "BREAKER_TTL",
     "CAMERA_INDEX_KEY",
     "CAMERA_STATE_TTL",
     "LIVE_TTL",
+    "STATS_ALL_KEY",
     "STATS_TTL",
     "LiveSnapshot",
     "LiveView",
+    "StatsView",
+    "breaker_key",
     "camera_key",
     "detections_channel",
     "events_channel",
     "live_key",
+    "stats_key",
 ]
 
 LIVE_TTL = 3.0
 CAMERA_STATE_TTL = 60.0
 STATS_TTL = 300.0
+BREAKER_TTL = 300.0
+"""A provider's breaker state stays this long after its last change or refresh."""
 
 CAMERA_INDEX_KEY = "live:cameras"
+STATS_ALL_KEY = "stats"
+"""Statistics over every camera; ``stats:{camera_id}`` holds one camera's."""
 
 
 def live_key(camera_id: str) -> str:
     return f"live:{camera_id}"
 
 
+def breaker_key(provider_id: str) -> str:
+    return f"breaker:{provider_id}"
+
+
 def camera_key(camera_id: str) -> str:
     return f"camera:{camera_id}"
+
+
+def stats_key(camera_id: str | None) -> str:
+    return STATS_ALL_KEY if camera_id is None else f"stats:{camera_id}"
 
 
 def detections_channel(camera_id: str) -> str:
@@ -82,12 +99,35 @@ def _loads(raw: bytes | None) -> Any:
         return None  # a corrupt entry reads as a miss; the next publish replaces it
 
 
+class StatsView:
+    """Cached statistics: the server fills it on a miss, the dataflow's stats sink
+    invalidates a camera's entry (and the all-cameras one) when its windows change,
+    so a dashboard sees new windows at once and an idle one costs no SQL for
+    ``STATS_TTL``."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    def get(self, camera_id: str | None) -> dict[str, Any] | None:
+        value = _loads(self._cache.get(stats_key(camera_id)))
+        return value if isinstance(value, dict) else None
+
+    def put(self, camera_id: str | None, data: dict[str, Any], ttl: float = STATS_TTL) -> None:
+        self._cache.set_many({stats_key(camera_id): _dumps(data)}, min(ttl, STATS_TTL))
+
+    def invalidate(self, camera_ids: Iterable[str]) -> None:
+        for camera in sorted(set(camera_ids)):
+            self._cache.delete(stats_key(camera))
+        self._cache.delete(STATS_ALL_KEY)
+
+
 class LiveView:
     """Writes processed frames to the cache and bus; reads the live snapshot back."""
 
     def __init__(self, cache: Cache, bus: Bus) -> None:
         self._cache = cache
         self._bus = bus
+        self.stats = StatsView(cache)
 
     def publish(self, results: Sequence[FrameResult]) -> None:
         """Refresh each camera's live detections and state, then broadcast.
@@ -118,6 +158,29 @@ class LiveView:
             self._cache.set_many(live, LIVE_TTL)
         self._cache.set_many({**state, CAMERA_INDEX_KEY: _dumps(index)}, CAMERA_STATE_TTL)
         self._bus.publish_many(_messages(results))
+
+    def publish_breakers(
+        self, snapshots: Sequence[dict[str, Any]], events: Sequence[DetectionEvent] = ()
+    ) -> None:
+        """Store providers' breaker states (dicts with an ``id``) and broadcast their
+        events, so any server process shows what the dataflow's breakers see."""
+        if snapshots:
+            items = {breaker_key(str(s["id"])): _dumps(s) for s in snapshots}
+            self._cache.set_many(items, BREAKER_TTL)
+        if events:
+            self._bus.publish_many([_event_message(e) for e in events])
+
+    def breakers(self, provider_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The last published breaker state of each provider that has one."""
+        if not provider_ids:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        raw = self._cache.get_many([breaker_key(p) for p in provider_ids])
+        for provider_id, value in zip(provider_ids, raw, strict=True):
+            loaded = _loads(value)
+            if isinstance(loaded, dict):
+                found[provider_id] = loaded
+        return found
 
     @staticmethod
     def _camera_update(
@@ -205,7 +268,10 @@ def _messages(results: Sequence[FrameResult]) -> list[tuple[str, bytes]]:
     for r in results:
         for d in r.detections:
             messages.append((detections_channel(d.camera_id), _dumps(detection_message(d))))
-        for e in r.events:
-            body = {**event_message(e), "camera_id": e.camera_id}
-            messages.append((events_channel(str(e.event_type)), _dumps(body)))
+        messages.extend(_event_message(e) for e in r.events)
     return messages
+
+
+def _event_message(e: DetectionEvent) -> tuple[str, bytes]:
+    body = {**event_message(e), "camera_id": e.camera_id}
+    return events_channel(str(e.event_type)), _dumps(body)

@@ -27,11 +27,15 @@ from detectflow.core.models import (
     QueueItem,
     utcnow,
 )
-from detectflow.store import maintenance, providers, queue
+from detectflow.core.windows import WindowStats
+from detectflow.store import keys, maintenance, providers, queue
 from detectflow.store import results as _results
+from detectflow.store import stats as _stats
 from detectflow.store.crypto import ApiKeyCipher
 from detectflow.store.engine import BEGIN_MODE, create_database_engine
+from detectflow.store.keys import ApiKey, Scope
 from detectflow.store.migrate import upgrade as run_upgrade
+from detectflow.store.stats import DetectionStatistics, KindedOutput
 
 __all__ = ["Database"]
 
@@ -119,6 +123,13 @@ class Database:
             return
         with self._write() as conn:
             _results.record_results(conn, results, now=utcnow())
+
+    def record_events(self, events: Sequence[DetectionEvent]) -> None:
+        """Insert events that belong to no frame (existing ids are left alone)."""
+        if not events:
+            return
+        with self._write() as conn:
+            _results.record_events(conn, events)
 
     def get_detection(self, detection_id: str) -> Detection | None:
         with self._read() as conn:
@@ -212,3 +223,76 @@ class Database:
         """Set test_status, last_tested and last_error (KeyError if no such provider)."""
         with self._write() as conn:
             return providers.record_test(conn, provider_id, result, self._cipher, now=utcnow())
+
+    # -- api keys (the server's own; see detectflow.store.keys) ----------
+    def create_api_key(
+        self, scope: Scope | str, name: str | None = None, *, replace: bool = False
+    ) -> tuple[ApiKey, str]:
+        """A new key and its plaintext, which is shown this once and never stored.
+
+        ValueError for an unknown scope or a bad name. ``replace=True`` revokes
+        the live keys with the same name in the same transaction.
+        """
+        with self._write() as conn:
+            return keys.create(conn, scope, name, now=utcnow(), replace=replace)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        with self._read() as conn:
+            return keys.list_all(conn)
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        with self._read() as conn:
+            return keys.get(conn, key_id)
+
+    def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        """Revoke now (idempotent); None if there is no such key."""
+        with self._write() as conn:
+            return keys.revoke(conn, key_id, now=utcnow())
+
+    def verify_api_key(self, key: str) -> ApiKey | None:
+        """The live key that ``key`` is, or None (malformed, unknown, revoked)."""
+        with self._read() as conn:
+            return keys.verify(conn, key)
+
+    # -- window statistics (written by the dataflow; see detectflow.store.stats) --
+    def record_window_stats(self, items: Sequence[KindedOutput]) -> None:
+        """Upsert window rows (a higher revision wins) and too-late totals, in one transaction."""
+        if not items:
+            return
+        with self._write() as conn:
+            _stats.record_window_outputs(conn, items, now=utcnow())
+
+    def list_window_stats(
+        self,
+        *,
+        camera_id: str | None = None,
+        detection_type: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[tuple[str, WindowStats]], int]:
+        """(kind, window) pairs, newest window first, and the total matching the filters."""
+        with self._read() as conn:
+            return _stats.list_windows(
+                conn,
+                camera_id=camera_id,
+                detection_type=detection_type,
+                kind=kind,
+                since=since,
+                limit=limit,
+                offset=offset,
+            )
+
+    def window_too_late(self, camera_id: str | None = None) -> dict[str, int]:
+        """Detections refused because their window was evicted, per window kind."""
+        with self._read() as conn:
+            return _stats.too_late_totals(conn, camera_id=camera_id)
+
+    def detection_statistics(
+        self, camera_id: str | None = None, *, now: datetime | None = None
+    ) -> DetectionStatistics:
+        """The guide's statistics for one camera or all, as of ``now`` (default: now)."""
+        with self._read() as conn:
+            return _stats.detection_statistics(conn, camera_id=camera_id, now=now or utcnow())

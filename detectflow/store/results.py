@@ -1,7 +1,8 @@
 """Writing processed frames and reading detections and events back.
 
-``record_results`` is the dataflow's hot path: three executemany statements
-per batch, whatever its size (detections, events, queue rows), and no read.
+``record_results`` is the dataflow's hot path: three statements per batch,
+whatever its size (detections, events, queue rows), and no read; see
+:mod:`~detectflow.store.dialects` for how each travels.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, update
 
-from detectflow.core.models import Detection, DetectionEvent, FrameResult, QueueStatus
-from detectflow.store.dialects import insert_ignore
+from detectflow.core.models import (
+    Detection,
+    DetectionEvent,
+    EventType,
+    FrameResult,
+    QueueStatus,
+)
+from detectflow.store.dialects import insert_ignore, update_by_id
 from detectflow.store.rows import (
     detection_from_row,
     detection_to_row,
@@ -29,6 +36,7 @@ __all__ = [
     "get_detection",
     "list_detections",
     "list_events",
+    "record_events",
     "record_results",
 ]
 
@@ -46,13 +54,22 @@ _finish_queue_row = (
 )
 
 
+def _status(result: FrameResult) -> QueueStatus:
+    """A skipped frame (latest frame wins) carries a ``frame_skipped`` event."""
+    if result.ok:
+        return QueueStatus.COMPLETED
+    if any(e.event_type == EventType.FRAME_SKIPPED for e in result.events):
+        return QueueStatus.SKIPPED
+    return QueueStatus.FAILED
+
+
 def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
     detection_rows = [detection_to_row(d) for r in results for d in r.detections]
     event_rows = [event_to_row(e) for r in results for e in r.events]
     queue_rows = [
         {
             "b_id": r.frame.frame_id,
-            "b_status": (QueueStatus.COMPLETED if r.ok else QueueStatus.FAILED).value,
+            "b_status": _status(r).value,
             "b_detections_count": len(r.detections),
             "b_processing_time_ms": r.processing_time_ms,
             "b_error_message": r.error,
@@ -65,7 +82,12 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     insert_ignore(conn, events, event_rows)
     if queue_rows:
         # Frames from other sources have no queue row: their UPDATE matches nothing.
-        conn.execute(_finish_queue_row, queue_rows)
+        update_by_id(conn, queue, queue_rows, fallback=_finish_queue_row)
+
+
+def record_events(conn: Connection, new_events: Sequence[DetectionEvent]) -> None:
+    """Events that belong to no frame (a provider's circuit breaker opening or closing)."""
+    insert_ignore(conn, events, [event_to_row(e) for e in new_events])
 
 
 def get_detection(conn: Connection, detection_id: str) -> Detection | None:

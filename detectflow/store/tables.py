@@ -30,9 +30,12 @@ __all__ = [
     "FRAME_ID_LENGTH",
     "ID_LENGTH",
     "NAMING_CONVENTION",
+    "api_keys",
     "detection_event_logs",
     "detection_processing_queue",
     "detection_provider_configs",
+    "detection_window_stats",
+    "detection_window_too_late",
     "detections",
     "metadata",
 ]
@@ -159,4 +162,56 @@ Index(
     detection_processing_queue.c.status,
     detection_processing_queue.c.priority.desc(),
     detection_processing_queue.c.created_at,
+)
+
+# API keys for the server (detectflow.store.keys): only a SHA-256 of each key is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("scope", String(16), nullable=False),
+    Column("key_sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False, server_default=_NOW),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+# Event-time window totals written by the dataflow (detectflow.store.stats).
+# The key includes the kind and the end, so tumbling and sliding rows of the
+# same start never collide; a row is replaced only by a higher revision.
+detection_window_stats = Table(
+    "detection_window_stats",
+    metadata,
+    Column("camera_id", String(128), primary_key=True),
+    Column("detection_type", String(64), primary_key=True),
+    Column("window_kind", String(16), primary_key=True),
+    Column("window_start", UTCDateTime(), primary_key=True),
+    Column("window_end", UTCDateTime(), primary_key=True),
+    Column("detection_count", Integer, nullable=False),
+    Column("confidence_sum", Float, nullable=False),
+    Column("max_confidence", Float, nullable=False),
+    Column("distinct_persons", Integer, nullable=False),
+    Column("late_count", Integer, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("is_final", Boolean, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
+)
+
+# Time-range reads (today, this hour, active cameras) over every camera.
+Index(
+    "ix_detection_window_stats_kind_start",
+    detection_window_stats.c.window_kind,
+    detection_window_stats.c.window_start,
+)
+
+# Detections refused because their window was already evicted: each camera's latest total.
+detection_window_too_late = Table(
+    "detection_window_too_late",
+    metadata,
+    Column("camera_id", String(128), primary_key=True),
+    Column("window_kind", String(16), primary_key=True),
+    Column("too_late", BigInteger, nullable=False),
+    Column("last_event_time", UTCDateTime(), nullable=False),
+    Column("watermark", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
 )

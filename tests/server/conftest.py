@@ -27,6 +27,7 @@ from tests import services
 from tests.server.support import ScriptedAdapter, ScriptedPlugin, TestClient
 
 _TABLES = (
+    "api_keys",
     "detections",
     "detection_event_logs",
     "detection_processing_queue",
@@ -117,9 +118,15 @@ def cache() -> MemoryCache:
 
 
 def _factory(settings: Settings, database: Database, **base: Any) -> Callable[..., TestClient]:
+    """Clients send an admin key: these tests are about the API, tests/server/test_auth.py
+    about who may call it."""
+    _, admin_key = database.create_api_key("admin", "tests")
+
     def make(**overrides: Any) -> TestClient:
         kwargs = {"database": database, **base, **overrides}
-        return TestClient(create_app(settings, **kwargs))
+        return TestClient(
+            create_app(settings, **kwargs), headers={"Authorization": f"Bearer {admin_key}"}
+        )
 
     return make
 

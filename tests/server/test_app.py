@@ -33,7 +33,12 @@ def test_lifespan_opens_and_migrates_the_configured_database(
     settings = Settings(data_dir=tmp_path, database_url=database_url, secret_key=secret_key)
     with TestClient(create_app(settings)) as client:
         health = client.get("/api/v1/health")
-        queued = client.post(f"{API}/send-frame?mode=queue", json=frame_body())
+        key = _new_key(database_url, secret_key)  # the lifespan has created the tables
+        queued = client.post(
+            f"{API}/send-frame?mode=queue",
+            json=frame_body(),
+            headers={"Authorization": f"Bearer {key}"},
+        )
     assert health.status_code == 200
     data = health.json()["data"]
     assert data["status"] == "ok" and data["database"] == "ok"
@@ -44,6 +49,14 @@ def test_lifespan_opens_and_migrates_the_configured_database(
     database = Database(database_url, secret_key=secret_key)
     try:
         assert database.queue_stats()["pending"] == 1
+    finally:
+        database.dispose()
+
+
+def _new_key(url: str, secret_key: str, scope: str = "admin") -> str:
+    database = Database(url, secret_key=secret_key)
+    try:
+        return database.create_api_key(scope, "test")[1]
     finally:
         database.dispose()
 
@@ -90,7 +103,9 @@ def test_real_uvicorn_pushes_a_detection_to_a_websockets_client(
     base = f"127.0.0.1:{free_port}"
 
     async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        async with httpx.AsyncClient(base_url=f"http://{base}") as http:
+        key = _new_key(settings.sql_url, secret_key)  # uvicorn has created the tables
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=f"http://{base}", headers=headers) as http:
             created = await http.post(
                 f"{API}/providers",
                 json={

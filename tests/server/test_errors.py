@@ -13,7 +13,9 @@ from detectflow.store import Database
 from tests.server.support import API, TestClient, assert_error, sqlite_only
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/api/v1/nope", f"{API}/a/b/c", f"{API}/ws/a/b"])
+@pytest.mark.parametrize(
+    "path", ["/nope/deeper", "/nope", "/api/v1/nope", f"{API}/a/b/c", f"{API}/ws/a/b"]
+)
 @sqlite_only
 def test_unknown_routes_are_404_envelopes(client: TestClient, path: str) -> None:
     error = assert_error(client.get(path), 404, "not_found")

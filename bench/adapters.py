@@ -1,0 +1,336 @@
+"""What does each provider adapter cost over its bare client library? Measure it.
+
+For every adapter (``http_api`` in the detectflow and deepstack dialects,
+``grpc``, ``mqtt``) this drives its simulator at zero latency with 32 calls
+in flight, then makes the same calls, with the same request bytes, through
+the bare client the adapter is built on:
+
+- HTTP: ``httpx_aiohttp.AiohttpTransport`` called directly (what
+  :mod:`detectflow.adapters.http` does), plus bare ``aiohttp`` for reference;
+- gRPC: a ``grpc.aio`` channel and the generated ``DetectionProvider`` stub;
+- MQTT: a paho MQTT 5 client doing request/response by hand (response topic,
+  correlation data, one future per request), against the same broker.
+
+Each simulator is a ``detectflow simulate --protocol ...`` subprocess, so the
+client process is measured alone (MQTT also goes through Mosquitto). Prints
+frames/s, client CPU per call and adapter / bare (the target is >= 0.8).
+
+    .venv/bin/python -m bench.adapters [--seconds 5] [--in-flight 32] [--only grpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+import httpx
+import paho.mqtt.client as mqtt
+from httpx_aiohttp import AiohttpTransport
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from detectflow.adapters.grpc.adapter import GrpcAdapter
+from detectflow.adapters.grpc.convert import request_from_frame
+from detectflow.adapters.grpc.provider.v1 import provider_pb2_grpc
+from detectflow.adapters.http import HttpAdapter
+from detectflow.adapters.mqtt import MqttAdapter
+from detectflow.adapters.mqtt_wire import encode_request, parse_mqtt_url
+from detectflow.core.adapter import ProviderAdapter, probe_frame
+from detectflow.core.models import ProviderConfig
+
+__all__ = ["CASES", "Row", "main"]
+
+CASES = ("http-detectflow", "http-deepstack", "grpc", "mqtt")
+TARGET = 0.8
+
+Call = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    case: str
+    client: str
+    rate: float
+    cpu_ms: float
+
+
+# -- driving -----------------------------------------------------------------
+
+
+async def drive(call: Call, seconds: float, in_flight: int) -> tuple[float, float]:
+    """Calls/s and client CPU ms per call, after a short warm-up that fills the pools."""
+    done = 0
+    deadline = 0.0
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await call()
+            done += 1
+
+    deadline = time.perf_counter() + min(1.0, seconds / 4)
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    done = 0
+    cpu, start = time.process_time(), time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - start
+    return done / elapsed, (time.process_time() - cpu) * 1000 / max(done, 1)
+
+
+@contextmanager
+def simulator(*args: str) -> Iterator[dict[str, str]]:
+    """Run ``detectflow simulate`` in a child process; yields the URLs it prints."""
+    command = [sys.executable, "-c", "from detectflow.cli import main; main()", "simulate"]
+    process = subprocess.Popen(
+        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    urls: dict[str, str] = {}
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            label, _, url = line.strip().rpartition(": ")
+            if "://" in url and label:
+                urls[label.strip()] = url.strip()
+            if "endpoint_url" in urls or (len(urls) == 2 and "deepstack dialect" in urls):
+                break
+        if not urls:
+            raise RuntimeError(
+                f"simulate did not start: {process.stderr.read() if process.stderr else ''}"
+            )
+        yield urls
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def config(kind: str, url: str, **options: object) -> ProviderConfig:
+    return ProviderConfig(
+        id=kind,
+        provider_name=kind,
+        provider_type=kind,
+        endpoint_url=url,
+        timeout_seconds=30,
+        confidence_threshold=0.0,
+        options=options,
+    )
+
+
+async def measure(
+    case: str, clients: list[tuple[str, Call]], seconds: float, in_flight: int
+) -> list[Row]:
+    rows = []
+    for name, call in clients:
+        rate, cpu = await drive(call, seconds, in_flight)
+        rows.append(Row(case, name, rate, cpu))
+    return rows
+
+
+def adapter_call(adapter: ProviderAdapter) -> Call:
+    frame = probe_frame()
+
+    async def call() -> None:
+        await adapter.detect(frame)
+
+    return call
+
+
+# -- HTTP --------------------------------------------------------------------
+
+
+async def http_case(case: str, url: str, dialect: str, seconds: float, in_flight: int) -> list[Row]:
+    adapter = HttpAdapter(config("http_api", url, dialect=dialect))
+    encoded = adapter.encode(probe_frame())
+    headers = {"Content-Type": encoded.content_type}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    transport = AiohttpTransport(limits=limits)
+    target = httpx.URL(url)
+
+    async def bare_transport() -> None:
+        request = httpx.Request("POST", target, content=encoded.content, headers=headers)
+        response = await transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        response.json()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+
+        async def bare_aiohttp() -> None:
+            async with session.post(url, data=encoded.content, headers=headers) as response:
+                await response.json()
+
+        try:
+            return await measure(
+                case,
+                [
+                    ("bare AiohttpTransport", bare_transport),
+                    ("adapter", adapter_call(adapter)),
+                    ("bare aiohttp", bare_aiohttp),
+                ],
+                seconds,
+                in_flight,
+            )
+        finally:
+            await transport.aclose()
+            await adapter.aclose()
+
+
+# -- gRPC --------------------------------------------------------------------
+
+
+async def grpc_case(url: str, seconds: float, in_flight: int) -> list[Row]:
+    adapter = GrpcAdapter(config("grpc", url))
+    request = request_from_frame(probe_frame(), "1", 0.0)
+    async with grpc.aio.insecure_channel(url.removeprefix("grpc://")) as channel:
+        stub = provider_pb2_grpc.DetectionProviderStub(channel)
+
+        async def bare() -> None:
+            await stub.Detect(request, timeout=30)
+
+        try:
+            return await measure(
+                "grpc",
+                [("bare grpc.aio stub", bare), ("adapter", adapter_call(adapter))],
+                seconds,
+                in_flight,
+            )
+        finally:
+            await adapter.aclose()
+
+
+# -- MQTT --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def bare_mqtt(url: str) -> AsyncIterator[Call]:
+    """Request/response written directly on paho: what any MQTT 5 requester must do."""
+    endpoint = parse_mqtt_url(url)
+    loop = asyncio.get_running_loop()
+    response_topic = f"bench/responses/{uuid.uuid4().hex}"
+    pending: dict[bytes, asyncio.Future[bytes]] = {}
+    subscribed = asyncio.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-{uuid.uuid4().hex[:12]}",
+        protocol=mqtt.MQTTv5,
+    )
+
+    def on_connect(
+        c: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        c.subscribe(response_topic, qos=1)
+
+    def on_subscribe(
+        c: mqtt.Client, userdata: object, mid: int, rcs: object, props: object
+    ) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
+    def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        future = pending.pop(correlation, None) if correlation else None
+        if future is not None:
+            loop.call_soon_threadsafe(future.set_result, message.payload)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    payload = encode_request(probe_frame(), 0.0)
+
+    async def call() -> None:
+        correlation = os.urandom(16)
+        future: asyncio.Future[bytes] = loop.create_future()
+        pending[correlation] = future
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+        props.CorrelationData = correlation
+        props.MessageExpiryInterval = 30
+        client.publish(endpoint.topic, payload, qos=1, properties=props)
+        json.loads(await future)
+
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        yield call
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def mqtt_case(url: str, seconds: float, in_flight: int) -> list[Row]:
+    adapter = MqttAdapter(config("mqtt", url))
+    try:
+        async with bare_mqtt(url) as bare:
+            return await measure(
+                "mqtt",
+                [("bare paho request/response", bare), ("adapter", adapter_call(adapter))],
+                seconds,
+                in_flight,
+            )
+    finally:
+        await adapter.aclose()
+
+
+# -- main --------------------------------------------------------------------
+
+
+def run_case(case: str, seconds: float, in_flight: int, broker: str) -> list[Row]:
+    if case.startswith("http"):
+        dialect = case.removeprefix("http-")
+        with simulator("--protocol", "http", "--port", "0") as urls:
+            url = urls[f"{dialect} dialect"]
+            return asyncio.run(http_case(case, url, dialect, seconds, in_flight))
+    if case == "grpc":
+        with simulator("--protocol", "grpc", "--port", "0") as urls:
+            return asyncio.run(grpc_case(urls["endpoint_url"], seconds, in_flight))
+    topic_url = f"{broker.rstrip('/')}/detectflow-bench/{uuid.uuid4().hex}/detect"
+    with simulator("--protocol", "mqtt", "--mqtt-url", topic_url) as urls:
+        return asyncio.run(mqtt_case(urls["endpoint_url"], seconds, in_flight))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="Per client (default 5).")
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--only", choices=CASES, action="append", help="Run only these cases.")
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="For the mqtt case.")
+    args = parser.parse_args(argv)
+    print(
+        f"{args.in_flight} in flight, {args.seconds:g} s per client, zero simulator latency; "
+        "simulators in child processes; CPU = this process only"
+    )
+    print(f"{'case':<16} {'client':<28} {'frames/s':>9} {'CPU ms/call':>12}")
+    failed = []
+    for case in args.only or CASES:
+        rows = run_case(case, args.seconds, args.in_flight, args.broker)
+        for r in rows:
+            print(f"{r.case:<16} {r.client:<28} {r.rate:>9.0f} {r.cpu_ms:>12.3f}")
+        adapter = next(r for r in rows if r.client == "adapter")
+        bare = rows[0]
+        ratio = adapter.rate / bare.rate
+        verdict = "ok" if ratio >= TARGET else f"BELOW {TARGET}"
+        line = f"{case:<16} adapter / {bare.client} = {ratio:.2f} ({verdict})"
+        for other in rows[2:]:
+            line += f"; adapter / {other.client} = {adapter.rate / other.rate:.2f}"
+        print(line, flush=True)
+        if ratio < TARGET:
+            failed.append(case)
+    print("all adapters >= 0.8 of their bare client" if not failed else f"below 0.8: {failed}")
+
+
+if __name__ == "__main__":
+    main()

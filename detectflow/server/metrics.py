@@ -1,0 +1,185 @@
+"""Prometheus metrics for one app: request latency, WebSocket clients, broadcast lag.
+
+Each app gets its own ``CollectorRegistry`` rather than the process-global
+one, so several apps in one process (tests, an embedded server next to a
+dataflow) never clash over metric names. Latency is labelled by route
+*template* (``/api/v1/detections/{detection_id}``), never the raw path, so a
+scan of random ids cannot blow up the number of series; a request no route
+matched is labelled ``unmatched``. The hub's counters are read at scrape
+time rather than mirrored, so they cannot drift from what ``/health`` says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from detectflow.server.hub import Hub
+
+__all__ = [
+    "CONTENT_TYPE",
+    "METRICS_KEY",
+    "UNMATCHED",
+    "Metrics",
+    "MetricsMiddleware",
+    "metrics_endpoint",
+]
+
+METRICS_KEY = "detectflow_metrics"
+"""Where the lifespan state keeps the app's :class:`Metrics`."""
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The classic text format, which generate_latest writes and every Prometheus reads."""
+UNMATCHED = "unmatched"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _HubCollector(Collector):
+    """Reads the hub's live numbers at scrape time; nothing before the lifespan starts."""
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        hub = self.hub
+        if hub is None:
+            return
+        stats = hub.stats()
+        clients = GaugeMetricFamily(
+            "detectflow_websocket_clients", "WebSocket clients connected now."
+        )
+        clients.add_metric([], stats["clients"])
+        yield clients
+        for name, value, text in (
+            ("received", hub.received, "Bus messages the hub received."),
+            ("malformed", hub.malformed, "Bus messages dropped as malformed."),
+            ("dropped", hub.dropped_total, "Broadcasts dropped for clients too slow to keep up."),
+        ):
+            counter = CounterMetricFamily(f"detectflow_websocket_{name}_messages", text)
+            counter.add_metric([], value)
+            yield counter
+
+
+class Metrics:
+    """The metrics of one app, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "detectflow_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.broadcast_lag_seconds = Histogram(
+            "detectflow_websocket_broadcast_lag_seconds",
+            "Time from a broadcast's publish to its send to a client. clock=publish when "
+            "the bus message carried published_at, clock=hub when only the hub's receipt "
+            "time was known.",
+            ["clock"],
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self._hub = _HubCollector()
+        self.registry.register(self._hub)
+
+    def watch(self, hub: Hub | None) -> None:
+        """Report this hub's clients and counters (None: stop, at shutdown)."""
+        self._hub.hub = hub
+
+    def observe_lag(self, seconds: float, from_publish: bool) -> None:
+        self.broadcast_lag_seconds.labels("publish" if from_publish else "hub").observe(
+            max(0.0, seconds)
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _find_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The leaf route the router would pick (a full match, else a partial one: 405)."""
+    partial: BaseRoute | None = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Mount) and route.routes:
+            found = _find_route(route.routes, {**scope, **child})
+            if found is None:
+                continue
+            route = found
+        if match is Match.FULL:
+            return route
+        partial = partial or route
+    return partial
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and labels it with its route template.
+
+    The router records the route it picked in ``scope["route"]`` (the leaf,
+    since a mount's router overwrites its own entry), so the template is
+    usually a dict lookup. A request answered before routing (a 401 from
+    the auth middleware) is matched against ``routes`` here instead.
+    WebSocket connections are long-lived and are measured by the hub's
+    gauges instead.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: Sequence[BaseRoute],
+        templates: Mapping[int, str],
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.templates = templates
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            route = _find_route(self.routes, scope)
+        return self.templates.get(id(route), UNMATCHED)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # unless the app answers; an exception escaping is our fault
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = self._template(scope)
+            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
+                elapsed
+            )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Any = getattr(request.state, METRICS_KEY)
+    assert isinstance(metrics, Metrics)
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
