@@ -42,7 +42,10 @@ def parse_timestamp(value: str | datetime | None) -> datetime:
             raise InvalidFrameError(f"timestamp is not RFC 3339: {value!r}") from None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:01:00+10:20 falls before year 1 in UTC
+        raise InvalidFrameError(f"timestamp is out of range: {value.isoformat()}") from None
 
 
 def make_frame(

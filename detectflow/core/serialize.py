@@ -74,9 +74,13 @@ def event_to_dict(e: DetectionEvent) -> dict[str, Any]:
     }
 
 
-def detection_message(d: Detection) -> dict[str, Any]:
-    """The WebSocket ``detection`` broadcast (the guide's shape, plus the box)."""
-    return {
+def detection_message(d: Detection, published_at: datetime | None = None) -> dict[str, Any]:
+    """The WebSocket ``detection`` broadcast (the guide's shape, plus the box).
+
+    ``published_at`` lets the server measure broadcast lag from the moment the
+    dataflow published, not from when the hub happened to read the bus.
+    """
+    message: dict[str, Any] = {
         "type": "detection",
         "detection_id": d.id,
         "camera_id": d.camera_id,
@@ -88,11 +92,14 @@ def detection_message(d: Detection) -> dict[str, Any]:
         "person_id": d.person_id,
         "timestamp": isoformat(d.frame_timestamp or d.created_at),
     }
+    if published_at is not None:
+        message["published_at"] = isoformat(published_at)
+    return message
 
 
-def event_message(e: DetectionEvent) -> dict[str, Any]:
+def event_message(e: DetectionEvent, published_at: datetime | None = None) -> dict[str, Any]:
     """The WebSocket ``event`` broadcast."""
-    return {
+    message: dict[str, Any] = {
         "type": "event",
         "event_id": e.id,
         "event_type": e.event_type,
@@ -102,6 +109,9 @@ def event_message(e: DetectionEvent) -> dict[str, Any]:
         "detection_id": e.detection_id,
         "timestamp": isoformat(e.created_at),
     }
+    if published_at is not None:
+        message["published_at"] = isoformat(published_at)
+    return message
 
 
 def provider_to_dict(p: ProviderConfig) -> dict[str, Any]:

@@ -157,7 +157,7 @@ class LiveView:
         if live:
             self._cache.set_many(live, LIVE_TTL)
         self._cache.set_many({**state, CAMERA_INDEX_KEY: _dumps(index)}, CAMERA_STATE_TTL)
-        self._bus.publish_many(_messages(results))
+        self._bus.publish_many(_messages(results, now))
 
     def publish_breakers(
         self, snapshots: Sequence[dict[str, Any]], events: Sequence[DetectionEvent] = ()
@@ -168,7 +168,7 @@ class LiveView:
             items = {breaker_key(str(s["id"])): _dumps(s) for s in snapshots}
             self._cache.set_many(items, BREAKER_TTL)
         if events:
-            self._bus.publish_many([_event_message(e) for e in events])
+            self._bus.publish_many([_event_message(e, utcnow()) for e in events])
 
     def breakers(self, provider_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The last published breaker state of each provider that has one."""
@@ -263,15 +263,16 @@ def _epoch(text: object) -> float:
     return 0.0 if value is None else value.timestamp()
 
 
-def _messages(results: Sequence[FrameResult]) -> list[tuple[str, bytes]]:
+def _messages(results: Sequence[FrameResult], now: datetime) -> list[tuple[str, bytes]]:
     messages: list[tuple[str, bytes]] = []
     for r in results:
         for d in r.detections:
-            messages.append((detections_channel(d.camera_id), _dumps(detection_message(d))))
-        messages.extend(_event_message(e) for e in r.events)
+            body = detection_message(d, published_at=now)
+            messages.append((detections_channel(d.camera_id), _dumps(body)))
+        messages.extend(_event_message(e, now) for e in r.events)
     return messages
 
 
-def _event_message(e: DetectionEvent) -> tuple[str, bytes]:
-    body = {**event_message(e), "camera_id": e.camera_id}
+def _event_message(e: DetectionEvent, now: datetime) -> tuple[str, bytes]:
+    body = {**event_message(e, published_at=now), "camera_id": e.camera_id}
     return events_channel(str(e.event_type)), _dumps(body)

@@ -42,6 +42,7 @@ def test_without_a_number_the_id_derives_from_the_bytes():
         ({"priority": 11}, "priority"),
         ({"frame_number": -1}, "frame_number"),
         ({"timestamp": "yesterday"}, "RFC 3339"),
+        ({"timestamp": "0001-01-01T00:01:00+10:20"}, "out of range"),
         ({"frame_id": "x" * 129}, "frame_id"),
         ({"frame_id": ""}, "frame_id"),
     ],

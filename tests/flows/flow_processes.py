@@ -83,8 +83,10 @@ class FlowProcess:
         self.env = env
         self.log = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False
 
     def start(self) -> FlowProcess:
+        self._terminated = False
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [*FLOW_RUN, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
@@ -99,14 +101,14 @@ class FlowProcess:
 
     def terminate(self) -> None:
         """SIGTERM without waiting (a cluster's processes must all hear it first)."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM (finish the frames in flight), then wait for the exit code."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self.terminate()  # once: a second SIGTERM may find Bytewax's handler gone
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

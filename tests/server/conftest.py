@@ -32,6 +32,8 @@ _TABLES = (
     "detection_event_logs",
     "detection_processing_queue",
     "detection_provider_configs",
+    "detection_window_stats",
+    "detection_window_too_late",
 )
 
 

@@ -124,3 +124,25 @@ def test_input_breaking_the_schema_is_refused_with_a_4xx(
             GenerationMode.NEGATIVE,
             [*POSITIVE_CHECKS, negative_data_rejection],
         )
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        (f"{API}/events?offset={2**70}", None, "query.offset"),
+        (f"{API}/send-frame", {"camera_id": "c", "frame_data": None}, "body.frame_data"),
+        (
+            f"{API}/send-frame",
+            {"camera_id": "c", "frame_data": "AA==", "timestamp": "0001-01-01T00:01:00+10:20"},
+            "body.timestamp",
+        ),
+    ],
+    ids=["huge-offset", "null-required-field", "timestamp-before-year-1-in-utc"],
+)
+def test_inputs_schemathesis_found_500s_for_are_422s(
+    client: TestClient, url: str, body: Any, field: str
+) -> None:
+    response = client.request("POST" if body else "GET", url, json=body)
+    assert response.status_code == 422, response.text
+    assert field in [d["field"] for d in response.json()["error"]["details"]]

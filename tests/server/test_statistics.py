@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -35,12 +34,11 @@ Row = tuple[str, timedelta, str, float, str | None]
 
 
 @pytest.fixture(autouse=True)
-def _empty_window_tables(database: Database) -> Iterator[None]:
+def _empty_window_tables(database: Database) -> None:
     """The shared PostgreSQL database is emptied of the guide's tables only."""
     with database.engine.begin() as conn:
         conn.execute(detection_window_stats.delete())
         conn.execute(detection_window_too_late.delete())
-    yield
 
 
 def write(

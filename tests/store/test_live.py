@@ -153,7 +153,10 @@ async def test_publish_broadcasts_detections_and_events(cache: MemoryCache) -> N
         "detections:cam-1",
         "events:detection_completed",
     ]
-    assert json.loads(got[0][1]) == detection_message(r.detections[0])
+    body = json.loads(got[0][1])
+    published_at = body.pop("published_at")
+    assert published_at.endswith("Z")
+    assert body == detection_message(r.detections[0])
     event = json.loads(got[2][1])
     assert (event["type"], event["camera_id"], event["event_id"]) == (
         "event",

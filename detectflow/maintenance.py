@@ -1,0 +1,288 @@
+"""Maintenance jobs: retention cleanup and the provider round trip, by hand or on a schedule.
+
+The guide runs these as Celery beat tasks (``cleanup_old_detections`` daily
+with 30 days kept, ``test_detection_provider`` hourly on the active config).
+detectflow has no task queue, so they are plain functions with three ways
+in: ``detectflow maintenance cleanup`` / ``test-provider`` for an operator
+or a cron job, and :func:`run_schedule` for ``detectflow up``, which runs
+them in a background thread of the process that already holds the database.
+
+Cleanup deletes in batches (:func:`detectflow.store.maintenance.delete_in_batches`),
+one short transaction each, so it can run beside a busy dataflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import click
+
+from detectflow.core.models import ProbeResult, ProviderConfig, utcnow
+from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.core.settings import Settings, SettingsError
+from detectflow.store import Database, open_database
+from detectflow.store.maintenance import DEFAULT_BATCH_SIZE, delete_in_batches
+
+__all__ = [
+    "CLEANUP_EVERY_SECONDS",
+    "DEFAULT_RETENTION_DAYS",
+    "TEST_PROVIDER_EVERY_SECONDS",
+    "Job",
+    "NoProviderError",
+    "cleanup",
+    "default_jobs",
+    "maintenance",
+    "run_provider_test",
+    "run_schedule",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_DAYS = 30
+CLEANUP_EVERY_SECONDS = 86_400.0
+TEST_PROVIDER_EVERY_SECONDS = 3_600.0
+
+
+class NoProviderError(LookupError):
+    """No provider with that id, or no active one: nothing to test."""
+
+
+def cleanup(
+    database: Database,
+    days: float,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
+    """Delete detections, events and finished queue rows older than ``days``.
+
+    Returns {"detections", "events", "queue"} counts. ``days`` must be >= 0
+    (0 deletes everything finished).
+    """
+    if days < 0:
+        raise ValueError(f"days must be >= 0, got {days}")
+    cutoff = utcnow() - timedelta(days=days)
+    return delete_in_batches(database.engine, cutoff, batch_size=batch_size, on_batch=on_batch)
+
+
+def run_provider_test(
+    database: Database,
+    registry: PluginRegistry,
+    provider_id: str | None = None,
+) -> tuple[ProviderConfig, ProbeResult]:
+    """Round-trip the probe frame through a provider (default: the active one) and
+    store the outcome as its test status, as the server's test-provider does.
+
+    Raises :class:`NoProviderError` when there is nothing to test.
+    """
+    import anyio
+
+    from detectflow.adapters.probe import build_adapter, probe_provider
+
+    if provider_id is None:
+        config = database.active_provider()
+        if config is None:
+            raise NoProviderError("no active provider configured")
+    else:
+        config = database.get_provider(provider_id)
+        if config is None:
+            raise NoProviderError(f"no provider with id {provider_id!r}")
+
+    async def probe() -> ProbeResult:
+        return await probe_provider(config, open_adapter=build_adapter(registry), recorder=database)
+
+    return config, anyio.run(probe)
+
+
+# -- the schedule ----------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A job run every ``every`` seconds; the first run is ``first`` seconds after start."""
+
+    name: str
+    every: float
+    run: Callable[[], object]
+    first: float = 0.0
+
+
+class _Stack(Protocol):
+    """What :func:`run_schedule` needs of :class:`detectflow.runner.Stack`."""
+
+    settings: Settings
+    database: Database
+    stop: threading.Event
+
+
+def default_jobs(
+    stack: _Stack,
+    *,
+    retention_days: float = DEFAULT_RETENTION_DAYS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    registry: PluginRegistry | None = None,
+) -> list[Job]:
+    """The guide's beat table: test the active provider hourly, clean up daily.
+
+    The provider test runs once right away, so a misconfigured provider
+    shows on the first health check; the first cleanup waits a minute, so
+    starting a deployment does not start with a large delete.
+    """
+
+    def run_cleanup() -> dict[str, int]:
+        counts = cleanup(stack.database, retention_days, batch_size=batch_size)
+        log.info("maintenance cleanup (older than %g days): %s", retention_days, counts)
+        return counts
+
+    def run_test() -> ProbeResult | None:
+        try:
+            config, result = run_provider_test(
+                stack.database, registry or get_registry(stack.settings)
+            )
+        except NoProviderError:
+            log.info("maintenance test-provider: no active provider configured")
+            return None
+        level = logging.INFO if result.ok else logging.WARNING
+        log.log(
+            level,
+            "provider %r test: %s %s",
+            config.provider_name,
+            result.message,
+            result.error or "",
+        )
+        return result
+
+    return [
+        Job("test-provider", TEST_PROVIDER_EVERY_SECONDS, run_test, first=0.0),
+        Job("cleanup", CLEANUP_EVERY_SECONDS, run_cleanup, first=60.0),
+    ]
+
+
+def run_schedule(
+    stack: _Stack,
+    jobs: Sequence[Job] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run ``jobs`` (default :func:`default_jobs`) until ``stop`` (default ``stack.stop``) is set.
+
+    Meant for a background thread of ``detectflow up``. A job that raises is
+    logged and runs again at its next time: one failed cleanup must not end
+    the schedule. Jobs run one at a time, in this thread.
+    """
+    stop = stop or stack.stop
+    jobs = list(jobs) if jobs is not None else default_jobs(stack)
+    for job in jobs:
+        if job.every <= 0:
+            raise ValueError(f"job {job.name!r}: every must be > 0, got {job.every}")
+    start = clock()
+    due = {job.name: start + max(0.0, job.first) for job in jobs}
+    while not stop.is_set():
+        now = clock()
+        for job in jobs:
+            if stop.is_set():
+                return
+            if now < due[job.name]:
+                continue
+            try:
+                job.run()
+            except Exception:
+                log.exception(
+                    "maintenance job %s failed; it runs again in %g s", job.name, job.every
+                )
+            due[job.name] = max(due[job.name] + job.every, clock())
+        stop.wait(max(0.0, min(due.values()) - clock()))
+
+
+# -- the CLI ----------------------------------------------------------------------
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The CLI's settings when attached to ``detectflow``, else the environment's."""
+    found: Any = getattr(ctx.find_root().obj, "settings", None)
+    if isinstance(found, Settings):
+        return found
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _open(settings: Settings) -> Database:
+    database = open_database(settings)
+    try:
+        database.upgrade()
+    except BaseException:
+        database.dispose()
+        raise
+    return database
+
+
+@click.group("maintenance")
+def maintenance() -> None:
+    """Retention cleanup and provider tests (the guide's periodic jobs).
+
+    `detectflow up` runs both on a schedule; these commands run them once,
+    for a cron job or by hand.
+    """
+
+
+@maintenance.command("cleanup")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_RETENTION_DAYS,
+    show_default=True,
+    help="Keep this many days; older detections, events and finished queue rows go.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows deleted per transaction.",
+)
+@click.pass_context
+def cleanup_cmd(ctx: click.Context, days: float, batch_size: int) -> None:
+    """Delete old detections, events and finished queue rows, in batches."""
+    database = _open(_settings(ctx))
+    try:
+        counts = cleanup(database, days, batch_size=batch_size)
+    finally:
+        database.dispose()
+    click.echo(
+        f"deleted {counts['detections']} detection(s), {counts['events']} event(s) and "
+        f"{counts['queue']} finished queue row(s) older than {days:g} day(s)"
+    )
+
+
+@maintenance.command("test-provider")
+@click.argument("provider_id", required=False)
+@click.pass_context
+def test_provider_cmd(ctx: click.Context, provider_id: str | None) -> None:
+    """Send the built-in probe image to a provider (default: the active one).
+
+    Stores the outcome as the provider's test status; exits 1 if it failed.
+    """
+    settings = _settings(ctx)
+    database = _open(settings)
+    try:
+        config, result = run_provider_test(database, get_registry(settings), provider_id)
+    except NoProviderError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        database.dispose()
+    took = f"{result.response_time_ms:.0f} ms"
+    line = f"{config.provider_name} ({config.id}): {result.message} in {took}"
+    if result.ok:
+        click.echo(line)
+        return
+    click.echo(f"{line}: {result.error}", err=True)
+    ctx.exit(1)

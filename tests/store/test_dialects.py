@@ -1,0 +1,134 @@
+"""Bulk insert and update on both databases: the COPY fast path, its replay fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, select, update
+
+from detectflow.store import Database
+from detectflow.store.dialects import insert_ignore, update_by_id
+from detectflow.store.rows import event_to_row, queue_row_for_frame
+from detectflow.store.tables import detection_event_logs as events
+from detectflow.store.tables import detection_processing_queue as queue
+from detectflow.store.types import UTCDateTime
+from tests.store.builders import frame, result
+
+
+@pytest.fixture
+def db(database_url: str, secret_key: str) -> Iterator[Database]:
+    database = Database(database_url, secret_key=secret_key)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def event_rows(count: int, *, start: int = 0, message: str = "first") -> list[dict[str, Any]]:
+    rows = []
+    for i in range(start, start + count):
+        row = event_to_row(result(frame(frame_id=f"frame-{i}")).events[0])
+        rows.append({**row, "id": f"event-{i}", "message": message})
+    return rows
+
+
+def messages(db: Database) -> dict[str, str]:
+    with db.engine.connect() as conn:
+        return {row.id: row.message for row in conn.execute(select(events.c.id, events.c.message))}
+
+
+def test_new_rows_are_all_inserted(db: Database) -> None:
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, event_rows(300))
+    assert len(messages(db)) == 300
+
+
+def test_a_replayed_batch_writes_only_the_new_rows_and_changes_none(db: Database) -> None:
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, event_rows(5))
+    with db.engine.begin() as conn:
+        # Rows 3 and 4 exist: the whole batch takes the ON CONFLICT path.
+        insert_ignore(conn, events, event_rows(5, start=3, message="replay"))
+    got = messages(db)
+    assert len(got) == 8
+    assert got["event-4"] == "first"
+    assert got["event-7"] == "replay"
+
+
+def test_a_batch_repeating_an_id_keeps_the_first(db: Database) -> None:
+    rows = event_rows(2) + event_rows(1, message="again")
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, rows)
+    assert messages(db) == {"event-0": "first", "event-1": "first"}
+
+
+def test_the_fallback_stays_inside_the_callers_transaction(db: Database) -> None:
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, event_rows(2))
+
+    def abort_after_insert() -> None:
+        with db.engine.begin() as conn:
+            insert_ignore(conn, events, event_rows(3, start=1))
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        abort_after_insert()
+    assert set(messages(db)) == {"event-0", "event-1"}
+
+
+def test_naive_timestamps_are_stored_as_utc(db: Database) -> None:
+    naive = datetime(2024, 5, 1, 12, 30)
+    rows = [{**event_rows(1)[0], "created_at": naive, "updated_at": naive}]
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, rows)
+    stored = db.list_events()[0][0]
+    assert stored.created_at == naive.replace(tzinfo=UTC)
+
+
+def test_rows_with_bytes_take_the_executemany_path(db: Database) -> None:
+    now = datetime.now(UTC)
+    rows = [queue_row_for_frame(frame(frame_id=f"q-{i}"), max_retries=3, now=now) for i in range(3)]
+    with db.engine.begin() as conn:
+        insert_ignore(conn, queue, rows)
+        insert_ignore(conn, queue, rows)
+    item = db.get_queue_item("q-1")
+    assert item is not None and item.frame_data == rows[1]["frame_data"]
+    assert db.queue_stats()["total"] == 3
+
+
+_fallback = (
+    update(queue)
+    .where(queue.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        detections_count=bindparam("b_detections_count"),
+        updated_at=bindparam("b_updated_at", type_=UTCDateTime()),
+    )
+)
+
+
+def test_update_by_id_sets_each_row_and_the_last_duplicate_wins(db: Database) -> None:
+    for i in range(3):
+        db.enqueue(frame(frame_id=f"u-{i}"))
+    later = datetime.now(UTC) + timedelta(hours=1)
+    rows = [
+        {"b_id": "u-0", "b_status": "completed", "b_detections_count": 1, "b_updated_at": later},
+        {"b_id": "u-1", "b_status": "failed", "b_detections_count": 0, "b_updated_at": later},
+        {"b_id": "u-0", "b_status": "skipped", "b_detections_count": 4, "b_updated_at": later},
+        {"b_id": "nope", "b_status": "failed", "b_detections_count": 0, "b_updated_at": later},
+    ]
+    with db.engine.begin() as conn:
+        update_by_id(conn, queue, rows, fallback=_fallback)
+    first, second, third = (db.get_queue_item(f"u-{i}") for i in range(3))
+    assert first is not None and (first.status, first.detections_count) == ("skipped", 4)
+    assert first.updated_at == later.replace(microsecond=later.microsecond)
+    assert second is not None and second.status == "failed"
+    assert third is not None and third.status == "pending"
+    assert db.get_queue_item("nope") is None
+
+
+def test_update_by_id_refuses_rows_that_do_not_name_their_values(db: Database) -> None:
+    with db.engine.begin() as conn, pytest.raises(ValueError, match="b_<column>"):
+        update_by_id(conn, queue, [{"id": "x", "status": "failed"}], fallback=_fallback)
