@@ -38,24 +38,30 @@ import httpx
 import paho.mqtt.client as mqtt
 from httpx_aiohttp import AiohttpTransport
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from detectflow.adapters.grpc.adapter import GrpcAdapter
 from detectflow.adapters.grpc.convert import request_from_frame
 from detectflow.adapters.grpc.provider.v1 import provider_pb2_grpc
 from detectflow.adapters.http import HttpAdapter
 from detectflow.adapters.mqtt import MqttAdapter
+from detectflow.adapters.mqtt_link import publish_properties
 from detectflow.adapters.mqtt_wire import encode_request, parse_mqtt_url
 from detectflow.core.adapter import ProviderAdapter, probe_frame
 from detectflow.core.models import ProviderConfig
 
-__all__ = ["CASES", "Row", "main"]
+__all__ = ["CASES", "Budget", "Row", "main"]
 
 CASES = ("http-detectflow", "http-deepstack", "grpc", "mqtt")
 TARGET = 0.8
 
 Call = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    seconds: float  # per client, split over the rounds
+    in_flight: int
+    rounds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +75,8 @@ class Row:
 # -- driving -----------------------------------------------------------------
 
 
-async def drive(call: Call, seconds: float, in_flight: int) -> tuple[float, float]:
-    """Calls/s and client CPU ms per call, after a short warm-up that fills the pools."""
+async def drive(call: Call, seconds: float, in_flight: int) -> tuple[int, float, float]:
+    """Calls done, wall seconds and CPU seconds of ``in_flight`` workers for ``seconds``."""
     done = 0
     deadline = 0.0
 
@@ -80,14 +86,13 @@ async def drive(call: Call, seconds: float, in_flight: int) -> tuple[float, floa
             await call()
             done += 1
 
-    deadline = time.perf_counter() + min(1.0, seconds / 4)
+    deadline = time.perf_counter() + min(0.3, seconds / 4)  # refill the pipeline first
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     done = 0
     cpu, start = time.process_time(), time.perf_counter()
     deadline = start + seconds
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - start
-    return done / elapsed, (time.process_time() - cpu) * 1000 / max(done, 1)
+    return done, time.perf_counter() - start, time.process_time() - cpu
 
 
 @contextmanager
@@ -103,7 +108,8 @@ def simulator(*args: str) -> Iterator[dict[str, str]]:
         for line in process.stdout:
             label, _, url = line.strip().rpartition(": ")
             if "://" in url and label:
-                urls[label.strip()] = url.strip()
+                # "  deepstack dialect:  http://...", "  provider type grpc, endpoint_url: ..."
+                urls[label.strip().rpartition(", ")[2]] = url.strip()
             if "endpoint_url" in urls or (len(urls) == 2 and "deepstack dialect" in urls):
                 break
         if not urls:
@@ -128,14 +134,25 @@ def config(kind: str, url: str, **options: object) -> ProviderConfig:
     )
 
 
-async def measure(
-    case: str, clients: list[tuple[str, Call]], seconds: float, in_flight: int
-) -> list[Row]:
-    rows = []
-    for name, call in clients:
-        rate, cpu = await drive(call, seconds, in_flight)
-        rows.append(Row(case, name, rate, cpu))
-    return rows
+async def measure(case: str, clients: list[tuple[str, Call]], budget: Budget) -> list[Row]:
+    """Interleave the clients in ``rounds`` slices, order reversed every other round.
+
+    The simulator warms up and the machine's load drifts during a run;
+    taking turns gives every client the same share of both, so the ratio
+    compares clients, not moments.
+    """
+    totals = {name: [0, 0.0, 0.0] for name, _ in clients}
+    for round_number in range(budget.rounds):
+        order = clients if round_number % 2 == 0 else clients[::-1]
+        for name, call in order:
+            done, wall, cpu = await drive(call, budget.seconds / budget.rounds, budget.in_flight)
+            totals[name][0] += done
+            totals[name][1] += wall
+            totals[name][2] += cpu
+    return [
+        Row(case, name, done / wall, cpu * 1000 / max(done, 1))
+        for name, (done, wall, cpu) in ((n, totals[n]) for n, _ in clients)
+    ]
 
 
 def adapter_call(adapter: ProviderAdapter) -> Call:
@@ -150,7 +167,7 @@ def adapter_call(adapter: ProviderAdapter) -> Call:
 # -- HTTP --------------------------------------------------------------------
 
 
-async def http_case(case: str, url: str, dialect: str, seconds: float, in_flight: int) -> list[Row]:
+async def http_case(case: str, url: str, dialect: str, budget: Budget) -> list[Row]:
     adapter = HttpAdapter(config("http_api", url, dialect=dialect))
     encoded = adapter.encode(probe_frame())
     headers = {"Content-Type": encoded.content_type}
@@ -181,8 +198,7 @@ async def http_case(case: str, url: str, dialect: str, seconds: float, in_flight
                     ("adapter", adapter_call(adapter)),
                     ("bare aiohttp", bare_aiohttp),
                 ],
-                seconds,
-                in_flight,
+                budget,
             )
         finally:
             await transport.aclose()
@@ -192,7 +208,7 @@ async def http_case(case: str, url: str, dialect: str, seconds: float, in_flight
 # -- gRPC --------------------------------------------------------------------
 
 
-async def grpc_case(url: str, seconds: float, in_flight: int) -> list[Row]:
+async def grpc_case(url: str, budget: Budget) -> list[Row]:
     adapter = GrpcAdapter(config("grpc", url))
     request = request_from_frame(probe_frame(), "1", 0.0)
     async with grpc.aio.insecure_channel(url.removeprefix("grpc://")) as channel:
@@ -205,8 +221,7 @@ async def grpc_case(url: str, seconds: float, in_flight: int) -> list[Row]:
             return await measure(
                 "grpc",
                 [("bare grpc.aio stub", bare), ("adapter", adapter_call(adapter))],
-                seconds,
-                in_flight,
+                budget,
             )
         finally:
             await adapter.aclose()
@@ -221,7 +236,7 @@ async def bare_mqtt(url: str) -> AsyncIterator[Call]:
     endpoint = parse_mqtt_url(url)
     loop = asyncio.get_running_loop()
     response_topic = f"bench/responses/{uuid.uuid4().hex}"
-    pending: dict[bytes, asyncio.Future[bytes]] = {}
+    pending: dict[bytes, asyncio.Future[bytes | bytearray]] = {}
     subscribed = asyncio.Event()
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -254,9 +269,9 @@ async def bare_mqtt(url: str) -> AsyncIterator[Call]:
 
     async def call() -> None:
         correlation = os.urandom(16)
-        future: asyncio.Future[bytes] = loop.create_future()
+        future: asyncio.Future[bytes | bytearray] = loop.create_future()
         pending[correlation] = future
-        props = Properties(PacketTypes.PUBLISH)
+        props = publish_properties()
         props.ResponseTopic = response_topic
         props.CorrelationData = correlation
         props.MessageExpiryInterval = 30
@@ -271,15 +286,14 @@ async def bare_mqtt(url: str) -> AsyncIterator[Call]:
         client.loop_stop()
 
 
-async def mqtt_case(url: str, seconds: float, in_flight: int) -> list[Row]:
+async def mqtt_case(url: str, budget: Budget) -> list[Row]:
     adapter = MqttAdapter(config("mqtt", url))
     try:
         async with bare_mqtt(url) as bare:
             return await measure(
                 "mqtt",
                 [("bare paho request/response", bare), ("adapter", adapter_call(adapter))],
-                seconds,
-                in_flight,
+                budget,
             )
     finally:
         await adapter.aclose()
@@ -288,24 +302,25 @@ async def mqtt_case(url: str, seconds: float, in_flight: int) -> list[Row]:
 # -- main --------------------------------------------------------------------
 
 
-def run_case(case: str, seconds: float, in_flight: int, broker: str) -> list[Row]:
+def run_case(case: str, budget: Budget, broker: str) -> list[Row]:
     if case.startswith("http"):
         dialect = case.removeprefix("http-")
         with simulator("--protocol", "http", "--port", "0") as urls:
             url = urls[f"{dialect} dialect"]
-            return asyncio.run(http_case(case, url, dialect, seconds, in_flight))
+            return asyncio.run(http_case(case, url, dialect, budget))
     if case == "grpc":
         with simulator("--protocol", "grpc", "--port", "0") as urls:
-            return asyncio.run(grpc_case(urls["endpoint_url"], seconds, in_flight))
+            return asyncio.run(grpc_case(urls["endpoint_url"], budget))
     topic_url = f"{broker.rstrip('/')}/detectflow-bench/{uuid.uuid4().hex}/detect"
     with simulator("--protocol", "mqtt", "--mqtt-url", topic_url) as urls:
-        return asyncio.run(mqtt_case(urls["endpoint_url"], seconds, in_flight))
+        return asyncio.run(mqtt_case(urls["endpoint_url"], budget))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="Per client (default 5).")
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10, help="Turns each client takes.")
     parser.add_argument("--only", choices=CASES, action="append", help="Run only these cases.")
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="For the mqtt case.")
     args = parser.parse_args(argv)
@@ -316,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'case':<16} {'client':<28} {'frames/s':>9} {'CPU ms/call':>12}")
     failed = []
     for case in args.only or CASES:
-        rows = run_case(case, args.seconds, args.in_flight, args.broker)
+        rows = run_case(case, Budget(args.seconds, args.in_flight, args.rounds), args.broker)
         for r in rows:
             print(f"{r.case:<16} {r.client:<28} {r.rate:>9.0f} {r.cpu_ms:>12.3f}")
         adapter = next(r for r in rows if r.client == "adapter")

@@ -322,63 +322,32 @@ def flow_group() -> None:
     """The Bytewax dataflow."""
 
 
-@flow_group.command("run")
-@click.option(
-    "--source",
-    "source_url",
-    default="sql",
-    show_default=True,
-    help="Where frames come from: sql (the processing queue) or a plugin source URL.",
-)
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
-@click.option("--until-empty", is_flag=True, help="Stop once the source has nothing left.")
-@pass_state
-def flow_run(state: _State, source_url: str, workers: int, until_empty: bool) -> None:
-    """Run the dataflow: frames -> provider -> detections in the database.
+def _attach_commands() -> None:
+    """Commands that live in their own modules, next to what they run."""
+    from detectflow.flow_cli import flow_run
+    from detectflow.maintenance import maintenance
+    from detectflow.provider_cli import provider_test
 
-    Without --until-empty it runs until interrupted (Ctrl-C finishes the
-    frames in flight first).
-    """
-    import signal
-    import threading
+    flow_group.add_command(flow_run)
+    provider_group.add_command(provider_test)
+    cli.add_command(maintenance)
 
-    from detectflow.flows import run_flow
-    from detectflow.flows.dataflow import FlowError
-    from detectflow.flows.metrics import FlowMetrics
-    from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
-    from detectflow.store.live import LiveView
 
-    stop = threading.Event()
-    metrics = FlowMetrics()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Results go live through the configured cache and bus: Redis when
-    # DETECTFLOW_REDIS_URL is set, so servers in other processes see them.
-    cache, bus = open_cache_and_bus(state.settings)
-    try:
-        run_flow(
-            state.settings,
-            source_url=source_url,
-            workers=workers,
-            until_empty=until_empty,
-            live=LiveView(cache, bus),
-            stats=metrics,
-            stop=stop,
-        )
-    except FlowError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        stop.set()
-    finally:
-        close_cache_and_bus(cache, bus)
-    click.echo(metrics.summary())
+_attach_commands()
 
 
 @cli.command("up")
 @_host_option
 @_port_option
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--schedule/--no-schedule",
+    default=True,
+    show_default=True,
+    help="Run the maintenance jobs: provider test hourly, 30-day cleanup daily.",
+)
 @pass_state
-def up(state: _State, host: str | None, port: int | None, workers: int) -> None:
+def up(state: _State, host: str | None, port: int | None, workers: int, schedule: bool) -> None:
     """Run the API server and the dataflow together, for real deployments.
 
     Uses the configured database and the active provider; no simulator and
@@ -389,6 +358,10 @@ def up(state: _State, host: str | None, port: int | None, workers: int) -> None:
     settings = state.settings.with_overrides(host=host, port=port)
     stack = open_stack(settings)
     stack.start_flow(workers=workers)
+    if schedule:
+        from detectflow.maintenance import run_schedule
+
+        stack.spawn(lambda: run_schedule(stack), "detectflow-maintenance")
     click.echo(f"detectflow up on http://{settings.host}:{settings.port} (Ctrl-C stops)")
     stack.serve(settings.host, settings.port)
 

@@ -76,6 +76,11 @@ def _addresses(
 )
 @click.option("--until-empty", is_flag=True, help="Stop once the source has nothing left.")
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve the flow's Prometheus metrics on 127.0.0.1:PORT/metrics.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -92,6 +97,7 @@ def flow_run(
     latest_frame_wins: bool | None,
     backlog: int | None,
     until_empty: bool,
+    metrics_port: int | None,
     log_level: str,
 ) -> None:
     """Run the dataflow: frames -> provider -> detections in the database.
@@ -107,6 +113,7 @@ def flow_run(
     from detectflow.flows import run_flow
     from detectflow.flows.dataflow import FlowError
     from detectflow.flows.metrics import FlowMetrics
+    from detectflow.flows.observe import FlowStatus, expected_frames, serve_flow_metrics
     from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
     from detectflow.store.live import LiveView
 
@@ -123,26 +130,31 @@ def flow_run(
     metrics = FlowMetrics()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cache, bus = open_cache_and_bus(settings)
+    total = expected_frames(source_url, settings) if until_empty else None
+    exporter = serve_flow_metrics(metrics, metrics_port) if metrics_port else None
     try:
-        run_flow(
-            settings,
-            source_url=source_url,
-            workers=workers,
-            until_empty=until_empty,
-            live=LiveView(cache, bus),
-            stats=metrics,
-            stop=stop,
-            process_id=process_id,
-            addresses=addresses or None,
-            recovery_dir=recovery_dir,
-            snapshot_interval=snapshot_interval,
-        )
+        with FlowStatus(metrics, total=total):
+            run_flow(
+                settings,
+                source_url=source_url,
+                workers=workers,
+                until_empty=until_empty,
+                live=LiveView(cache, bus),
+                stats=metrics,
+                stop=stop,
+                process_id=process_id,
+                addresses=addresses or None,
+                recovery_dir=recovery_dir,
+                snapshot_interval=snapshot_interval,
+            )
     except FlowError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         stop.set()
     finally:
         close_cache_and_bus(cache, bus)
+        if exporter is not None:
+            exporter.close()
     click.echo(metrics.summary())
 
 

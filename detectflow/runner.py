@@ -19,7 +19,9 @@ import uvicorn
 from detectflow.core.settings import Settings
 from detectflow.flows import run_flow
 from detectflow.flows.metrics import FlowMetrics
+from detectflow.flows.observe import register_flow_metrics, sql_queue_depth
 from detectflow.server.app import create_app
+from detectflow.server.metrics import Metrics
 from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
@@ -72,7 +74,17 @@ class Stack:
 
     def serve(self, host: str, port: int) -> None:
         """Serve the API in this thread until interrupted, then stop everything."""
-        app = create_app(self.settings, database=self.database, cache=self.cache, bus=self.bus)
+        metrics = Metrics()
+        register_flow_metrics(
+            metrics.registry, self.metrics, queue_depth=sql_queue_depth(self.database)
+        )
+        app = create_app(
+            self.settings,
+            database=self.database,
+            cache=self.cache,
+            bus=self.bus,
+            metrics=metrics,
+        )
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         try:
             uvicorn.Server(config).run()

@@ -88,8 +88,8 @@ class UnsafeProviderUrlError(PermanentProviderError):
 
 
 def allow_link_local(settings: Settings) -> bool:
-    """The operator's opt-out, read so it works before and after the field exists."""
-    return bool(getattr(settings, SETTING_NAME, False))
+    """The operator's opt-out (``DETECTFLOW_ALLOW_LINK_LOCAL_PROVIDER_URLS``)."""
+    return settings.allow_link_local_provider_urls
 
 
 def _unwrap(

@@ -63,6 +63,7 @@ class Settings:
     store_retry_seconds: float = 300.0
     """How long the sinks retry a lost database connection before the flow stops."""
     auth_mode: str = "reads-open"
+    allow_link_local_provider_urls: bool = False
     """API keys: "reads-open" (GET and the WebSocket need no key; writes and
     provider config do) or "required" (every /api/v1 route but health needs one)."""
 

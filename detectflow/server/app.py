@@ -81,10 +81,15 @@ def create_app(
     bus: Bus | None = None,
     registry: PluginRegistry | None = None,
     ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE,
+    metrics: Metrics | None = None,
 ) -> Starlette:
-    """Build the app; nothing is opened until the lifespan starts."""
+    """Build the app; nothing is opened until the lifespan starts.
+
+    Pass ``metrics`` to add series of your own to ``/metrics`` (the one-process
+    runner adds the dataflow's).
+    """
     settings = settings or Settings.from_env()
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     templates = {id(info.route): info.path for info in route_table(routes)}
 
     @asynccontextmanager

@@ -34,7 +34,7 @@ __all__ = [
     "wait_for",
 ]
 
-FLOW_RUN = [sys.executable, "-m", "detectflow.flow_cli"]
+FLOW_RUN = [sys.executable, "-m", "detectflow.cli", "flow", "run"]
 DONE_TYPES = (EventType.DETECTION_COMPLETED, EventType.DETECTION_FAILED)
 
 

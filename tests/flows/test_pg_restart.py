@@ -27,7 +27,7 @@ from tests import services
 from tests.flows.conftest import activate, enqueue, person
 from tests.flows.flow_processes import unique_detections, wait_for
 
-FRAMES = 400
+FRAMES = 1500  # ~8 s at 4 in flight x 20 ms: the restart lands mid-run
 
 
 def _cluster() -> list[str]:

@@ -404,7 +404,7 @@ def test_the_page_draws_each_detection_over_its_frame_in_a_real_browser(
         assert box["camera"] == d["camera_id"]
         for side, field in (("left", "x"), ("top", "y"), ("width", "width"), ("height", "height")):
             assert box[side] == pytest.approx(d["bbox"][field] * 100, abs=0.01), (side, d)
-        assert box["label"].startswith(d["label"])
+        assert box["label"].startswith(d["detection_type"])
     assert state["cameras"]["cam-kept"] == {"frame": "image", "frameId": "kept-7", "natural": 160}
     assert state["cameras"]["cam-live"]["frame"] == "placeholder"
     assert state["boxesStat"] == str(len(sent))

@@ -233,3 +233,21 @@ def test_test_provider_bad_requests(client: TestClient) -> None:
     assert_error(
         client.post(f"{API}/test-provider", json={"timeout_seconds": -1}), 422, "validation_error"
     )
+
+
+@sqlite_only
+def test_provider_urls_pointing_at_link_local_or_metadata_addresses_are_refused(
+    client: TestClient,
+) -> None:
+    """An API caller must not make detectflow fetch cloud metadata (SSRF)."""
+    body = {
+        "provider_name": "metadata",
+        "provider_type": "http_api",
+        "endpoint_url": "http://169.254.169.254/latest/meta-data",
+    }
+    assert_error(client.post(f"{API}/providers", json=body), 422, "unsafe_provider_url")
+    created = add_provider(client, provider_name="ok", is_active=False)
+    refused = client.put(
+        f"{API}/providers/{created['id']}", json={"endpoint_url": "http://[fe80::1]/x"}
+    )
+    assert_error(refused, 422, "unsafe_provider_url")
