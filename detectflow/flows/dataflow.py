@@ -50,7 +50,7 @@ from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.recovery import recovery_config, retry_lost_connection
-from detectflow.flows.sinks import LivePublisher, ResultWriter
+from detectflow.flows.sinks import BackgroundWriter, LivePublisher, ResultWriter
 from detectflow.flows.steps import camera_key
 from detectflow.flows.windows import (
     DEFAULT_WINDOW_SPECS,
@@ -147,21 +147,49 @@ class ReaderSource(DynamicSource[X]):
 
 
 class _WriterPartition(StatelessSinkPartition[FrameResult]):
-    def __init__(self, writer: ResultWriter) -> None:
+    def __init__(self, writer: BackgroundWriter) -> None:
         self._writer = writer
 
     def write_batch(self, items: list[FrameResult]) -> None:
-        self._writer.write(items)
+        self._writer.submit(items)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class WriterSink(DynamicSink[FrameResult]):
-    """Every worker writes its own results through the same (thread-safe) writer."""
+    """Every worker writes its own results through the same (thread-safe) writer,
+    each from a :class:`~detectflow.flows.sinks.BackgroundWriter` thread of its
+    own so the worker never waits on the store while it has room to queue.
+
+    Bytewax closes a partition only when a flow ends on finite input, so
+    :func:`run_flow` calls :meth:`close` too: it writes what is still queued
+    (before the source acknowledges or closes) and stops the threads.
+    """
 
     def __init__(self, writer: ResultWriter) -> None:
         self._writer = writer
+        self._threads: list[BackgroundWriter] = []
+        self._lock = threading.Lock()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
-        return _WriterPartition(self._writer)
+        background = BackgroundWriter(self._writer, name=f"detectflow-writer-{worker_index}")
+        with self._lock:
+            self._threads.append(background)
+        return _WriterPartition(background)
+
+    def close(self) -> None:
+        """Write everything queued and stop every writer thread; raise the first error."""
+        with self._lock:
+            threads = list(self._threads)
+        first: BaseException | None = None
+        for background in threads:
+            try:
+                background.close()
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 class _StatsPartition(StatelessSinkPartition[KindedOutput]):
@@ -367,6 +395,14 @@ def _execution_plan(
     )
 
 
+def _close_quietly(sink: WriterSink) -> None:
+    """The flow already failed: stop the writer threads without hiding why."""
+    try:
+        sink.close()
+    except Exception:
+        log.exception("writing the last results failed while the flow was stopping")
+
+
 def _is_host_port(address: str) -> bool:
     host, _, port = address.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
@@ -482,8 +518,14 @@ def run_flow(
             if windows:
                 stats_writer = StatsWriter(database, cache=getattr(live, "stats", None))
                 stats_sink = StatsSink(stats_writer, give_up_after=settings.store_retry_seconds)
-            flow = build_dataflow(source, engine, WriterSink(writer), stats_sink=stats_sink)
-            plan.run(flow)
+            sink = WriterSink(writer)
+            flow = build_dataflow(source, engine, sink, stats_sink=stats_sink)
+            try:
+                plan.run(flow)
+            except BaseException:
+                _close_quietly(sink)
+                raise
+            sink.close()  # results written (and acknowledged) before the source closes
         finally:
             close_source = getattr(source, "close", None)
             if close_source is not None:
