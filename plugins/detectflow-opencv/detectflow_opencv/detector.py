@@ -92,8 +92,14 @@ class DetectorSettings:
     are scaled back). HOG on a 1080p frame costs seconds; 0 turns it off."""
 
     @classmethod
-    def from_config(cls, config: ProviderConfig) -> DetectorSettings:
-        """Settings for a provider config; a bad option is a clear, permanent error."""
+    def from_config(
+        cls, config: ProviderConfig, options: Mapping[str, Any] | None = None
+    ) -> DetectorSettings:
+        """Settings for a provider config; a bad option is a clear, permanent error.
+
+        ``options`` replaces ``config.options`` when the caller has taken out
+        options that are not the detector's (the adapter's ``max_workers``).
+        """
         if config.max_faces_per_frame < 0:
             raise PermanentProviderError(
                 f"max_faces_per_frame must be >= 0, got {config.max_faces_per_frame!r}"
@@ -103,7 +109,7 @@ class DetectorSettings:
             people=config.enable_person_detection,
             max_faces=config.max_faces_per_frame,
         )
-        return base.with_options(config.options)
+        return base.with_options(config.options if options is None else options)
 
     def with_options(self, options: Mapping[str, Any]) -> DetectorSettings:
         known = {f.name: f for f in fields(self) if f.name not in _NOT_OPTIONS}

@@ -62,7 +62,7 @@ class OpenCVAdapter(ProviderAdapter):
         workers = options.pop("max_workers", DEFAULT_MAX_WORKERS)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise PermanentProviderError(f"opencv option max_workers must be >= 1, got {workers!r}")
-        settings = DetectorSettings.from_config(config).with_options(options)
+        settings = DetectorSettings.from_config(config, options)
         self.detector: OpenCVDetector = OpenCVDetector(settings)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="detectflow-opencv")
         self._closed = False

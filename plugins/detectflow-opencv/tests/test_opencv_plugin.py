@@ -184,3 +184,19 @@ def test_the_readme_command_adds_an_active_opencv_provider(tmp_path):
     added = _python("-m", "detectflow.cli", *args, env=env)
     assert added.returncode == 0, added.stderr
     assert "[active]" in added.stdout
+
+
+def test_max_workers_is_an_adapter_option_not_a_detector_option():
+    config = ProviderConfig(
+        id="p",
+        provider_name="cv",
+        provider_type="opencv",
+        endpoint_url="local",
+        options={"max_workers": 3, "min_neighbors": 2},
+    )
+    adapter = OpenCVAdapter(config)
+    try:
+        assert adapter._executor._max_workers == 3
+        assert adapter.detector.settings.min_neighbors == 2
+    finally:
+        asyncio.run(adapter.aclose())
