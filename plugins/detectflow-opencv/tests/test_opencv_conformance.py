@@ -17,8 +17,9 @@ from detectflow import ProviderConfig
 from detectflow.core.frames import make_frame
 from detectflow.core.models import Frame
 from detectflow.testing import AdapterConformance, ConformanceTarget
-from detectflow_opencv.plugin import OpenCVAdapter
 from skimage import data
+
+from detectflow_opencv.plugin import OpenCVAdapter
 
 CANVAS = 320
 FACE_CROP = (slice(20, 260), slice(100, 340))  # rows, columns of astronaut.png around the face
