@@ -16,7 +16,13 @@ from detectflow.core.ids import frame_id_for
 from detectflow.core.images import image_info
 from detectflow.core.models import Frame, utcnow
 
-__all__ = ["CAMERA_ID_PATTERN", "MAX_FRAME_ID_LENGTH", "make_frame", "parse_timestamp", "validate_camera_id"]
+__all__ = [
+    "CAMERA_ID_PATTERN",
+    "MAX_FRAME_ID_LENGTH",
+    "make_frame",
+    "parse_timestamp",
+    "validate_camera_id",
+]
 
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_FRAME_ID_LENGTH = 128  # the store's column width for frame and queue ids

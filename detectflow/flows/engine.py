@@ -87,7 +87,12 @@ __all__ = [
     "BREAKER_REFRESH_SECONDS",
     "NO_PROVIDER",
     "SKIPPED",
-    "BreakerSink", "DetectEngine", "Lane", "is_skipped", "skipped_result"]
+    "BreakerSink",
+    "DetectEngine",
+    "Lane",
+    "is_skipped",
+    "skipped_result",
+]
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,21 @@ from detectflow.store.tables import detection_processing_queue as queue
 
 __all__ = ["claim", "enqueue", "get_item", "release_stale", "stats"]
 
+_CLAIMED = (
+    queue.c.id,
+    queue.c.camera_id,
+    queue.c.frame_data,
+    queue.c.priority,
+    queue.c.frame_number,
+    queue.c.frame_timestamp,
+    queue.c.retry_count,
+    queue.c.max_retries,
+    queue.c.created_at,
+)
+"""What a claim returns: the frame and its place in the queue. The outcome
+columns (detections_count, processing_time_ms, error_message) are not read
+back; a claimed row has none yet, so its item carries their defaults."""
+
 
 def enqueue(conn: Connection, frame: Frame, *, max_retries: int, now: datetime) -> QueueItem:
     insert_ignore(conn, queue, [queue_row_for_frame(frame, max_retries=max_retries, now=now)])
@@ -47,9 +62,25 @@ def claim(conn: Connection, limit: int, *, now: datetime) -> list[QueueItem]:
         update(queue)
         .where(queue.c.id.in_(picked.scalar_subquery()))
         .values(status=QueueStatus.PROCESSING.value, updated_at=now)
-        .returning(*queue.c)
+        .returning(*_CLAIMED)
     )
-    items = [queue_item_from_row(row) for row in conn.execute(stmt).mappings()]
+    processing = QueueStatus.PROCESSING.value
+    items = [
+        QueueItem(
+            id=row[0],
+            camera_id=row[1],
+            frame_data=bytes(row[2]),
+            priority=row[3],
+            status=processing,
+            frame_number=row[4],
+            frame_timestamp=row[5],
+            retry_count=row[6],
+            max_retries=row[7],
+            created_at=row[8],
+            updated_at=now,
+        )
+        for row in conn.execute(stmt)
+    ]
     # RETURNING has no defined order; restore the claim order.
     items.sort(key=lambda item: (-item.priority, item.created_at, item.id))
     return items
