@@ -26,9 +26,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
@@ -49,12 +48,15 @@ from detectflow.adapters.mqtt_wire import encode_request, parse_mqtt_url
 from detectflow.core.adapter import ProviderAdapter, probe_frame
 from detectflow.core.models import ProviderConfig
 
+try:
+    from bench._common import Call, aiohttp_call, drive, transport_call
+except ModuleNotFoundError:  # run as ``python bench/adapters.py``
+    from _common import Call, aiohttp_call, drive, transport_call  # type: ignore[no-redef]
+
 __all__ = ["CASES", "Budget", "Row", "main"]
 
 CASES = ("http-detectflow", "http-deepstack", "grpc", "mqtt")
 TARGET = 0.8
-
-Call = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,26 +75,6 @@ class Row:
 
 
 # -- driving -----------------------------------------------------------------
-
-
-async def drive(call: Call, seconds: float, in_flight: int) -> tuple[int, float, float]:
-    """Calls done, wall seconds and CPU seconds of ``in_flight`` workers for ``seconds``."""
-    done = 0
-    deadline = 0.0
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
-
-    deadline = time.perf_counter() + min(0.3, seconds / 4)  # refill the pipeline first
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    done = 0
-    cpu, start = time.process_time(), time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return done, time.perf_counter() - start, time.process_time() - cpu
 
 
 @contextmanager
@@ -145,7 +127,9 @@ async def measure(case: str, clients: list[tuple[str, Call]], budget: Budget) ->
     for round_number in range(budget.rounds):
         order = clients if round_number % 2 == 0 else clients[::-1]
         for name, call in order:
-            done, wall, cpu = await drive(call, budget.seconds / budget.rounds, budget.in_flight)
+            seconds = budget.seconds / budget.rounds
+            warm_up = min(0.3, seconds / 4)  # refill the pipeline first
+            done, wall, cpu = await drive(call, seconds, budget.in_flight, warm_up)
             totals[name][0] += done
             totals[name][1] += wall
             totals[name][2] += cpu
@@ -173,23 +157,10 @@ async def http_case(case: str, url: str, dialect: str, budget: Budget) -> list[R
     headers = {"Content-Type": encoded.content_type}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     transport = AiohttpTransport(limits=limits)
-    target = httpx.URL(url)
-
-    async def bare_transport() -> None:
-        request = httpx.Request("POST", target, content=encoded.content, headers=headers)
-        response = await transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        response.json()
+    bare_transport = transport_call(transport, url, encoded.content, headers)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-
-        async def bare_aiohttp() -> None:
-            async with session.post(url, data=encoded.content, headers=headers) as response:
-                await response.json()
-
+        bare_aiohttp = aiohttp_call(session, url, encoded.content, headers)
         try:
             return await measure(
                 case,

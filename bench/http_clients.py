@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
 import aiohttp
 import httpx
@@ -33,67 +29,14 @@ from detectflow.adapters.http import HttpAdapter
 from detectflow.core.adapter import probe_frame
 from detectflow.core.models import ProviderConfig
 
+try:
+    from bench._common import Call, aiohttp_call, drive, http_provider, transport_call
+except ModuleNotFoundError:  # run as ``python bench/http_clients.py``
+    from _common import Call, aiohttp_call, drive, http_provider, transport_call  # type: ignore[no-redef]
+
 __all__ = ["Result", "main"]
 
 BARE_CLIENT = "AiohttpTransport, no AsyncClient"
-
-_ANSWER = (
-    b'{"detections":[{"label":"person","confidence":0.9,"box":[0.1,0.1,0.5,0.9]},'
-    b'{"label":"car","confidence":0.7,"box":[0.5,0.5,0.9,0.8]}]}'
-)
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(_ANSWER)).encode()
-    + b"\r\n\r\n"
-    + _ANSWER
-)
-
-
-class _Server(asyncio.Protocol):
-    """Keep-alive HTTP/1.1: read headers + Content-Length body, answer after latency."""
-
-    def __init__(self, latency: float) -> None:
-        self.latency = latency
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            length = 0
-            for line in self.buffer[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            if self.latency:
-                asyncio.get_running_loop().call_later(self.latency, self._answer)
-            else:
-                self._answer()
-
-    def _answer(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_RESPONSE)
-
-
-def _serve(latency: float, conn: Connection) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Server(latency), "127.0.0.1", 0, backlog=1024)
-        conn.send(server.sockets[0].getsockname()[1])
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        server.close()
-
-    asyncio.run(main())
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,26 +47,10 @@ class Result:
     cpu_ms: float
 
 
-async def _drive(
-    call: Callable[[], Awaitable[None]], seconds: float, in_flight: int
-) -> tuple[float, float]:
-    done = 0
-    deadline = 0.0
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
-
-    deadline = time.perf_counter() + min(0.5, seconds / 4)  # warm up the pool
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    done = 0
-    cpu, start = time.process_time(), time.perf_counter()
-    deadline = start + seconds
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - start
-    return done / elapsed, (time.process_time() - cpu) * 1000 / max(done, 1)
+async def _drive(call: Call, seconds: float, in_flight: int) -> tuple[float, float]:
+    """Requests/s and client CPU ms per request, after a warm-up that fills the pool."""
+    done, wall, cpu = await drive(call, seconds, in_flight, warm_up=min(0.5, seconds / 4))
+    return done / wall, cpu * 1000 / max(done, 1)
 
 
 async def _measure(url: str, latency: float, seconds: float, in_flight: int) -> list[Result]:
@@ -133,7 +60,7 @@ async def _measure(url: str, latency: float, seconds: float, in_flight: int) -> 
     headers = {"Content-Type": "application/json"}
     results = []
 
-    async def run(name: str, call: Callable[[], Awaitable[None]]) -> None:
+    async def run(name: str, call: Call) -> None:
         rate, cpu = await _drive(call, seconds, in_flight)
         results.append(Result(name, latency, rate, cpu))
 
@@ -152,28 +79,12 @@ async def _measure(url: str, latency: float, seconds: float, in_flight: int) -> 
         await run("httpx + AiohttpTransport", httpx_aiohttp)
 
     transport = AiohttpTransport(limits=limits)
-    target = httpx.URL(url)
-
-    async def transport_direct() -> None:
-        request = httpx.Request("POST", target, content=body, headers=headers)
-        response = await transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        response.json()
-
-    await run(BARE_CLIENT, transport_direct)
+    await run(BARE_CLIENT, transport_call(transport, url, body, headers))
     await transport.aclose()
 
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def bare() -> None:
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.json()
-
-        await run("aiohttp (bare)", bare)
+        await run("aiohttp (bare)", aiohttp_call(session, url, body, headers))
 
     for name in ("aiohttp", "httpx"):
         async with HttpAdapter(_config(url, name)) as adapter:
@@ -197,19 +108,8 @@ def _config(url: str, transport: str) -> ProviderConfig:
 
 
 def _with_server(latency: float, seconds: float, in_flight: int) -> list[Result]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(latency, child), daemon=True)
-    process.start()
-    try:
-        port = parent.recv()
-        url = f"http://127.0.0.1:{port}/detect"
+    with http_provider(latency) as url:
         return asyncio.run(_measure(url, latency, seconds, in_flight))
-    finally:
-        parent.send("stop")
-        process.join(5)
-        if process.is_alive():
-            process.kill()
 
 
 def main(argv: list[str] | None = None) -> None:

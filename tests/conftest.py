@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from detectflow.core.plugins import reset_registry
+from detectflow.store import Database
 from tests import services
+from tests.databases import migrated_database, throwaway_postgres
 
 _skipped: dict[str, int] = {}
 
@@ -63,18 +63,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"detectflow_test_{uuid.uuid4().hex[:12]}"
-    admin = (
-        f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
-        f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield services.postgres_url(name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("detectflow_test") as url:
+        yield url
 
 
 @pytest.fixture(
@@ -97,3 +87,17 @@ def secret_key() -> str:
     from cryptography.fernet import Fernet
 
     return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def db(database_url: str, secret_key: str) -> Iterator[Database]:
+    """A migrated database, on SQLite and on PostgreSQL (a fresh one per test)."""
+    with migrated_database(database_url, secret_key) as database:
+        yield database
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url: str, secret_key: str) -> Iterator[Database]:
+    """A migrated SQLite database, for tests whose subject does not differ per dialect."""
+    with migrated_database(sqlite_url, secret_key) as database:
+        yield database

@@ -24,22 +24,6 @@ from tests.store.builders import frame, result
 
 
 @pytest.fixture
-def db(database_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(database_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def sqlite_db(sqlite_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(sqlite_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def env(sqlite_url: str, secret_key: str, tmp_path: Path) -> dict[str, str]:
     return {
         "DETECTFLOW_DATABASE_URL": sqlite_url,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from detectflow.core.models import DetectionEvent
+from detectflow.core.models import DetectionEvent, EventType
 from detectflow.core.serialize import isoformat
 
 __all__ = [
@@ -54,9 +54,9 @@ __all__ = [
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_COOLDOWN_SECONDS = 30.0
 
-CIRCUIT_OPENED = "provider_circuit_opened"
+CIRCUIT_OPENED = EventType.PROVIDER_CIRCUIT_OPENED
 """Event type written to the event log (and published) when a breaker opens."""
-CIRCUIT_CLOSED = "provider_circuit_closed"
+CIRCUIT_CLOSED = EventType.PROVIDER_CIRCUIT_CLOSED
 """Event type written when a half-open probe succeeds and the breaker closes."""
 
 Clock = Callable[[], float]

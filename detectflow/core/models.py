@@ -62,6 +62,8 @@ class EventType(enum.StrEnum):
     DETECTION_FAILED = "detection_failed"
     FRAME_SKIPPED = "frame_skipped"
     PROVIDER_TESTED = "provider_tested"
+    PROVIDER_CIRCUIT_OPENED = "provider_circuit_opened"
+    PROVIDER_CIRCUIT_CLOSED = "provider_circuit_closed"
 
 
 class TestStatus(enum.StrEnum):

@@ -64,7 +64,7 @@ class ResultWriter:
         live: LivePublisher | None = None,
         registry: PluginRegistry | None = None,
         metrics: FlowMetrics | None = None,
-        max_batch: int = 500,
+        max_batch: int = 2000,
         on_written: Callable[[Sequence[FrameResult]], None] | None = None,
         give_up_after: float = 300.0,
     ) -> None:

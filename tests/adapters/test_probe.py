@@ -17,6 +17,7 @@ from detectflow.core.plugins import get_registry
 from detectflow.core.settings import Settings
 from detectflow.simulator import Simulator
 from detectflow.store import Database
+from tests.databases import migrated_database
 
 pytestmark = pytest.mark.anyio
 
@@ -28,10 +29,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def database(sqlite_url: str, secret_key: str) -> Iterator[Database]:
-    db = Database(sqlite_url, secret_key=secret_key)
-    db.upgrade()
-    yield db
-    db.dispose()
+    with migrated_database(sqlite_url, secret_key) as db:
+        yield db
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ answers (and faults) come from a function the test sets per endpoint.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,10 @@ import pytest
 from detectflow import FunctionAdapter, ProviderConfig, RawDetection, Settings, hookimpl
 from detectflow.core.adapter import Handler
 from detectflow.core.frames import make_frame
-from detectflow.core.models import Frame
+from detectflow.core.models import Frame, FrameResult
 from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.flows import FlowMetrics, run_flow
+from detectflow.flows.engine import DetectEngine
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 
@@ -81,19 +86,26 @@ def registry(settings: Settings) -> Iterator[PluginRegistry]:
 
 
 @pytest.fixture
-def db(database_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(database_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
+def engine(
+    settings: Settings, registry: PluginRegistry, sqlite_db: Database
+) -> Iterator[DetectEngine]:
+    """An engine on ``sqlite_db``'s active ``person`` provider with room for two calls in
+    flight and one queued frame, so a reader meets backpressure after three."""
+    activate(sqlite_db, person)
+    with DetectEngine(
+        settings, sqlite_db.active_provider, registry=registry, max_in_flight=2, queue_limit=1
+    ) as engine:
+        yield engine
 
 
-@pytest.fixture
-def sqlite_db(sqlite_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(sqlite_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
+def collect(engine: DetectEngine, count: int, timeout: float = 5.0) -> list[FrameResult]:
+    """Poll until ``count`` results are back or ``timeout`` passes; the caller checks how many."""
+    got: list[FrameResult] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += engine.poll()
+        time.sleep(0.005)
+    return got
 
 
 def activate(
@@ -111,6 +123,14 @@ def activate(
         **fields,
     )
     return db.create_provider(config)
+
+
+def activate_counted(db: Database, **fields: Any) -> CallLog:
+    """Store the ``person`` provider and count its calls per frame: the log shows which
+    frames reached the provider, and how often."""
+    log = CallLog()
+    activate(db, lambda frame: (log.hit(frame), person(frame))[1], **fields)
+    return log
 
 
 def frames(count: int, cameras: tuple[str, ...] = ("cam-1", "cam-2", "cam-3")) -> list[Frame]:
@@ -136,3 +156,65 @@ def garbage_frame(frame_id: str = "garbage", camera_id: str = "cam-1") -> Frame:
 
 
 Answer = Callable[[Frame], list[RawDetection]]
+
+
+@dataclass
+class FlowThread:
+    """A flow running beside the test; ``join`` surfaces its errors."""
+
+    thread: threading.Thread
+    stop: threading.Event
+    metrics: FlowMetrics
+    errors: list[BaseException] = field(default_factory=list)
+
+    def join(self, timeout: float = 15.0) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the flow did not end"
+        assert self.errors == []
+
+
+def start_flow(
+    settings: Settings, db: Database, registry: PluginRegistry, url: str = "sql", **kwargs: Any
+) -> FlowThread:
+    """``run_flow`` in a thread, with a stop event and counters the test can watch."""
+    stop = threading.Event()
+    metrics = FlowMetrics()
+    running = FlowThread(threading.Thread(target=lambda: None), stop, metrics)
+
+    def target() -> None:
+        try:
+            run_flow(
+                settings,
+                source_url=url,
+                database=db,
+                registry=registry,
+                stop=stop,
+                stats=metrics,
+                **kwargs,
+            )
+        except BaseException as exc:  # surfaced by FlowThread.join
+            running.errors.append(exc)
+
+    running.thread = threading.Thread(target=target)
+    running.thread.start()
+    return running
+
+
+@contextmanager
+def running_flow(
+    settings: Settings, db: Database, registry: PluginRegistry, url: str = "sql", **kwargs: Any
+) -> Iterator[FlowThread]:
+    """A continuous flow for the ``with`` block; stopped and joined (errors surfaced) on exit."""
+    flow = start_flow(settings, db, registry, url, **kwargs)
+    try:
+        yield flow
+    finally:
+        flow.stop.set()
+        flow.join(10)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -17,7 +17,7 @@ from detectflow.flows import engine as engine_module
 from detectflow.flows import run_flow
 from detectflow.flows.engine import SKIPPED, DetectEngine, is_skipped
 from detectflow.store import Database
-from tests.flows.conftest import HANDLERS, activate, enqueue, frames, person
+from tests.flows.conftest import HANDLERS, activate, collect, enqueue, frames, person
 
 ENDPOINT = "scripted://backpressure"
 
@@ -51,15 +51,6 @@ def gate() -> Iterator[Gate]:
     gate.open.set()
 
 
-def _collect(engine: DetectEngine, count: int, timeout: float = 5.0) -> list[FrameResult]:
-    got: list[FrameResult] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += engine.poll()
-        time.sleep(0.005)
-    return got
-
-
 def test_latest_frame_wins_skips_the_oldest_waiting_frames_of_a_camera(
     settings: Settings, registry: PluginRegistry, gate: Gate
 ) -> None:
@@ -72,10 +63,10 @@ def test_latest_frame_wins_skips_the_oldest_waiting_frames_of_a_camera(
         for frame in sent[1:]:
             engine.submit(frame)
         # Skips come back at once, while the provider is still busy.
-        skipped = _collect(engine, 7)
+        skipped = collect(engine, 7)
         assert [r.frame.frame_id for r in skipped] == [f.frame_id for f in sent[1:8]]
         gate.open.set()
-        done = _collect(engine, 3)
+        done = collect(engine, 3)
     assert all(is_skipped(r) and r.error == SKIPPED for r in skipped)
     assert all(r.events[0].event_type == EventType.FRAME_SKIPPED for r in skipped)
     assert all(r.attempts == 0 and not r.detections for r in skipped)
@@ -116,7 +107,7 @@ def test_without_the_policy_every_frame_waits_its_turn(
         time.sleep(0.05)
         assert engine.poll() == []
         gate.open.set()
-        done = _collect(engine, 10)
+        done = collect(engine, 10)
     assert len(done) == 10
     assert all(r.ok for r in done)
 

@@ -24,7 +24,16 @@ from detectflow.flows import FlowError, FlowMetrics, run_flow
 from detectflow.flows.engine import NO_PROVIDER
 from detectflow.store import Database
 from detectflow.store.tables import detection_processing_queue
-from tests.flows.conftest import CallLog, activate, enqueue, garbage_frame, person
+from tests.flows.conftest import (
+    CallLog,
+    activate,
+    activate_counted,
+    enqueue,
+    garbage_frame,
+    person,
+    running_flow,
+    wait_until,
+)
 
 
 def run(
@@ -139,8 +148,7 @@ def test_malformed_or_refused_answer_fails_at_once(
 def test_invalid_frame_bytes_end_failed_with_reason(
     settings: Settings, db: Database, registry: PluginRegistry
 ) -> None:
-    log = CallLog()
-    activate(db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(db)
     db.enqueue(garbage_frame("bad-bytes"))
     good = enqueue(db, 3)
 
@@ -245,29 +253,12 @@ def test_continuous_flow_runs_in_a_thread_until_stopped(
     settings: Settings, sqlite_db: Database, registry: PluginRegistry
 ) -> None:
     activate(sqlite_db, person)
-    stop = threading.Event()
-    metrics = FlowMetrics()
-    errors: list[BaseException] = []
 
-    def target() -> None:
-        try:
-            run_flow(settings, database=sqlite_db, registry=registry, stats=metrics, stop=stop)
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    try:
+    with running_flow(settings, sqlite_db, registry) as flow:
         time.sleep(0.1)  # the flow is idle-polling an empty queue
         enqueue(sqlite_db, 10)
-        deadline = time.monotonic() + 10
-        while metrics.snapshot().completed < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert errors == []
+        wait_until(lambda: flow.metrics.snapshot().completed >= 10)
+
     assert sqlite_db.queue_stats()["completed"] == 10
 
 
@@ -278,8 +269,7 @@ def test_two_workers_process_everything_exactly_once(
     db = Database(postgres_url, secret_key=secret_key)
     db.upgrade()
     try:
-        log = CallLog()
-        activate(db, lambda frame: (log.hit(frame), person(frame))[1])
+        log = activate_counted(db)
         queued = enqueue(db, 60, cameras=tuple(f"cam-{i}" for i in range(6)))
 
         run(settings, db, registry, workers=2)

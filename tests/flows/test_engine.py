@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from detectflow import Frame, ProviderConfig, RawDetection, Settings, TransientProviderError
-from detectflow.core.models import FrameResult
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine
 from detectflow.flows.metrics import FlowMetrics
-from tests.flows.conftest import HANDLERS, ScriptedAdapter, frames, person
+from tests.flows.conftest import HANDLERS, ScriptedAdapter, collect, frames, person
 
 
 def config(endpoint: str = "scripted://engine", **changes: object) -> ProviderConfig:
@@ -47,15 +46,6 @@ def engine(settings: Settings, registry: PluginRegistry, holder: Holder) -> Iter
         settings, holder, registry=registry, max_in_flight=4, queue_limit=4, refresh_seconds=0.02
     ) as engine:
         yield engine
-
-
-def collect(engine: DetectEngine, count: int, timeout: float = 5.0) -> list[FrameResult]:
-    got: list[FrameResult] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += engine.poll()
-        time.sleep(0.005)
-    return got
 
 
 def test_submit_and_poll_never_block(engine: DetectEngine) -> None:

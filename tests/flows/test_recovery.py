@@ -37,6 +37,7 @@ from detectflow.store import Database
 from detectflow.store.live import camera_key
 from detectflow.store.redis_backend import DEFAULT_PREFIX
 from tests import services
+from tests.databases import migrated_database
 from tests.flows.flow_processes import (
     FlowProcess,
     finished_frames,
@@ -51,10 +52,8 @@ FRAMES_PER_CAMERA = 300
 
 @pytest.fixture
 def pg(postgres_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(postgres_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
+    with migrated_database(postgres_url, secret_key) as database:
+        yield database
 
 
 def _frames(tag: str) -> list[tuple[str, str, int, bytes]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,8 +19,7 @@ from detectflow.flows.source_common import (
     optional_fields,
 )
 from detectflow.flows.sources import SourceURLError
-from detectflow.store import Database
-from tests.flows.conftest import activate, frames, person
+from tests.flows.conftest import frames
 
 
 class ListReader(SourceReader):
@@ -40,17 +37,6 @@ class ListReader(SourceReader):
         batch: Batch = list(self.items[:granted])
         del self.items[:granted]
         return batch
-
-
-@pytest.fixture
-def engine(
-    settings: Settings, registry: PluginRegistry, sqlite_db: Database
-) -> Iterator[DetectEngine]:
-    activate(sqlite_db, person)
-    with DetectEngine(
-        settings, sqlite_db.active_provider, registry=registry, max_in_flight=2, queue_limit=1
-    ) as engine:
-        yield engine
 
 
 def test_a_reader_takes_no_more_than_the_engine_has_room_for(

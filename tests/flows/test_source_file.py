@@ -19,7 +19,7 @@ from detectflow.flows.source_file import list_cameras, parse_file_source_url
 from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
-from tests.flows.conftest import CallLog, activate, person
+from tests.flows.conftest import activate, activate_counted, person, running_flow, wait_until
 
 
 @pytest.fixture
@@ -46,8 +46,7 @@ def replay(
 def test_a_replay_processes_every_file_once_and_ends(
     settings: Settings, sqlite_db: Database, flow_registry: PluginRegistry, tmp_path: Path
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     folder = make_folder(tmp_path / "replay", {"cam-a": 4, "cam-b": 3, "cam-c": 2})
 
     metrics = replay(settings, sqlite_db, flow_registry, f"file://{folder}?loop=0", workers=2)
@@ -68,8 +67,7 @@ def test_a_replay_processes_every_file_once_and_ends(
 def test_invalid_files_end_failed_with_their_reason(
     settings: Settings, sqlite_db: Database, flow_registry: PluginRegistry, tmp_path: Path
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     folder = make_folder(tmp_path / "replay", {"cam-a": 2})
     (folder / "cam-a" / "0009.jpg").write_bytes(b"this is no jpeg")
     (folder / "cam-a" / "0010.png").write_bytes(sample_frame("cam-a", 10, 64, 64))  # too big
@@ -128,38 +126,14 @@ def test_fps_zero_goes_as_fast_as_the_provider(
 def test_loop_repeats_with_fresh_frame_ids_until_stopped(
     settings: Settings, sqlite_db: Database, flow_registry: PluginRegistry, tmp_path: Path
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     folder = make_folder(tmp_path / "replay", {"cam-a": 2})
-    stop = threading.Event()
-    metrics = FlowMetrics()
-    errors: list[BaseException] = []
+    url = f"file://{folder}?loop=1&fps=100"
 
-    def target() -> None:
-        try:
-            replay(
-                settings,
-                sqlite_db,
-                flow_registry,
-                f"file://{folder}?loop=1&fps=100",
-                stop=stop,
-                stats=metrics,
-            )
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
+    with running_flow(settings, sqlite_db, flow_registry, url) as flow:
+        wait_until(lambda: flow.metrics.snapshot().completed >= 7)
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while metrics.snapshot().completed < 7 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert errors == []
-    completed = metrics.snapshot().completed
+    completed = flow.metrics.snapshot().completed
     assert completed >= 7  # three passes over two files, and more
     assert set(log.calls.values()) == {1}  # every pass has its own frame ids
     detections, total = sqlite_db.list_detections(limit=1000)

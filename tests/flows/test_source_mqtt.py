@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,14 +14,21 @@ from hypothesis import strategies as st
 from detectflow import Frame, FrameResult, Settings
 from detectflow.core.models import EventType
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowMetrics, run_flow, source_mqtt
+from detectflow.flows import FlowError, run_flow, source_mqtt
 from detectflow.flows.source_mqtt import message_to_frame, parse_mqtt_source_url
 from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from tests import services
 from tests.adapters.mqtt_support import RawClient, publish_properties, unique_topic
-from tests.flows.conftest import CallLog, activate, person
+from tests.flows.conftest import (
+    FlowThread,
+    activate,
+    activate_counted,
+    person,
+    start_flow,
+    wait_until,
+)
 
 pytestmark = pytest.mark.mqtt
 
@@ -43,47 +49,6 @@ def publisher() -> Iterator[RawClient]:
     client.close()
 
 
-@dataclass
-class FlowThread:
-    """A flow running beside the test; ``join`` surfaces its errors."""
-
-    thread: threading.Thread
-    stop: threading.Event
-    metrics: FlowMetrics
-    errors: list[BaseException] = field(default_factory=list)
-
-    def join(self, timeout: float = 15.0) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the flow did not end"
-        assert self.errors == []
-
-
-def start_flow(
-    settings: Settings, db: Database, registry: PluginRegistry, url: str, **kwargs: Any
-) -> FlowThread:
-    stop = threading.Event()
-    metrics = FlowMetrics()
-    running = FlowThread(threading.Thread(target=lambda: None), stop, metrics)
-
-    def target() -> None:
-        try:
-            run_flow(
-                settings,
-                source_url=url,
-                database=db,
-                registry=registry,
-                stop=stop,
-                stats=metrics,
-                **kwargs,
-            )
-        except BaseException as exc:  # surfaced by FlowThread.join
-            running.errors.append(exc)
-
-    running.thread = threading.Thread(target=target)
-    running.thread.start()
-    return running
-
-
 def wait_subscribed(publisher: RawClient, base: str, flow: FlowThread) -> None:
     """Publish probe frames (camera ``probe``) until one comes back: the
     subscription is live. Probes sent before it was are dropped by the broker."""
@@ -94,13 +59,6 @@ def wait_subscribed(publisher: RawClient, base: str, flow: FlowThread) -> None:
         assert flow.thread.is_alive(), flow.errors
         publisher.publish(f"{base}/probe", probe)
         time.sleep(0.05)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def properties(**values: str) -> Any:
@@ -115,8 +73,7 @@ def test_frames_on_three_camera_topics_all_land_once(
     flow_registry: PluginRegistry,
     publisher: RawClient,
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     base = unique_topic("frames")
     # receive_max=2: the broker sends nothing past two unacked messages per
     # connection, so 15 frames land only if every one is acked after its write.
@@ -158,8 +115,7 @@ def test_invalid_messages_fail_with_their_reason_and_the_flow_stops_cleanly(
     flow_registry: PluginRegistry,
     publisher: RawClient,
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     base = unique_topic("frames")
     image = sample_frame("cam-1", 1, 32, 24)
     small = replace(settings, max_frame_bytes=len(image) + 100)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from tests import services
-from tests.flows.conftest import CallLog, activate, person
+from tests.flows.conftest import activate, activate_counted, person, running_flow, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -94,8 +93,7 @@ def test_every_entry_of_every_stream_completes_once_and_is_acked(
     client: redis.Redis,
     prefix: str,
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     keys = [f"{prefix}:cam-{i}" for i in range(3)]
     for i, key in enumerate(keys):
         add_frames(client, key, f"cam-{i}", 6)
@@ -141,8 +139,7 @@ def test_invalid_entries_fail_with_their_reason_and_are_acked(
     client: redis.Redis,
     prefix: str,
 ) -> None:
-    log = CallLog()
-    activate(sqlite_db, lambda frame: (log.hit(frame), person(frame))[1])
+    log = activate_counted(sqlite_db)
     key = f"{prefix}:mixed"
     image = sample_frame("cam-1", 0, 32, 24)
     client.xadd(key, {"camera_id": "cam-1", "image": image})
@@ -269,37 +266,14 @@ def test_continuous_mode_reads_entries_added_later_until_stopped(
 ) -> None:
     activate(sqlite_db, person)
     key = f"{prefix}:live"
-    stop = threading.Event()
-    metrics = FlowMetrics()
-    errors: list[BaseException] = []
+    url = f"{BASE}?stream={key}&block_ms=50"
 
-    def target() -> None:
-        try:
-            run_flow(
-                settings,
-                source_url=f"{BASE}?stream={key}&block_ms=50",
-                database=sqlite_db,
-                registry=flow_registry,
-                stop=stop,
-                stats=metrics,
-            )
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    try:
+    with running_flow(settings, sqlite_db, flow_registry, url) as flow:
         time.sleep(0.2)
         add_frames(client, key, "cam-1", 5)
-        deadline = time.monotonic() + 10
-        while metrics.snapshot().completed < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert errors == []
-    assert metrics.snapshot().completed == 5
+        wait_until(lambda: flow.metrics.snapshot().completed >= 5)
+
+    assert flow.metrics.snapshot().completed == 5
     assert pending(client, key) == 0
 
 

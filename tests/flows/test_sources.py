@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -19,18 +18,7 @@ from detectflow.flows.sources import (
     sql_source_factory,
 )
 from detectflow.store import Database
-from tests.flows.conftest import activate, enqueue, garbage_frame, person
-
-
-@pytest.fixture
-def engine(
-    settings: Settings, registry: PluginRegistry, sqlite_db: Database
-) -> Iterator[DetectEngine]:
-    activate(sqlite_db, person)
-    with DetectEngine(
-        settings, sqlite_db.active_provider, registry=registry, max_in_flight=2, queue_limit=1
-    ) as engine:
-        yield engine
+from tests.flows.conftest import enqueue, garbage_frame
 
 
 def reader(db: Database, engine: DetectEngine, settings: Settings, **kw: object) -> SqlQueueReader:

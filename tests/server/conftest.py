@@ -10,7 +10,6 @@ input validation, which never reach SQL differently per dialect, are marked
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from detectflow.server import create_app
 from detectflow.store import Database
 from detectflow.store.memory import MemoryBus, MemoryCache
 from tests import services
+from tests.databases import migrated_database, throwaway_postgres
 from tests.server.support import ScriptedAdapter, ScriptedPlugin, TestClient
 
 _TABLES = (
@@ -37,26 +37,10 @@ _TABLES = (
 )
 
 
-def _admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        host=services.POSTGRES_HOST,
-        port=services.POSTGRES_PORT,
-        user=services.POSTGRES_USER,
-        dbname=services.POSTGRES_ADMIN_DB,
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="session")
 def shared_postgres_url() -> Iterator[str]:
-    name = f"detectflow_server_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield services.postgres_url(name)
-    finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("detectflow_server") as url:
+        yield url
 
 
 @pytest.fixture
@@ -70,12 +54,6 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def _open(url: str, secret_key: str) -> Database:
-    db = Database(url, secret_key=secret_key)
-    db.upgrade()
-    return db
-
-
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
@@ -84,21 +62,20 @@ def _open(url: str, secret_key: str) -> Database:
 )
 def database(request: pytest.FixtureRequest, tmp_path: Path, secret_key: str) -> Iterator[Database]:
     if request.param == "sqlite":
-        db = _open(f"sqlite:///{tmp_path / 'server.db'}", secret_key)
+        url = f"sqlite:///{tmp_path / 'server.db'}"
     else:
-        url: str = request.getfixturevalue("shared_postgres_url")
-        db = _open(url, secret_key)
-        name = url.rsplit("/", 1)[1]
-        with psycopg.connect(
-            host=services.POSTGRES_HOST,
-            port=services.POSTGRES_PORT,
-            user=services.POSTGRES_USER,
-            dbname=name,
-            autocommit=True,
-        ) as conn:
-            conn.execute(f"TRUNCATE {', '.join(_TABLES)}")
-    yield db
-    db.dispose()
+        url = request.getfixturevalue("shared_postgres_url")
+    with migrated_database(url, secret_key) as db:
+        if request.param == "postgres":
+            with psycopg.connect(
+                host=services.POSTGRES_HOST,
+                port=services.POSTGRES_PORT,
+                user=services.POSTGRES_USER,
+                dbname=url.rsplit("/", 1)[1],
+                autocommit=True,
+            ) as conn:
+                conn.execute(f"TRUNCATE {', '.join(_TABLES)}")
+        yield db
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
-"""Helpers shared by the server tests: a test client, frames, a scripted provider."""
+"""Helpers shared by the server tests: a test client, frames, a scripted provider, real uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import threading
+import time
 import warnings
 from typing import Any, ClassVar
 
 import pytest
+import uvicorn
 from starlette.exceptions import StarletteDeprecationWarning
 
 from detectflow.core.adapter import ProviderAdapter
@@ -26,6 +29,7 @@ __all__ = [
     "ScriptedAdapter",
     "ScriptedPlugin",
     "TestClient",
+    "Uvicorn",
     "add_provider",
     "assert_error",
     "frame_b64",
@@ -120,3 +124,28 @@ class ScriptedPlugin:
     @hookimpl
     def detectflow_provider_types(self) -> list[type[ProviderAdapter]]:
         return [ScriptedAdapter]
+
+
+class Uvicorn:
+    """The app under real uvicorn on loopback, in a thread, for what TestClient cannot show
+    (real sockets, real WebSocket close codes, a real browser)."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Uvicorn:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import websockets
 
 from detectflow.core.plugins import PluginRegistry
@@ -21,6 +18,7 @@ from tests.server.support import (
     API,
     ScriptedAdapter,
     TestClient,
+    Uvicorn,
     add_provider,
     frame_b64,
     frame_body,
@@ -73,28 +71,6 @@ def test_shutdown_closes_the_provider_adapters(client_factory: Any) -> None:
 # -- real uvicorn -------------------------------------------------------------------
 
 
-class _Uvicorn:
-    def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Uvicorn:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
 def test_real_uvicorn_pushes_a_detection_to_a_websockets_client(
     tmp_path: Path, free_port: int, simulator: Any, registry: PluginRegistry, secret_key: str
 ) -> None:
@@ -131,7 +107,7 @@ def test_real_uvicorn_pushes_a_detection_to_a_websockets_client(
                     received.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
         return sent, received
 
-    with _Uvicorn(app, free_port):
+    with Uvicorn(app, free_port):
         sent, received = asyncio.run(scenario())
 
     assert sent["success"] is True and sent["detection_count"] >= 1

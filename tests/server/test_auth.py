@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
@@ -23,7 +21,7 @@ from detectflow.server.app import routes as app_routes
 from detectflow.store import Database
 from detectflow.store.keys import Scope
 from detectflow.store.memory import MemoryBus, MemoryCache
-from tests.server.support import API, TestClient, assert_error, frame_body, sqlite_only
+from tests.server.support import API, TestClient, Uvicorn, assert_error, frame_body, sqlite_only
 
 WS = f"{API}/ws"
 Keys = dict[str, str]
@@ -379,28 +377,6 @@ def test_ws_an_auth_message_on_an_open_socket_is_answered(client: TestClient, ke
 # -- a real server: the close code reaches a real client -----------------------------
 
 
-class _Uvicorn:
-    def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Uvicorn:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
 def test_real_uvicorn_closes_an_unauthenticated_websocket_with_4401(
     tmp_path: Path, free_port: int, secret_key: str
 ) -> None:
@@ -426,7 +402,7 @@ def test_real_uvicorn_closes_an_unauthenticated_websocket_with_4401(
         return refused, code, pong
 
     try:
-        with _Uvicorn(create_app(settings, database=database), free_port):
+        with Uvicorn(create_app(settings, database=database), free_port):
             refused, code, pong = asyncio.run(scenario())
     finally:
         database.dispose()

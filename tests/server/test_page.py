@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from importlib.resources import files
@@ -27,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 
 from detectflow.core.plugins import PluginRegistry
@@ -39,6 +37,7 @@ from detectflow.store import Database
 from tests.server.support import (
     API,
     TestClient,
+    Uvicorn,
     add_provider,
     assert_error,
     frame_body,
@@ -172,28 +171,6 @@ def _chromium() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true but {message}", pytrace=False)
     pytest.skip(f"SKIPPED browser test: {message}")
-
-
-class _Uvicorn:
-    def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Uvicorn:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive()
 
 
 @contextlib.contextmanager
@@ -392,7 +369,7 @@ def test_the_page_draws_each_detection_over_its_frame_in_a_real_browser(
                 return state, sent, cdp.exceptions
 
     with (
-        _Uvicorn(app, free_port),
+        Uvicorn(app, free_port),
         _browser(binary, tmp_path / "profile", tmp_path / "chromium.log") as devtools_port,
     ):
         state, sent, exceptions = asyncio.run(scenario(devtools_port))
@@ -436,7 +413,7 @@ def test_the_page_says_so_when_its_key_is_refused(
             return notice, cdp.exceptions
 
     with (
-        _Uvicorn(app, free_port),
+        Uvicorn(app, free_port),
         _browser(binary, tmp_path / "profile", tmp_path / "chromium.log") as devtools_port,
     ):
         notice, exceptions = asyncio.run(scenario(devtools_port))

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from detectflow.store import Database
 from detectflow.store.tables import metadata
-from tests import services
+from tests.databases import throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -20,18 +18,8 @@ def _store_postgres_url() -> Iterator[str]:
     the few rows a test wrote costs milliseconds. Tests of migrations on a fresh database use the
     per-test ``postgres_url``/``database_url`` fixtures instead.
     """
-    name = f"detectflow_store_{uuid.uuid4().hex[:12]}"
-    admin = (
-        f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
-        f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield services.postgres_url(name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres("detectflow_store") as url:
+        yield url
 
 
 @pytest.fixture(

@@ -15,15 +15,15 @@ from detectflow.store.rows import event_to_row, queue_row_for_frame
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
 from detectflow.store.types import UTCDateTime
+from tests.databases import migrated_database
 from tests.store.builders import frame, result
 
 
 @pytest.fixture
 def db(database_url: str, secret_key: str) -> Iterator[Database]:
-    database = Database(database_url, secret_key=secret_key)
-    database.upgrade()
-    yield database
-    database.dispose()
+    """A fresh migrated database per test, in place of tests/store/conftest.py's shared one."""
+    with migrated_database(database_url, secret_key) as database:
+        yield database
 
 
 def event_rows(count: int, *, start: int = 0, message: str = "first") -> list[dict[str, Any]]:
