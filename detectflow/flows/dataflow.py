@@ -137,6 +137,11 @@ class ReaderSource(DynamicSource[X]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ReaderPartition[X]:
         return _ReaderPartition(self._build(worker_index, worker_count))
 
+    @property
+    def acknowledges(self) -> bool:
+        """Does this source acknowledge its input once the results are stored?"""
+        return self._acknowledge is not None
+
     def acknowledge(self, results: Sequence[FrameResult]) -> None:
         if self._acknowledge is not None:
             self._acknowledge(results)
@@ -147,36 +152,50 @@ class ReaderSource(DynamicSource[X]):
 
 
 class _WriterPartition(StatelessSinkPartition[FrameResult]):
-    def __init__(self, writer: BackgroundWriter) -> None:
+    def __init__(self, writer: ResultWriter, background: BackgroundWriter | None) -> None:
         self._writer = writer
+        self._background = background
 
     def write_batch(self, items: list[FrameResult]) -> None:
-        self._writer.submit(items)
+        if self._background is None:
+            self._writer.write(items)
+        else:
+            self._background.submit(items)
 
     def close(self) -> None:
-        self._writer.close()
+        if self._background is not None:
+            self._background.close()
 
 
 class WriterSink(DynamicSink[FrameResult]):
-    """Every worker writes its own results through the same (thread-safe) writer,
-    each from a :class:`~detectflow.flows.sinks.BackgroundWriter` thread of its
-    own so the worker never waits on the store while it has room to queue.
+    """Every worker writes its own results through the same (thread-safe) writer.
+
+    With ``background=True`` each worker writes from a
+    :class:`~detectflow.flows.sinks.BackgroundWriter` thread of its own, so
+    it never waits on the store while it has room to queue. A write error
+    then surfaces on a later batch or when the flow ends, so
+    :func:`run_flow` uses it only for sources that acknowledge nothing (the
+    SQL queue, folders), and sources that acknowledge their input after the
+    write (Redis Streams, MQTT) fail on the very batch that failed.
 
     Bytewax closes a partition only when a flow ends on finite input, so
     :func:`run_flow` calls :meth:`close` too: it writes what is still queued
-    (before the source acknowledges or closes) and stops the threads.
+    and stops the threads.
     """
 
-    def __init__(self, writer: ResultWriter) -> None:
+    def __init__(self, writer: ResultWriter, *, background: bool = False) -> None:
         self._writer = writer
+        self._background = background
         self._threads: list[BackgroundWriter] = []
         self._lock = threading.Lock()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
+        if not self._background:
+            return _WriterPartition(self._writer, None)
         background = BackgroundWriter(self._writer, name=f"detectflow-writer-{worker_index}")
         with self._lock:
             self._threads.append(background)
-        return _WriterPartition(background)
+        return _WriterPartition(self._writer, background)
 
     def close(self) -> None:
         """Write everything queued and stop every writer thread; raise the first error."""
@@ -518,7 +537,9 @@ def run_flow(
             if windows:
                 stats_writer = StatsWriter(database, cache=getattr(live, "stats", None))
                 stats_sink = StatsSink(stats_writer, give_up_after=settings.store_retry_seconds)
-            sink = WriterSink(writer)
+            # A source that acknowledges nothing loses nothing to a write
+            # that fails later: write its results in the background.
+            sink = WriterSink(writer, background=not getattr(source, "acknowledges", True))
             flow = build_dataflow(source, engine, sink, stats_sink=stats_sink)
             try:
                 plan.run(flow)
