@@ -178,7 +178,7 @@ async def live(request: Request) -> JSONResponse:
             and (detection_type is None or d.get("detection_type") == detection_type)
         )
 
-    snapshot = await in_thread(state.live.live, camera_id) if use_cache else None
+    snapshot = await state.live.reads.live(camera_id) if use_cache else None
     if snapshot is not None:
         matching = [d for d in snapshot.detections if keep(d)]
         detections = matching[offset : offset + limit]

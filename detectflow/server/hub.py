@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from detectflow.server.outbox import Outbox
 from detectflow.store.cache import Bus
 
 __all__ = [
@@ -129,7 +129,7 @@ class Client:
     """One connection's filter and outbox, as the hub sees it."""
 
     client_id: str
-    outbox: MemoryObjectSendStream[str]
+    outbox: Outbox
     filter: ClientFilter = field(default_factory=ClientFilter)
     dropped: int = 0
     dropped_total: int = 0
@@ -139,18 +139,18 @@ class Client:
     def offer(self, text: str) -> None:
         """Queue a broadcast without waiting; on a full outbox drop it and count it."""
         try:
-            self.outbox.send_nowait(text)
+            self.outbox.put_nowait(text)
         except anyio.WouldBlock:
             self.dropped += 1
             self.dropped_total += 1
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except anyio.ClosedResourceError:
             pass  # the connection is ending; its task removes it from the hub
         else:
             self.delivered += 1
 
     async def reply(self, message: dict[str, Any]) -> None:
         """Queue an answer to the client's own request; waits rather than drops."""
-        await self.outbox.send(json.dumps(message))
+        await self.outbox.put(json.dumps(message))
 
     def mark_sent(self, text: str) -> None:
         """Called after ``text`` went out: records a broadcast's publish-to-send lag."""
@@ -176,11 +176,12 @@ class Hub:
         self.received = 0
         self.malformed = 0
 
-    def connect(self, client_id: str) -> tuple[Client, MemoryObjectReceiveStream[str]]:
-        send, receive = anyio.create_memory_object_stream[str](self._queue_size)
-        client = Client(client_id, send, on_lag=self._on_lag)
+    def connect(self, client_id: str) -> tuple[Client, Outbox]:
+        """Register a client; its sender drains the returned outbox."""
+        outbox = Outbox(self._queue_size)
+        client = Client(client_id, outbox, on_lag=self._on_lag)
         self._clients.add(client)
-        return client, receive
+        return client, outbox
 
     def disconnect(self, client: Client) -> None:
         if client in self._clients:

@@ -20,7 +20,6 @@ import logging
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -30,6 +29,7 @@ from detectflow.core.serialize import isoformat
 from detectflow.server.auth import auth_reply, authenticate_websocket
 from detectflow.server.errors import ApiError
 from detectflow.server.hub import Client
+from detectflow.server.outbox import Outbox
 from detectflow.server.params import Body
 from detectflow.server.state import ServerState, in_thread, server_state
 
@@ -66,7 +66,7 @@ async def _subscribe(state: ServerState, client: Client, body: Body) -> dict[str
     min_confidence = body.number("min_confidence", minimum=0.0, maximum=1.0)
     body.check()
     client.filter.subscribe(camera_id, event_types, min_confidence)
-    snapshot = await in_thread(state.live.live, camera_id)
+    snapshot = await state.live.reads.live(camera_id)
     floor = client.filter.min_confidence
     current = [
         d
@@ -151,9 +151,7 @@ async def _receiver(websocket: WebSocket, state: ServerState, client: Client) ->
         await client.reply(reply)
 
 
-async def _sender(
-    websocket: WebSocket, client: Client, outbox: MemoryObjectReceiveStream[str]
-) -> None:
+async def _sender(websocket: WebSocket, client: Client, outbox: Outbox) -> None:
     async for text in outbox:
         dropped = client.take_lagged()
         if dropped:

@@ -8,10 +8,14 @@ guide's: live detections 3 s, camera state 60 s, statistics 300 s.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from detectflow.core.errors import DetectflowError
 from detectflow.core.frames import parse_timestamp
@@ -23,16 +27,19 @@ from detectflow.core.serialize import (
     isoformat,
 )
 from detectflow.store.cache import Bus, Cache
+from detectflow.store.memory import MemoryCache
 
 __all__ = [
     "BREAKER_TTL",
     "CAMERA_INDEX_KEY",
     "CAMERA_STATE_TTL",
     "LIVE_TTL",
+    "SHARED_READ_SECONDS",
     "STATS_ALL_KEY",
     "STATS_TTL",
     "LiveSnapshot",
     "LiveView",
+    "SharedLiveReads",
     "StatsView",
     "breaker_key",
     "camera_key",
@@ -46,6 +53,9 @@ LIVE_TTL = 3.0
 CAMERA_STATE_TTL = 60.0
 STATS_TTL = 300.0
 BREAKER_TTL = 300.0
+SHARED_READ_SECONDS = 0.15
+"""How long one read of a shared (Redis) live entry serves every reader in a
+process: far inside ``LIVE_TTL``, and below what a polling client can tell."""
 """A provider's breaker state stays this long after its last change or refresh."""
 
 CAMERA_INDEX_KEY = "live:cameras"
@@ -128,6 +138,7 @@ class LiveView:
         self._cache = cache
         self._bus = bus
         self.stats = StatsView(cache)
+        self.reads = SharedLiveReads(self, in_process=isinstance(cache, MemoryCache))
 
     def publish(self, results: Sequence[FrameResult]) -> None:
         """Refresh each camera's live detections and state, then broadcast.
@@ -240,6 +251,97 @@ class LiveView:
             detections=detections,
             last_updated=max(stamps) if stamps else None,
         )
+
+
+class _Pending:
+    """One read in flight; readers arriving meanwhile wait for it instead of reading too."""
+
+    __slots__ = ("done", "found", "snapshot")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.found = False
+        self.snapshot: LiveSnapshot | None = None
+
+
+class SharedLiveReads:
+    """The server's read path of the live view, for an event loop.
+
+    An in-process cache is a dict lookup: it is read inline, since a hop to
+    a worker thread would cost more than the read. A shared cache (Redis) is
+    a blocking round trip: it is read in a worker thread, and the answer
+    (a miss included) then serves every reader of that camera for
+    ``max_age`` seconds, so a thousand requests a second cost a few reads,
+    and concurrent readers of a camera share the one read in flight. The
+    price is at most ``max_age`` of staleness on top of the publish delay.
+    The returned snapshot is shared: callers must not mutate it.
+    """
+
+    def __init__(
+        self,
+        view: LiveView,
+        *,
+        in_process: bool,
+        max_age: float = SHARED_READ_SECONDS,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age < 0 or max_entries < 1:
+            raise ValueError("need max_age >= 0 and max_entries >= 1")
+        self._view = view
+        self._in_process = in_process
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._clock = clock
+        self._memo: dict[str | None, tuple[float, LiveSnapshot | None]] = {}
+        self._pending: dict[str | None, _Pending] = {}
+        self.reads = 0
+        """Reads that reached the cache (for tests and operators)."""
+
+    async def live(self, camera_id: str | None = None) -> LiveSnapshot | None:
+        """Like :meth:`LiveView.live`, without blocking the event loop."""
+        if self._in_process:
+            self.reads += 1
+            return self._view.live(camera_id)
+        while True:
+            entry = self._memo.get(camera_id)
+            if entry is not None and entry[0] > self._clock():
+                return entry[1]
+            pending = self._pending.get(camera_id)
+            if pending is None:
+                return await self._read(camera_id)
+            await pending.done.wait()
+            if pending.found:
+                return pending.snapshot
+            # The read failed or its caller was cancelled: try again (first one reads).
+
+    async def _read(self, camera_id: str | None) -> LiveSnapshot | None:
+        pending = self._pending[camera_id] = _Pending()
+        try:
+            self.reads += 1
+            snapshot = await anyio.to_thread.run_sync(self._view.live, camera_id)
+            pending.found, pending.snapshot = True, snapshot
+            self._remember(camera_id, snapshot)
+            return snapshot
+        finally:
+            del self._pending[camera_id]
+            pending.done.set()
+
+    def _remember(self, camera_id: str | None, snapshot: LiveSnapshot | None) -> None:
+        """Memoize, keeping at most ``max_entries`` (camera ids come from clients)."""
+        memo = self._memo
+        memo.pop(camera_id, None)
+        if len(memo) >= self._max_entries:
+            now = self._clock()
+            for key in [k for k, (expires, _) in memo.items() if expires <= now]:
+                del memo[key]
+            while len(memo) >= self._max_entries:
+                del memo[next(iter(memo))]  # the oldest read
+        memo[camera_id] = (self._clock() + self._max_age, snapshot)
+
+    def forget(self) -> None:
+        """Drop every memoized answer: the next read of each camera goes to the cache."""
+        self._memo.clear()
 
 
 @dataclass(frozen=True, slots=True)
