@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from detectflow import FrameResult, ProviderConfig, Settings
+from detectflow.core.frames import CAMERA_ID_PATTERN
+from detectflow.core.images import image_info
 from detectflow.core.models import QueueItem
 from detectflow.core.pipeline import failed_result
 from detectflow.flows.steps import (
@@ -55,10 +57,16 @@ def test_oversized_row_fails_with_the_limit_in_the_reason() -> None:
     assert result.frame.frame_id == "row-1"
 
 
+@example(camera="0", data=b"\xff\xd8\xff")  # a JPEG signature passes the header check
 @given(camera=st.text(max_size=300), data=st.binary(max_size=64))
 def test_any_row_becomes_a_frame_or_a_failure_naming_the_row(camera: str, data: bytes) -> None:
     result = queue_item_to_frame(item(camera_id=camera, frame_data=data), max_bytes=1 << 20)
-    assert isinstance(result, FrameResult)  # random bytes are never an image
+    if not isinstance(result, FrameResult):
+        # Only a valid camera id with bytes that start like an image becomes a frame.
+        assert result.frame_id == "row-1"
+        assert CAMERA_ID_PATTERN.fullmatch(camera)
+        assert image_info(data) is not None
+        return
     assert result.frame.frame_id == "row-1"
     assert len(result.frame.camera_id) <= 128
     assert result.error is not None
