@@ -6,11 +6,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from detectflow.core.plugins import reset_registry
 from detectflow.store import Database
 from tests import services
 from tests.databases import migrated_database, throwaway_postgres
+
+# Timing is for benchmarks: no per-example deadline on a shared 2-core machine.
+# CI explores the same examples every run, so a red build is reproducible.
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
 
 _skipped: dict[str, int] = {}
 
