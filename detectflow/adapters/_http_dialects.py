@@ -54,17 +54,23 @@ class EncodedRequest:
 
 
 def encode_detectflow(frame: Frame, min_confidence: float) -> EncodedRequest:
-    body = {
+    """The detectflow JSON body, ``image`` first.
+
+    The base64 image is spliced in as bytes: JSON-encoding a large string means
+    scanning it for escapes base64 can never contain, and that scan was most
+    of the client CPU spent per request.
+    """
+    meta = {
         "camera_id": frame.camera_id,
         "frame_id": frame.frame_id,
         "frame_number": frame.frame_number,
         "timestamp": isoformat(frame.timestamp),
-        "image": base64.b64encode(frame.image).decode("ascii"),
         "width": frame.width,
         "height": frame.height,
         "min_confidence": min_confidence,
     }
-    content = json.dumps(body, separators=(",", ":")).encode()
+    rest = json.dumps(meta, separators=(",", ":")).encode()
+    content = b'{"image":"' + base64.b64encode(frame.image) + b'",' + rest[1:]
     return EncodedRequest(content, "application/json")
 
 

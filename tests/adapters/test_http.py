@@ -610,3 +610,27 @@ def test_valid_detectflow_answers_decode_field_for_field(
     assert [(r.label, r.confidence, list(r.box), r.box_format, r.units) for r in raws] == [
         (lab, c, b, "xyxy", "fraction") for lab, c, b in items
     ]
+
+
+@given(
+    camera=st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+    image_tail=st.binary(max_size=64),
+    frame_id=st.text(min_size=1, max_size=40),
+)
+def test_detectflow_body_is_valid_json_with_every_field(
+    camera: str, image_tail: bytes, frame_id: str
+) -> None:
+    """The image is spliced into the JSON as bytes; the result must still parse exactly."""
+    import base64
+    import json
+
+    from detectflow.adapters._http_dialects import encode_detectflow
+    from detectflow.core.frames import make_frame
+    from detectflow.core.images import encode_png
+
+    image = encode_png(2, 2, bytes(12)) + image_tail
+    frame = make_frame(camera, image, max_bytes=1 << 20, frame_id=frame_id, frame_number=3)
+    body = json.loads(encode_detectflow(frame, 0.25).content)
+    assert base64.b64decode(body["image"]) == image
+    assert (body["camera_id"], body["frame_id"], body["frame_number"]) == (camera, frame_id, 3)
+    assert (body["width"], body["height"], body["min_confidence"]) == (2, 2, 0.25)
