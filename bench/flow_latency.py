@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -45,59 +43,12 @@ from detectflow.store import Database, load_or_create_secret_key
 from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
 
+try:
+    from bench._common import http_provider
+except ImportError:  # run as a script: python bench/flow_latency.py
+    from _common import http_provider  # type: ignore[no-redef]
+
 __all__ = ["main"]
-
-_ANSWER = (
-    b'{"detections":[{"label":"person","confidence":0.9,"box":[0.1,0.1,0.5,0.9]},'
-    b'{"label":"car","confidence":0.7,"box":[0.5,0.5,0.9,0.8]}]}'
-)
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(_ANSWER)).encode()
-    + b"\r\n\r\n"
-    + _ANSWER
-)
-
-
-class _Provider(asyncio.Protocol):
-    """Keep-alive HTTP/1.1: read headers + body, answer after the latency."""
-
-    def __init__(self, latency: float) -> None:
-        self.latency = latency
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            length = 0
-            for line in self.buffer[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            asyncio.get_running_loop().call_later(self.latency, self._answer)
-
-    def _answer(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_RESPONSE)
-
-
-def _serve(latency: float, conn: Connection) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Provider(latency), "127.0.0.1", 0, backlog=1024)
-        conn.send(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/detect")
-        await loop.run_in_executor(None, conn.recv)
-        server.close()
-
-    asyncio.run(main())
 
 
 def _frames(count: int, cameras: int = 8) -> list[Frame]:
@@ -172,21 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     ceiling = args.in_flight / args.latency
 
-    ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(args.latency, theirs), daemon=True)
-    server.start()
-    try:
-        url = ours.recv()
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                data_dir=Path(tmp), max_in_flight=args.in_flight, disable_plugin_autoload=True
-            )
-            rate, metrics, stats = _flow_rate(settings, url, args.frames)
-            base = _baseline_rate(settings, url, args.baseline)
-    finally:
-        ours.send("stop")
-        server.join(10)
+    with http_provider(args.latency) as url, tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), max_in_flight=args.in_flight, disable_plugin_autoload=True
+        )
+        rate, metrics, stats = _flow_rate(settings, url, args.frames)
+        base = _baseline_rate(settings, url, args.baseline)
 
     snap = metrics.snapshot()
     print(f"provider: {url} latency {args.latency * 1000:.0f} ms, {args.in_flight} in flight")
