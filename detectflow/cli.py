@@ -397,13 +397,28 @@ def serve(state: _State, host: str | None, port: int | None) -> None:
     show_default=True,
     help="The simulated provider's answer latency, in seconds.",
 )
+@click.option(
+    "--provider",
+    default="simulator",
+    show_default=True,
+    help="simulator, or an installed in-process provider type such as opencv.",
+)
 @pass_state
-def demo(state: _State, host: str | None, port: int | None, fps: float, latency: float) -> None:
+def demo(
+    state: _State, host: str | None, port: int | None, fps: float, latency: float, provider: str
+) -> None:
     """Everything in one process: server, dataflow, a SIMULATED provider and
-    sample frames from 3 cameras. Nothing to install, nothing real detected."""
+    sample frames from 3 cameras. Nothing to install, nothing real detected
+    (--provider opencv runs the OpenCV plugin on the frames instead)."""
+    from detectflow.core.plugins import get_registry
     from detectflow.demo import run_demo
 
-    run_demo(state.settings.with_overrides(host=host, port=port), fps=fps, latency=latency)
+    settings = state.settings.with_overrides(host=host, port=port)
+    if provider != "simulator" and provider not in get_registry(settings).provider_types():
+        raise click.BadParameter(
+            f"no installed provider type {provider!r}", param_hint="--provider"
+        )
+    run_demo(settings, fps=fps, latency=latency, provider=provider)
 
 
 # -- helpers ---------------------------------------------------------------

@@ -29,28 +29,35 @@ DEMO_CAMERAS = ("cam-1", "cam-2", "cam-3")
 DEMO_PROVIDER_NAME = "demo simulator"
 
 
-def ensure_demo_provider(database: Database, endpoint_url: str) -> ProviderConfig:
-    """Point the demo's provider config at this run's simulator and make it active.
+def ensure_demo_provider(
+    database: Database,
+    endpoint_url: str,
+    *,
+    provider_type: str = "http_api",
+    options: dict[str, str] | None = None,
+) -> ProviderConfig:
+    """Point the demo's provider config at this run's provider and make it active.
 
     Reused across runs (the simulator's port changes), so repeated demos do
-    not pile up configs.
+    not pile up configs; one config per provider type.
     """
+    name = DEMO_PROVIDER_NAME if provider_type == "http_api" else f"demo {provider_type}"
     for config in database.list_providers():
-        if config.provider_name == DEMO_PROVIDER_NAME:
+        if config.provider_name == name:
             return database.update_provider(
                 config.id, {"endpoint_url": endpoint_url, "is_active": True}
             )
     return database.create_provider(
         ProviderConfig(
             id=new_id(),
-            provider_name=DEMO_PROVIDER_NAME,
-            provider_type="http_api",
+            provider_name=name,
+            provider_type=provider_type,
             endpoint_url=endpoint_url,
             timeout_seconds=5.0,
             confidence_threshold=0.3,
             max_retries=3,
             is_active=True,
-            options={"dialect": "detectflow"},
+            options=options if options is not None else {"dialect": "detectflow"},
         )
     )
 
@@ -92,13 +99,20 @@ def _print_status(stack: Stack) -> None:
             click.echo(line)
 
 
-def run_demo(settings: Settings, *, fps: float = 2.0, latency: float = 0.05) -> None:
+def run_demo(
+    settings: Settings, *, fps: float = 2.0, latency: float = 0.05, provider: str = "simulator"
+) -> None:
+    """``provider`` is ``simulator`` or an installed in-process provider type
+    (``opencv`` from plugins/detectflow-opencv), which then sees the sample frames."""
     stack = open_stack(settings)
-    simulator = Simulator(latency=latency, seed=7)
-    handle = run_in_thread(simulator)
+    handle = run_in_thread(Simulator(latency=latency, seed=7)) if provider == "simulator" else None
     try:
-        endpoint = handle.detect_url("detectflow")
-        ensure_demo_provider(stack.database, endpoint)
+        if handle is not None:
+            ensure_demo_provider(stack.database, handle.detect_url("detectflow"))
+            source = f"a SIMULATED provider (synthetic detections) on {handle.url}"
+        else:
+            ensure_demo_provider(stack.database, "local", provider_type=provider, options={})
+            source = f"the {provider} provider (real detection of synthetic frames)"
         _, admin_key = stack.database.create_api_key("admin", "demo", replace=True)
         stack.start_flow()
         stack.spawn(lambda: feed(stack.database, settings, stack.stop, fps=fps), "demo-feeder")
@@ -107,8 +121,8 @@ def run_demo(settings: Settings, *, fps: float = 2.0, latency: float = 0.05) -> 
         click.echo(
             "\n".join(
                 [
-                    "detectflow demo: a SIMULATED provider (synthetic detections) on "
-                    f"{handle.url}, feeding {len(DEMO_CAMERAS)} cameras at {fps:g} fps",
+                    f"detectflow demo: {source}, "
+                    f"feeding {len(DEMO_CAMERAS)} cameras at {fps:g} fps",
                     f"data in {settings.data_dir.resolve()}",
                     "",
                     "try:",
@@ -131,5 +145,6 @@ def run_demo(settings: Settings, *, fps: float = 2.0, latency: float = 0.05) -> 
         stack.serve(settings.host, settings.port)
     finally:
         stack.stop.set()
-        handle.stop()
+        if handle is not None:
+            handle.stop()
     click.echo("\nstopped")
