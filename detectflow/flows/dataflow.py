@@ -540,7 +540,11 @@ def run_flow(
             # A source that acknowledges nothing loses nothing to a write
             # that fails later: write its results in the background.
             sink = WriterSink(writer, background=not getattr(source, "acknowledges", True))
-            flow = build_dataflow(source, engine, sink, stats_sink=stats_sink)
+            # Plugin sinks (the detectflow_sinks hook) see every result too.
+            plugin_sinks = [(name, make(settings)) for name, make in registry.sinks().items()]
+            flow = build_dataflow(
+                source, engine, sink, extra_sinks=plugin_sinks, stats_sink=stats_sink
+            )
             try:
                 plan.run(flow)
             except BaseException:

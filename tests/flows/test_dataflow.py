@@ -18,7 +18,7 @@ from detectflow import (
     TransientProviderError,
     hookimpl,
 )
-from detectflow.core.models import Detection, DetectionEvent, EventType
+from detectflow.core.models import Detection, DetectionEvent, EventType, FrameResult
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowError, FlowMetrics, run_flow
 from detectflow.flows.engine import NO_PROVIDER
@@ -329,3 +329,31 @@ def test_stale_rows_are_not_released_before_stale_after(
         "skipped": 0,
         "total": 0,
     }
+
+
+def test_a_plugin_sink_receives_every_result(
+    settings: Settings, db: Database, registry: PluginRegistry
+) -> None:
+    """The detectflow_sinks hook: a vendor's sink sees each frame's result once."""
+    from bytewax.testing import TestingSink
+
+    from detectflow import hookimpl
+
+    received: list[FrameResult] = []
+
+    class CollectingSinks:
+        @hookimpl
+        def detectflow_sinks(self) -> dict[str, object]:
+            return {"collect": lambda settings: TestingSink(received)}
+
+    plugin = CollectingSinks()
+    assert registry.register(plugin, "collecting-sinks", "test", "1")
+    try:
+        activate(db, person)
+        queued = enqueue(db, 12)
+        run(settings, db, registry)
+    finally:
+        registry.pm.unregister(plugin)
+
+    assert sorted(r.frame.frame_id for r in received) == sorted(f.frame_id for f in queued)
+    assert all(r.ok and len(r.detections) == 2 for r in received)
