@@ -44,7 +44,9 @@ def detectflow_label_map() -> Mapping[str, str]:
     """Return extra ``label -> detection_type`` entries (lower-case labels).
 
     Merged over the built-in table (person, face, vehicle...), later plugins
-    winning, so a vendor can map ``"pickup"`` to ``"vehicle"``.
+    winning, so a vendor can map ``"pickup"`` to ``"vehicle"``. The merged
+    table is built once per set of registered plugins, not once per frame:
+    return a fixed table.
 
     .. versionadded:: 0.1
     """

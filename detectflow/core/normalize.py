@@ -12,10 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from detectflow.core.errors import NormalizationError
 from detectflow.core.ids import detection_id
-from detectflow.core.models import BBox, BoxFormat, BoxUnits, Detection, Frame, RawDetection
+from detectflow.core.models import (
+    BBox,
+    BoxFormat,
+    BoxUnits,
+    Detection,
+    Frame,
+    RawDetection,
+    utcnow,
+)
 
 __all__ = [
     "DEFAULT_LABEL_MAP",
@@ -68,8 +77,9 @@ def normalize_box(
     """Return the box in clamped fractions, or None when it has no area in the frame."""
     if len(box) != 4:
         raise NormalizationError(f"a box has 4 numbers, got {len(box)}")
-    a, b, c, d = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (a, b, c, d)):
+    a, b, c, d = float(box[0]), float(box[1]), float(box[2]), float(box[3])
+    isfinite = math.isfinite
+    if not (isfinite(a) and isfinite(b) and isfinite(c) and isfinite(d)):
         raise NormalizationError(f"box coordinates must be finite numbers, got {tuple(box)!r}")
     if box_format == "xywh":
         x0, y0, x1, y1 = a, b, a + c, b + d
@@ -108,6 +118,7 @@ def normalize_detections(
     *,
     confidence_threshold: float = 0.0,
     label_map: Mapping[str, str] = DEFAULT_LABEL_MAP,
+    now: datetime | None = None,
 ) -> Normalized:
     """Normalize a provider's answer for ``frame``.
 
@@ -116,6 +127,7 @@ def normalize_detections(
     """
     kept: list[Detection] = []
     dropped = below = 0
+    now = now or utcnow()  # one stamp per frame: its detections are stored together
     for index, raw in enumerate(raws):
         confidence = check_confidence(raw.confidence)
         bbox = normalize_box(raw.box, raw.box_format, raw.units, frame.width, frame.height)
@@ -139,6 +151,8 @@ def normalize_detections(
                 face_encoding=raw.face_encoding,
                 frame_number=frame.frame_number,
                 frame_timestamp=frame.timestamp,
+                created_at=now,
+                updated_at=now,
             )
         )
     return Normalized(tuple(kept), dropped, below)

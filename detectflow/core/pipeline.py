@@ -25,6 +25,7 @@ from detectflow.core.models import (
     FrameResult,
     ProviderConfig,
     Severity,
+    utcnow,
 )
 from detectflow.core.normalize import DEFAULT_LABEL_MAP, normalize_detections
 from detectflow.core.plugins import PluginRegistry
@@ -101,10 +102,15 @@ async def run_frame(
                 frame, reason, attempts=attempts, elapsed_ms=elapsed(), source=source
             )
 
+    now = utcnow()
     try:
         label_map = registry.label_map() if registry else DEFAULT_LABEL_MAP
         normalized = normalize_detections(
-            frame, raws, confidence_threshold=config.confidence_threshold, label_map=label_map
+            frame,
+            raws,
+            confidence_threshold=config.confidence_threshold,
+            label_map=label_map,
+            now=now,
         )
         detections = list(normalized.detections)
         if registry is not None:
@@ -124,8 +130,10 @@ async def run_frame(
         severity=Severity.INFO,
         message=f"Detected {count} object{'s' if count != 1 else ''}",
         detection_id=detections[0].id if detections else None,
-        confidence_score=max((d.confidence for d in detections), default=None),
+        confidence_score=max([d.confidence for d in detections]) if detections else None,
         source_system=source,
+        created_at=now,
+        updated_at=now,
     )
     return FrameResult(
         frame,

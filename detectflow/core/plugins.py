@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
@@ -72,6 +73,7 @@ class PluginRegistry:
     pm: pluggy.PluginManager
     failures: list[PluginFailure] = field(default_factory=list)
     _origins: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _label_map: tuple[tuple[object, ...], Mapping[str, str]] | None = None
 
     # -- loading ---------------------------------------------------------
 
@@ -161,11 +163,17 @@ class PluginRegistry:
             )
         return cls(config)
 
-    def label_map(self) -> dict[str, str]:
+    def label_map(self) -> Mapping[str, str]:
+        """The merged table, built again only when the plugins providing one change
+        (it is read for every frame)."""
+        impls = tuple(impl.function for impl in self.pm.hook.detectflow_label_map.get_hookimpls())
+        if self._label_map is not None and self._label_map[0] == impls:
+            return self._label_map[1]
         merged = dict(DEFAULT_LABEL_MAP)
         for extra in reversed(self.pm.hook.detectflow_label_map()):
             merged.update({k.lower(): v for k, v in extra.items()})
-        return merged
+        self._label_map = (impls, MappingProxyType(merged))
+        return self._label_map[1]
 
     def transform(self, frame: Frame, detections: list[Detection]) -> list[Detection]:
         """Run the transform chain, oldest plugin first."""

@@ -171,6 +171,24 @@ def test_label_map_hook_extends_the_table(example):
     assert labels["car"] == "vehicle"
 
 
+def test_label_map_follows_plugins_registered_later() -> None:
+    from detectflow.core.plugins import _new_registry
+
+    registry = _new_registry(Settings(disable_plugin_autoload=True))
+    assert registry.label_map().get("drone") is None
+
+    class Drones:
+        @hookimpl
+        def detectflow_label_map(self) -> dict[str, str]:
+            return {"Drone": "aircraft"}
+
+    drones = Drones()
+    assert registry.register(drones, "drones", "drones", "1")
+    assert registry.label_map()["drone"] == "aircraft"
+    registry.pm.unregister(drones)
+    assert registry.label_map().get("drone") is None
+
+
 def test_transform_hook_chain_and_notifications(example):
     import asyncio
 
