@@ -44,7 +44,7 @@ import httpx
 
 from detectflow.core.frames import make_frame
 from detectflow.core.models import BBox, Detection, FrameResult
-from detectflow.core.serialize import detection_message
+from detectflow.core.serialize import frame_detections_message
 from detectflow.samples import sample_frame
 from detectflow.store.live import LiveView, detections_channel, live_key
 from detectflow.store.redis_backend import RedisBus, RedisCache
@@ -324,7 +324,8 @@ def _broadcast(redis_url: str, port: int, clients: int, rounds: int) -> dict[str
                 confidence=0.9,
                 bbox=BBox(0.1, 0.1, 0.2, 0.3),
             )
-            message = detection_message(detection, published_at=datetime.now(UTC))
+            # As the dataflow publishes: one message per frame (here of one detection).
+            message = frame_detections_message([detection], published_at=datetime.now(UTC))
             bus.publish(detections_channel(camera), json.dumps(message).encode())
     ours.send(clients * rounds)
     got = ours.recv()

@@ -48,6 +48,7 @@ from detectflow.core.frames import make_frame
 from detectflow.core.models import Frame, FrameResult, ProviderConfig, RawDetection
 from detectflow.core.pipeline import run_frame
 from detectflow.core.plugins import get_registry
+from detectflow.core.serialize import event_message, frame_detections_message
 from detectflow.core.settings import Settings
 from detectflow.flows import FlowMetrics, run_flow
 from detectflow.samples import sample_frame
@@ -133,13 +134,14 @@ def _flow_rate(
     frames: list[Frame],
     *,
     windows: bool = True,
-) -> tuple[float, FlowMetrics, dict[str, int]]:
+) -> tuple[float, float, FlowMetrics, dict[str, int]]:
     registry = get_registry(settings)
     registry.register(_BenchPlugin(), "bench", "bench", "0")
     db = _open_database(url, settings.secret_key or "", frames)
     db.create_provider(_provider())
     with RedisCache(redis_url, prefix=prefix) as cache, RedisBus(redis_url, prefix=prefix) as bus:
         live = LiveView(cache, bus)
+        cpu = time.process_time()
         start = time.perf_counter()
         metrics = run_flow(
             settings,
@@ -150,9 +152,10 @@ def _flow_rate(
             windows=windows,
         )
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     stats = db.queue_stats()
     db.dispose()
-    return len(frames) / elapsed, metrics, stats
+    return len(frames) / elapsed, cpu / len(frames), metrics, stats
 
 
 def _results(frames: list[Frame]) -> list[FrameResult]:
@@ -195,15 +198,19 @@ def _baseline_rate(
     )
     latest: dict[str, bytes] = {}
     messages: list[tuple[str, bytes]] = []
+    stamp = datetime.now(UTC)
     for r in results:
         payload = [detection_to_row(d) | {"frame_timestamp": None} for d in r.detections]
         for row in payload:
             row["created_at"] = row["updated_at"] = None
         latest[live_key(r.frame.camera_id)] = json.dumps(payload).encode()
-        for d in r.detections:
-            messages.append((detections_channel(d.camera_id), json.dumps({"id": d.id}).encode()))
+        # The messages the live view publishes: one per frame's detections, one per event.
+        if r.detections:
+            body = frame_detections_message(r.detections, published_at=stamp)
+            messages.append((detections_channel(r.frame.camera_id), json.dumps(body).encode()))
         for e in r.events:
-            messages.append((events_channel(str(e.event_type)), json.dumps({"id": e.id}).encode()))
+            body = event_message(e, published_at=stamp)
+            messages.append((events_channel(str(e.event_type)), json.dumps(body).encode()))
     ttl_ms = round(LIVE_TTL * 1000)
     plain_url = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain_url) as conn, redis.Redis.from_url(redis_url) as client:
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     try:
         with _fresh_postgres() as url:
-            rate, metrics, stats = _flow_rate(
+            rate, cpu, metrics, stats = _flow_rate(
                 settings, url, args.redis_url, prefix, frames, windows=not args.no_windows
             )
         with _fresh_postgres() as url:
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     snap = metrics.snapshot()
     print(f"frames: {args.frames} over {args.cameras} cameras, source: SQL queue (pre-filled)")
     print(f"dataflow (1 worker, PostgreSQL + Redis): {rate:,.0f} frames/s")
+    print(f"  CPU per frame in this process (all threads): {cpu * 1e6:.0f} us")
     print(
         f"  outcome: {stats['completed']} completed, {stats['failed']} failed, "
         f"{snap.detections} detections"
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + ", after: "
         + " ".join(f"{x:.2f}" for x in load_after)
     )
-    return {"rate": rate, "raw": raw, "ratio": rate / raw, "load": load_after}
+    return {"rate": rate, "cpu": cpu, "raw": raw, "ratio": rate / raw, "load": load_after}
 
 
 if __name__ == "__main__":

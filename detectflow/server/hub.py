@@ -5,6 +5,14 @@ once per client, so a thousand clients cost one Redis subscription. Each
 client has a bounded outbox; a client too slow to keep up loses messages
 rather than slowing everyone down, and the losses are counted and reported
 to it (``{"type": "lagged", "dropped": n}``) instead of vanishing.
+
+A bus message is one client message (a JSON object, sent on as it came), or
+a frame's detections in one compact message
+(:func:`~detectflow.core.serialize.frame_detections_message`, as the dataflow
+publishes them), which the hub expands into the very per-detection
+broadcasts, each encoded only if some client wants it. ``received`` and
+``malformed`` count client messages, not bus messages, so they read the same
+whichever way the messages travelled.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from detectflow.core.serialize import FRAME_DETECTIONS, detection_messages
 from detectflow.server.outbox import Outbox
 from detectflow.store.cache import Bus
 
@@ -65,6 +74,16 @@ def _published_at(message: dict[str, Any]) -> float | None:
     except ValueError:
         return None
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+def _broadcast(message: dict[str, Any], text: str | None, received_at: float) -> Broadcast:
+    """The text clients get. An expanded detection is encoded as the dataflow encodes
+    a message (compact separators), so clients get the text it would have sent."""
+    out = Broadcast(text if text is not None else json.dumps(message, separators=(",", ":")))
+    published_at = _published_at(message)
+    out.stamped_by_publisher = published_at is not None
+    out.published_at = published_at if published_at is not None else received_at
+    return out
 
 
 @dataclass
@@ -207,30 +226,45 @@ class Hub:
         }
 
     def dispatch(self, channel: str, payload: bytes) -> None:
-        """Deliver one bus message to every client whose filter wants it."""
-        self.received += 1
+        """Deliver a bus message's client messages to every client whose filter wants them."""
         kind, _, _ = channel.partition(":")
         received_at = time.time()
         try:
-            text = Broadcast(payload.decode())
+            text = payload.decode()
             message = json.loads(text)
             if not isinstance(message, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:
-            self.malformed += 1
-            log.warning("dropping malformed bus message on %s: %s", channel, exc)
+            items: list[tuple[dict[str, Any], str | None]] = [(message, text)]
+            if message.get("type") == FRAME_DETECTIONS:
+                items = [(item, None) for item in detection_messages(message)]
+        except (KeyError, TypeError, ValueError) as exc:
+            self._malformed(channel, exc)
             return
-        published_at = _published_at(message)
-        text.stamped_by_publisher = published_at is not None
-        text.published_at = published_at if published_at is not None else received_at
+        for item, item_text in items:
+            self._deliver(kind, item, item_text, received_at)
+
+    def _malformed(self, channel: str, reason: object) -> None:
+        self.received += 1
+        self.malformed += 1
+        log.warning("dropping malformed bus message on %s: %s", channel, reason)
+
+    def _deliver(
+        self, kind: str, message: dict[str, Any], text: str | None, received_at: float
+    ) -> None:
+        """Offer one client message; ``text`` is its JSON if the bus carried it as is."""
+        self.received += 1
         if kind == "detections":
-            for client in self._clients:
-                if client.filter.wants_detection(message):
-                    client.offer(text)
+            wants = ClientFilter.wants_detection
         elif kind == "events":
-            for client in self._clients:
-                if client.filter.wants_event(message):
-                    client.offer(text)
+            wants = ClientFilter.wants_event
+        else:
+            return
+        broadcast: Broadcast | None = None
+        for client in self._clients:
+            if wants(client.filter, message):
+                if broadcast is None:
+                    broadcast = _broadcast(message, text, received_at)
+                client.offer(broadcast)
 
     async def run(
         self,

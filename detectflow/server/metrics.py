@@ -63,8 +63,8 @@ class _HubCollector(Collector):
         clients.add_metric([], stats["clients"])
         yield clients
         for name, value, text in (
-            ("received", hub.received, "Bus messages the hub received."),
-            ("malformed", hub.malformed, "Bus messages dropped as malformed."),
+            ("received", hub.received, "Detection and event messages the hub read from the bus."),
+            ("malformed", hub.malformed, "Detection and event messages dropped as malformed."),
             ("dropped", hub.dropped_total, "Broadcasts dropped for clients too slow to keep up."),
         ):
             counter = CounterMetricFamily(f"detectflow_websocket_{name}_messages", text)

@@ -36,7 +36,11 @@ class Subscription(Protocol):
 
 class Bus(Protocol):
     """Pub/sub. ``publish`` is synchronous and thread-safe (the dataflow calls it);
-    ``subscribe`` is for asyncio consumers (the server's WebSocket hub)."""
+    ``subscribe`` is for asyncio consumers (the server's WebSocket hub).
+
+    Messages are opaque bytes to a bus. What they hold (a frame's detections
+    in one message, each event in one) is :mod:`detectflow.store.live`'s
+    business, and a subscriber's queue bound counts bus messages."""
 
     def publish(self, channel: str, message: bytes) -> None: ...
 

@@ -3,6 +3,15 @@
 The one place that knows key names, TTLs and channel names, so the dataflow
 (writer) and the server (reader) cannot drift apart. The TTLs are the
 guide's: live detections 3 s, camera state 60 s, statistics 300 s.
+
+Bus messages. A frame's detections travel as ONE message on
+``detections:{camera_id}``, a compact
+:func:`~detectflow.core.serialize.frame_detections_message`; the server's hub
+(:mod:`detectflow.server.hub`) expands it into the per-detection WebSocket
+``detection`` messages clients see. Each event is one ``event`` message on
+``events:{event_type}``. Messages keep the order of the frames and, within a
+frame, detections come before events. Every message carries the batch's
+``published_at``.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 import anyio
@@ -19,11 +29,11 @@ import anyio.to_thread
 
 from detectflow.core.errors import DetectflowError
 from detectflow.core.frames import parse_timestamp
-from detectflow.core.models import DetectionEvent, FrameResult, utcnow
+from detectflow.core.models import Detection, DetectionEvent, FrameResult, utcnow
 from detectflow.core.serialize import (
-    detection_message,
     detection_to_dict,
     event_message,
+    frame_detections_message,
     isoformat,
 )
 from detectflow.store.cache import Bus, Cache
@@ -96,8 +106,12 @@ class LiveSnapshot:
     last_updated: datetime | None
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""One encoder for every entry and message (``json.dumps`` would build one per call)."""
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def _loads(raw: bytes | None) -> Any:
@@ -149,26 +163,31 @@ class LiveView:
         if not results:
             return
         now = utcnow()
-        cameras = sorted({r.frame.camera_id for r in results})
+        stamp = isoformat(now)
+        by_camera: dict[str, list[FrameResult]] = {}
+        for r in results:
+            by_camera.setdefault(r.frame.camera_id, []).append(r)
+        cameras = sorted(by_camera)
         previous = self._cache.get_many([CAMERA_INDEX_KEY, *map(camera_key, cameras)])
         index = _loads(previous[0])
         index = index if isinstance(index, dict) else {}
         live: dict[str, bytes] = {}
         state: dict[str, bytes] = {}
         for camera, raw in zip(cameras, previous[1:], strict=True):
-            mine = [r for r in results if r.frame.camera_id == camera]
             old = _loads(raw)
-            update = self._camera_update(camera, mine, old if isinstance(old, dict) else {}, now)
+            update = self._camera_update(
+                camera, by_camera[camera], old if isinstance(old, dict) else {}, stamp
+            )
             state[camera_key(camera)] = _dumps(update.state)
             if update.live is not None:
                 live[live_key(camera)] = _dumps(update.live)
-            index[camera] = isoformat(now)
+            index[camera] = stamp
         cutoff = now.timestamp() - CAMERA_STATE_TTL
         index = {c: t for c, t in index.items() if _epoch(t) >= cutoff}
         if live:
             self._cache.set_many(live, LIVE_TTL)
         self._cache.set_many({**state, CAMERA_INDEX_KEY: _dumps(index)}, CAMERA_STATE_TTL)
-        self._bus.publish_many(_messages(results, now))
+        self._bus.publish_many(_messages(results, stamp))
 
     def publish_breakers(
         self, snapshots: Sequence[dict[str, Any]], events: Sequence[DetectionEvent] = ()
@@ -179,7 +198,8 @@ class LiveView:
             items = {breaker_key(str(s["id"])): _dumps(s) for s in snapshots}
             self._cache.set_many(items, BREAKER_TTL)
         if events:
-            self._bus.publish_many([_event_message(e, utcnow()) for e in events])
+            stamp = isoformat(utcnow())
+            self._bus.publish_many([_event_message(e, stamp) for e in events])
 
     def breakers(self, provider_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The last published breaker state of each provider that has one."""
@@ -195,8 +215,9 @@ class LiveView:
 
     @staticmethod
     def _camera_update(
-        camera: str, results: list[FrameResult], old: dict[str, Any], now: datetime
+        camera: str, results: list[FrameResult], old: dict[str, Any], stamp: str
     ) -> _CameraUpdate:
+        """``stamp`` is the publish time, formatted once per batch."""
         latest = max(results, key=lambda r: r.frame.timestamp)
         completed = [r for r in results if r.ok]
         newest_ok = max(completed, key=lambda r: r.frame.timestamp) if completed else None
@@ -212,7 +233,7 @@ class LiveView:
             "last_frame_id": latest.frame.frame_id if newer else old.get("last_frame_id"),
             "frames_seen": int(old.get("frames_seen", 0)) + len(results),
             "last_error": last_error,
-            "updated_at": isoformat(now),
+            "updated_at": stamp,
         }
         live = None
         if newest_ok is not None and (last_time is None or newest_ok.frame.timestamp >= last_time):
@@ -222,7 +243,7 @@ class LiveView:
                 "frame_id": newest_ok.frame.frame_id,
                 "frame_timestamp": isoformat(newest_ok.frame.timestamp),
                 "detections": [detection_to_dict(d) for d in newest_ok.detections],
-                "last_updated": isoformat(now),
+                "last_updated": stamp,
             }
         return _CameraUpdate(state=state, live=live)
 
@@ -365,16 +386,22 @@ def _epoch(text: object) -> float:
     return 0.0 if value is None else value.timestamp()
 
 
-def _messages(results: Sequence[FrameResult], now: datetime) -> list[tuple[str, bytes]]:
+def _messages(results: Sequence[FrameResult], stamp: str) -> list[tuple[str, bytes]]:
+    """Every frame's bus messages, in order (see the module docstring)."""
     messages: list[tuple[str, bytes]] = []
     for r in results:
-        for d in r.detections:
-            body = detection_message(d, published_at=now)
-            messages.append((detections_channel(d.camera_id), _dumps(body)))
-        messages.extend(_event_message(e, now) for e in r.events)
+        # A frame's detections share camera, frame and timestamp: one run, one message.
+        for _, run in groupby(r.detections, _shared):
+            detections = list(run)
+            body = frame_detections_message(detections, published_at=stamp)
+            messages.append((detections_channel(detections[0].camera_id), _dumps(body)))
+        messages.extend(_event_message(e, stamp) for e in r.events)
     return messages
 
 
-def _event_message(e: DetectionEvent, now: datetime) -> tuple[str, bytes]:
-    body = {**event_message(e, published_at=now), "camera_id": e.camera_id}
-    return events_channel(str(e.event_type)), _dumps(body)
+def _shared(d: Detection) -> tuple[str, str, datetime]:
+    return d.camera_id, d.frame_id, d.frame_timestamp or d.created_at
+
+
+def _event_message(e: DetectionEvent, stamp: str) -> tuple[str, bytes]:
+    return events_channel(str(e.event_type)), _dumps(event_message(e, published_at=stamp))

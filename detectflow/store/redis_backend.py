@@ -11,9 +11,10 @@ Writes go out as one round trip per call (``set_many`` is one pipelined
 ``SET ... PX`` per key), because a round trip, not Redis, is what a frame
 batch pays for. ``publish_many`` sends every message of a batch as the
 arguments of one Lua script that publishes them in order: a dataflow batch
-is hundreds of messages, and redis-py's per-command pipeline bookkeeping
-cost ~3x the CPU (``bench/flow_throughput.py``). A server that refuses
-scripts gets the pipeline instead.
+is a thousand messages or more (one per frame for its detections, one per
+event; see :mod:`detectflow.store.live`), and redis-py's per-command
+pipeline bookkeeping cost ~3x the CPU (``bench/flow_throughput.py``). A
+server that refuses scripts gets the pipeline instead.
 
 Subscriptions. ``Bus.subscribe`` is synchronous and its contract is that a
 message published after it returns is delivered. ``redis.asyncio`` cannot

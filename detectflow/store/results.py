@@ -20,12 +20,14 @@ from detectflow.core.models import (
     FrameResult,
     QueueStatus,
 )
-from detectflow.store.dialects import insert_ignore, update_by_id
+from detectflow.store.dialects import insert_values, update_values
 from detectflow.store.rows import (
+    DETECTION_COLUMNS,
+    EVENT_COLUMNS,
     detection_from_row,
-    detection_to_row,
+    detection_values,
     event_from_row,
-    event_to_row,
+    event_values,
 )
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
@@ -54,6 +56,18 @@ _finish_queue_row = (
 )
 
 
+_QUEUE_COLUMNS = (
+    "id",
+    "status",
+    "detections_count",
+    "processing_time_ms",
+    "error_message",
+    "retry_count",
+    "updated_at",
+)
+"""What finishing a frame sets on its queue row, in the order ``record_results`` fills it."""
+
+
 def _status(result: FrameResult) -> QueueStatus:
     """A skipped frame (latest frame wins) carries a ``frame_skipped`` event."""
     if result.ok:
@@ -64,30 +78,32 @@ def _status(result: FrameResult) -> QueueStatus:
 
 
 def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
-    detection_rows = [detection_to_row(d) for r in results for d in r.detections]
-    event_rows = [event_to_row(e) for r in results for e in r.events]
+    insert_values(
+        conn,
+        detections,
+        DETECTION_COLUMNS,
+        [detection_values(d) for r in results for d in r.detections],
+    )
+    insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for r in results for e in r.events])
     queue_rows = [
-        {
-            "b_id": r.frame.frame_id,
-            "b_status": _status(r).value,
-            "b_detections_count": len(r.detections),
-            "b_processing_time_ms": r.processing_time_ms,
-            "b_error_message": r.error,
-            "b_retry_count": max(r.attempts - 1, 0),
-            "b_updated_at": now,
-        }
+        (
+            r.frame.frame_id,
+            _status(r).value,
+            len(r.detections),
+            r.processing_time_ms,
+            r.error,
+            max(r.attempts - 1, 0),
+            now,
+        )
         for r in results
     ]
-    insert_ignore(conn, detections, detection_rows)
-    insert_ignore(conn, events, event_rows)
-    if queue_rows:
-        # Frames from other sources have no queue row: their UPDATE matches nothing.
-        update_by_id(conn, queue, queue_rows, fallback=_finish_queue_row)
+    # Frames from other sources have no queue row: their UPDATE matches nothing.
+    update_values(conn, queue, _QUEUE_COLUMNS, queue_rows, fallback=_finish_queue_row)
 
 
 def record_events(conn: Connection, new_events: Sequence[DetectionEvent]) -> None:
     """Events that belong to no frame (a provider's circuit breaker opening or closing)."""
-    insert_ignore(conn, events, [event_to_row(e) for e in new_events])
+    insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for e in new_events])
 
 
 def get_detection(conn: Connection, detection_id: str) -> Detection | None:

@@ -23,11 +23,15 @@ from detectflow.core.models import (
 from detectflow.store.crypto import ApiKeyCipher
 
 __all__ = [
+    "DETECTION_COLUMNS",
+    "EVENT_COLUMNS",
     "PROVIDER_FIELDS",
     "detection_from_row",
     "detection_to_row",
+    "detection_values",
     "event_from_row",
     "event_to_row",
+    "event_values",
     "provider_from_row",
     "provider_to_row",
     "queue_item_from_row",
@@ -57,28 +61,59 @@ PROVIDER_FIELDS = frozenset(
 """Fields of :class:`ProviderConfig` a caller may change (not id or timestamps)."""
 
 
+DETECTION_COLUMNS = (
+    "id",
+    "camera_id",
+    "frame_id",
+    "detection_type",
+    "label",
+    "confidence",
+    "bbox_x",
+    "bbox_y",
+    "bbox_width",
+    "bbox_height",
+    "person_name",
+    "person_id",
+    "face_encoding",
+    "is_processed",
+    "processing_status",
+    "frame_number",
+    "frame_timestamp",
+    "created_at",
+    "updated_at",
+)
+"""The columns :func:`detection_values` fills, in its order."""
+
+
+def detection_values(d: Detection) -> tuple[Any, ...]:
+    """A detection's row as a tuple in :data:`DETECTION_COLUMNS` order: the sink's
+    COPY takes tuples, so the hot path builds no dict per row."""
+    box = d.bbox
+    return (
+        d.id,
+        d.camera_id,
+        d.frame_id,
+        d.detection_type,
+        d.label,
+        d.confidence,
+        box.x,
+        box.y,
+        box.width,
+        box.height,
+        d.person_name,
+        d.person_id,
+        d.face_encoding,
+        d.is_processed,
+        d.processing_status,
+        d.frame_number,
+        d.frame_timestamp,
+        d.created_at,
+        d.updated_at,
+    )
+
+
 def detection_to_row(d: Detection) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "camera_id": d.camera_id,
-        "frame_id": d.frame_id,
-        "detection_type": d.detection_type,
-        "label": d.label,
-        "confidence": d.confidence,
-        "bbox_x": d.bbox.x,
-        "bbox_y": d.bbox.y,
-        "bbox_width": d.bbox.width,
-        "bbox_height": d.bbox.height,
-        "person_name": d.person_name,
-        "person_id": d.person_id,
-        "face_encoding": d.face_encoding,
-        "is_processed": d.is_processed,
-        "processing_status": d.processing_status,
-        "frame_number": d.frame_number,
-        "frame_timestamp": d.frame_timestamp,
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-    }
+    return dict(zip(DETECTION_COLUMNS, detection_values(d), strict=True))
 
 
 def detection_from_row(row: RowMapping) -> Detection:
@@ -102,22 +137,45 @@ def detection_from_row(row: RowMapping) -> Detection:
     )
 
 
+EVENT_COLUMNS = (
+    "id",
+    "detection_id",
+    "camera_id",
+    "event_type",
+    "severity",
+    "message",
+    "person_id",
+    "person_name",
+    "confidence_score",
+    "action_taken",
+    "source_system",
+    "created_at",
+    "updated_at",
+)
+"""The columns :func:`event_values` fills, in its order."""
+
+
+def event_values(e: DetectionEvent) -> tuple[Any, ...]:
+    """An event's row as a tuple in :data:`EVENT_COLUMNS` order (see :func:`detection_values`)."""
+    return (
+        e.id,
+        e.detection_id,
+        e.camera_id,
+        str(e.event_type),
+        str(e.severity),
+        e.message,
+        e.person_id,
+        e.person_name,
+        e.confidence_score,
+        e.action_taken,
+        e.source_system,
+        e.created_at,
+        e.updated_at,
+    )
+
+
 def event_to_row(e: DetectionEvent) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "detection_id": e.detection_id,
-        "camera_id": e.camera_id,
-        "event_type": str(e.event_type),
-        "severity": str(e.severity),
-        "message": e.message,
-        "person_id": e.person_id,
-        "person_name": e.person_name,
-        "confidence_score": e.confidence_score,
-        "action_taken": e.action_taken,
-        "source_system": e.source_system,
-        "created_at": e.created_at,
-        "updated_at": e.updated_at,
-    }
+    return dict(zip(EVENT_COLUMNS, event_values(e), strict=True))
 
 
 def event_from_row(row: RowMapping) -> DetectionEvent:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import anyio
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from detectflow.core.serialize import (
+    FRAME_DETECTIONS,
+    detection_message,
+    event_message,
+    frame_detections_message,
+)
 from detectflow.server.hub import ClientFilter, Hub
-from detectflow.store.memory import MemoryBus
+from detectflow.server.outbox import Outbox
+from detectflow.store.live import LiveView
+from detectflow.store.memory import MemoryBus, MemoryCache
+from tests.store.builders import detection, frame, result
 
 cameras = st.sampled_from(["cam-1", "cam-2", "cam-3"])
 
@@ -139,3 +150,138 @@ def test_hub_resubscribes_after_the_subscription_ends() -> None:
         return int(got["detection_id"])
 
     assert anyio.run(main) == 7
+
+
+def _drain(box: Outbox) -> list[str]:
+    texts = []
+    while True:
+        try:
+            texts.append(box.receive_nowait())
+        except anyio.WouldBlock:
+            return texts
+
+
+def test_a_frames_detections_reach_clients_as_the_per_detection_messages_they_were() -> None:
+    """The dataflow publishes a frame's detections as one bus message; clients still get
+    one ``detection`` message per detection, the very text publishing it alone gave."""
+    f = frame("cam-1")
+    detections = [detection(f, i, confidence=c) for i, c in enumerate([0.9, 0.4, 0.7])]
+    stamp = "2025-11-05T12:34:56.5Z"
+    alone = [
+        json.dumps(detection_message(d, published_at=stamp), separators=(",", ":"))
+        for d in detections
+    ]
+    payload = json.dumps(frame_detections_message(detections, stamp), separators=(",", ":"))
+
+    async def main() -> tuple[list[str], list[str], list[str], dict[str, int]]:
+        hub = Hub(MemoryBus(), queue_size=100)
+        everything, everything_box = hub.connect("everything")
+        sure, sure_box = hub.connect("sure")
+        other, other_box = hub.connect("other camera")
+        everything.filter.subscribe(None, None, None)
+        sure.filter.subscribe("cam-1", None, 0.6)
+        other.filter.subscribe("cam-2", None, None)
+        hub.dispatch("detections:cam-1", payload.encode())
+        got = (_drain(everything_box), _drain(sure_box), _drain(other_box))
+        for client in (everything, sure, other):
+            hub.disconnect(client)
+        return *got, hub.stats()
+
+    to_everything, to_sure, to_other, stats = anyio.run(main)
+    assert to_everything == alone
+    assert to_sure == [alone[0], alone[2]]
+    assert to_other == []
+    assert stats["received"] == 3 and stats["malformed"] == 0
+
+
+def test_an_expanded_detection_keeps_the_publishers_stamp_for_lag() -> None:
+    f = frame("cam-1")
+    published = datetime.now(UTC) - timedelta(seconds=2)
+    body = frame_detections_message([detection(f, 0)], published)
+    lags: list[tuple[float, bool]] = []
+
+    async def main() -> None:
+        hub = Hub(MemoryBus(), on_lag=lambda lag, stamped: lags.append((lag, stamped)))
+        client, box = hub.connect("c")
+        client.filter.subscribe(None, None, None)
+        hub.dispatch("detections:cam-1", json.dumps(body).encode())
+        for text in _drain(box):
+            client.mark_sent(text)
+        hub.disconnect(client)
+
+    anyio.run(main)
+    assert len(lags) == 1 and lags[0][1] is True and 2 <= lags[0][0] < 10
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": FRAME_DETECTIONS, "camera_id": "cam-1"},
+        {
+            "type": FRAME_DETECTIONS,
+            "camera_id": "c",
+            "frame_id": "f",
+            "timestamp": "t",
+            "detections": "nope",
+        },
+        {
+            "type": FRAME_DETECTIONS,
+            "camera_id": "c",
+            "frame_id": "f",
+            "timestamp": "t",
+            "detections": [["too", "short"]],
+        },
+        {
+            "type": FRAME_DETECTIONS,
+            "camera_id": "c",
+            "frame_id": "f",
+            "timestamp": "t",
+            "detections": [{"not": "a row"}],
+        },
+    ],
+)
+def test_a_mangled_frame_message_is_counted_malformed_and_delivers_nothing(
+    body: dict[str, object],
+) -> None:
+    async def main() -> tuple[list[str], dict[str, int]]:
+        hub = Hub(MemoryBus())
+        client, box = hub.connect("c")
+        client.filter.subscribe(None, None, None)
+        hub.dispatch("detections:cam-1", json.dumps(body).encode())
+        got = _drain(box)
+        hub.disconnect(client)
+        return got, hub.stats()
+
+    got, stats = anyio.run(main)
+    assert got == []
+    assert (stats["received"], stats["malformed"]) == (1, 1)
+
+
+def test_what_the_live_view_publishes_reaches_clients_unchanged() -> None:
+    """End to end over the in-process bus: LiveView.publish -> hub -> a client's outbox."""
+    first, second = result(frame("cam-1"), detections=3), result(frame("cam-2"), detections=2)
+
+    async def main() -> list[dict[str, object]]:
+        bus = MemoryBus()
+        hub = Hub(bus, queue_size=100)
+        client, box = hub.connect("c")
+        client.filter.subscribe(None, None, None)
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            LiveView(MemoryCache(), bus).publish([first, second])
+            with anyio.fail_after(5):
+                got = [json.loads(await box.receive()) for _ in range(7)]
+            tg.cancel_scope.cancel()
+        hub.disconnect(client)
+        return got
+
+    got = anyio.run(main)
+    stamp = got[0]["published_at"]
+    assert isinstance(stamp, str)
+    expected = [
+        *(detection_message(d, published_at=stamp) for d in first.detections),
+        event_message(first.events[0], published_at=stamp),
+        *(detection_message(d, published_at=stamp) for d in second.detections),
+        event_message(second.events[0], published_at=stamp),
+    ]
+    assert got == json.loads(json.dumps(expected))

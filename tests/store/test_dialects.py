@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, bindparam, select, update
+from sqlalchemy.exc import StatementError
 
 from detectflow.store import Database
-from detectflow.store.dialects import insert_ignore, update_by_id
+from detectflow.store.dialects import (
+    _PLAIN_TYPES,
+    _copy_type,
+    insert_ignore,
+    insert_values,
+    update_by_id,
+    update_values,
+)
 from detectflow.store.rows import event_to_row, queue_row_for_frame
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
+from detectflow.store.tables import metadata
 from detectflow.store.types import UTCDateTime
 from tests.databases import migrated_database
 from tests.store.builders import frame, result
@@ -132,3 +141,67 @@ def test_update_by_id_sets_each_row_and_the_last_duplicate_wins(db: Database) ->
 def test_update_by_id_refuses_rows_that_do_not_name_their_values(db: Database) -> None:
     with db.engine.begin() as conn, pytest.raises(ValueError, match="b_<column>"):
         update_by_id(conn, queue, [{"id": "x", "status": "failed"}], fallback=_fallback)
+
+
+def test_insert_values_takes_rows_as_tuples_in_column_order(db: Database) -> None:
+    rows = event_rows(3)
+    columns = tuple(rows[0])
+    with db.engine.begin() as conn:
+        insert_values(conn, events, columns, [tuple(row.values()) for row in rows])
+        insert_values(conn, events, columns, [])
+    assert messages(db) == {f"event-{i}": "first" for i in range(3)}
+
+
+def test_timestamps_of_any_offset_mixed_with_naive_ones_are_stored_as_the_same_instant(
+    db: Database,
+) -> None:
+    instant = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    stamps = [
+        instant,
+        instant.replace(tzinfo=None),
+        instant.astimezone(timezone(timedelta(hours=5))),
+    ]
+    rows = [
+        {**row, "created_at": stamp, "updated_at": stamp}
+        for row, stamp in zip(event_rows(3), stamps, strict=True)
+    ]
+    with db.engine.begin() as conn:
+        insert_ignore(conn, events, rows)
+    stored = db.list_events(limit=10)[0]
+    assert [e.created_at for e in stored] == [instant] * 3
+
+
+def test_a_value_of_the_wrong_type_fails_loudly_and_writes_nothing(db: Database) -> None:
+    rows = [*event_rows(2), {**event_rows(1, start=2)[0], "confidence_score": "very"}]
+    with pytest.raises((TypeError, StatementError)), db.engine.begin() as conn:
+        insert_ignore(conn, events, rows)
+    assert messages(db) == {}
+
+
+def test_every_plain_column_has_a_copy_type_of_its_width() -> None:
+    assert _copy_type(Float()) == "float8" and _copy_type(Float(precision=24)) == "float4"
+    assert (_copy_type(BigInteger()), _copy_type(Integer())) == ("int8", "int4")
+    assert (_copy_type(String(12)), _copy_type(Text())) == ("text", "text")
+    assert (_copy_type(UTCDateTime()), _copy_type(Boolean())) == ("timestamptz", "bool")
+    for table in metadata.tables.values():
+        for column in table.columns:
+            if isinstance(column.type, _PLAIN_TYPES):
+                _copy_type(column.type)  # raises if missing
+
+
+def test_update_values_takes_rows_as_tuples_and_the_last_duplicate_wins(db: Database) -> None:
+    for i in range(2):
+        db.enqueue(frame(frame_id=f"v-{i}"))
+    later = datetime.now(UTC) + timedelta(hours=1)
+    columns = ("id", "status", "detections_count", "updated_at")
+    rows = [
+        ("v-0", "completed", 1, later),
+        ("v-1", "failed", 0, later),
+        ("v-0", "skipped", 2, later),
+    ]
+    with db.engine.begin() as conn:
+        update_values(conn, queue, columns, rows, fallback=_fallback)
+    first, second = (db.get_queue_item(f"v-{i}") for i in range(2))
+    assert first is not None and (first.status, first.detections_count) == ("skipped", 2)
+    assert first.updated_at == later
+    assert second is not None and second.status == "failed"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -8,7 +9,12 @@ import anyio
 import pytest
 
 from detectflow.core.models import utcnow
-from detectflow.core.serialize import detection_message, detection_to_dict
+from detectflow.core.serialize import (
+    FRAME_DETECTIONS,
+    detection_message,
+    detection_messages,
+    detection_to_dict,
+)
 from detectflow.store.live import (
     CAMERA_INDEX_KEY,
     CAMERA_STATE_TTL,
@@ -19,7 +25,7 @@ from detectflow.store.live import (
     live_key,
 )
 from detectflow.store.memory import MemoryBus, MemoryCache
-from tests.store.builders import frame, result
+from tests.store.builders import detection, frame, result
 
 
 class Clock:
@@ -134,35 +140,73 @@ def test_a_corrupt_cache_entry_reads_as_a_miss(view: LiveView, cache: MemoryCach
 
 
 @pytest.mark.anyio
-async def test_publish_broadcasts_detections_and_events(cache: MemoryCache) -> None:
+async def test_publish_broadcasts_each_frames_detections_in_one_message_then_its_events(
+    cache: MemoryCache,
+) -> None:
     bus = MemoryBus()
     view = LiveView(cache, bus)
     sub = bus.subscribe(["detections:cam-1", "events:*"])
     try:
-        r = result(frame("cam-1"), detections=2)
-        view.publish([r])
+        first, second = result(frame("cam-1"), detections=2), result(frame("cam-1"), detections=1)
+        view.publish([first, second])
         got = []
         iterator: AsyncIterator[tuple[str, bytes]] = aiter(sub)
         with anyio.fail_after(2):
-            for _ in range(3):
+            for _ in range(4):
                 got.append(await anext(iterator))
     finally:
         await sub.aclose()
     assert [channel for channel, _ in got] == [
         "detections:cam-1",
+        "events:detection_completed",
         "detections:cam-1",
         "events:detection_completed",
     ]
     body = json.loads(got[0][1])
-    published_at = body.pop("published_at")
+    assert body["type"] == FRAME_DETECTIONS
+    published_at = body["published_at"]
     assert published_at.endswith("Z")
-    assert body == detection_message(r.detections[0])
-    event = json.loads(got[2][1])
-    assert (event["type"], event["camera_id"], event["event_id"]) == (
+    assert detection_messages(body) == [
+        detection_message(d, published_at=published_at) for d in first.detections
+    ]
+    assert [m["detection_id"] for m in detection_messages(json.loads(got[2][1]))] == [
+        second.detections[0].id
+    ]
+    event = json.loads(got[1][1])
+    assert (event["type"], event["camera_id"], event["event_id"], event["published_at"]) == (
         "event",
         "cam-1",
-        r.events[0].id,
+        first.events[0].id,
+        published_at,
     )
+
+
+@pytest.mark.anyio
+async def test_detections_of_one_frame_that_differ_in_frame_travel_apart(
+    cache: MemoryCache,
+) -> None:
+    """A result built by hand may mix frames: each run of shared fields is one message."""
+    bus = MemoryBus()
+    view = LiveView(cache, bus)
+    sub = bus.subscribe(["detections:*"])
+    try:
+        a, b = frame("cam-1"), frame("cam-1")
+        mixed = dataclasses.replace(
+            result(a, detections=1),
+            detections=(detection(a, 0), detection(b, 0), detection(b, 1)),
+        )
+        view.publish([mixed])
+        iterator: AsyncIterator[tuple[str, bytes]] = aiter(sub)
+        with anyio.fail_after(2):
+            got = [json.loads((await anext(iterator))[1]) for _ in range(2)]
+    finally:
+        await sub.aclose()
+    expanded = [detection_messages(body) for body in got]
+    stamp = got[0]["published_at"]
+    assert expanded == [
+        [detection_message(detection(a, 0), published_at=stamp)],
+        [detection_message(detection(b, i), published_at=stamp) for i in range(2)],
+    ]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectflow.core.serialize import detection_messages
 from detectflow.core.settings import Settings
 from detectflow.store.live import LiveView
 from detectflow.store.redis_backend import (
@@ -375,13 +376,14 @@ async def test_live_view_written_by_one_instance_is_read_by_another(prefix: str)
             assert [d["id"] for d in snapshot.detections] == [d.id for d in written.detections]
             everything = reader.live()
             assert everything is not None and camera in everything.camera_ids
-            messages = [await _next(sub) for _ in range(3)]
+            messages = [await _next(sub) for _ in range(2)]
             assert [ch for ch, _ in messages] == [
-                f"detections:{camera}",
                 f"detections:{camera}",
                 "events:detection_completed",
             ]
-            assert json.loads(messages[0][1])["camera_id"] == camera
+            broadcasts = detection_messages(json.loads(messages[0][1]))
+            assert [m["detection_id"] for m in broadcasts] == [d.id for d in written.detections]
+            assert {m["camera_id"] for m in broadcasts} == {camera}
         finally:
             await sub.aclose()
 
