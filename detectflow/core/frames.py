@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.ids import frame_id_for
-from detectflow.core.images import image_info
+from detectflow.core.images import probe_image
 from detectflow.core.models import Frame, utcnow
 
 __all__ = [
@@ -71,8 +71,8 @@ def make_frame(
         raise InvalidFrameError("frame has no image bytes")
     if len(image) > max_bytes:
         raise InvalidFrameError(f"frame is {len(image)} bytes; the limit is {max_bytes}")
-    info = image_info(image)
-    if info is None:
+    probed = probe_image(image)
+    if probed is None:
         raise InvalidFrameError("frame is not a JPEG, PNG or WebP image")
     if frame_id is not None and not 0 < len(frame_id) <= MAX_FRAME_ID_LENGTH:
         raise InvalidFrameError(f"frame_id must be 1-{MAX_FRAME_ID_LENGTH} characters")
@@ -87,7 +87,7 @@ def make_frame(
         timestamp=parse_timestamp(timestamp),
         frame_number=frame_number,
         priority=priority,
-        width=info.width,
-        height=info.height,
-        attributes=dict(attributes or {}),
+        width=probed[1],
+        height=probed[2],
+        attributes=dict(attributes) if attributes else {},
     )

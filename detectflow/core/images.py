@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["ImageInfo", "encode_png", "image_info"]
+__all__ = ["ImageInfo", "encode_png", "image_info", "probe_image"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +29,27 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 def image_info(data: bytes) -> ImageInfo | None:
     """Return the format and size, or None when ``data`` is no JPEG/PNG/WebP."""
+    probed = probe_image(data)
+    return None if probed is None else ImageInfo(*probed)
+
+
+def probe_image(data: bytes) -> tuple[str, int | None, int | None] | None:
+    """:func:`image_info` as a plain ``(format, width, height)`` tuple.
+
+    ``make_frame`` calls it for every frame, and building the
+    :class:`ImageInfo` cost as much as reading the header (~0.4 us each).
+    """
     if data.startswith(_PNG_MAGIC):
         if len(data) >= 24 and data[12:16] == b"IHDR":
             width, height = struct.unpack(">II", data[16:24])
-            return ImageInfo("png", width or None, height or None)
-        return ImageInfo("png", None, None)
+            return "png", width or None, height or None
+        return "png", None, None
     if data.startswith(b"\xff\xd8\xff"):
         width, height = _jpeg_size(data)
-        return ImageInfo("jpeg", width, height)
+        return "jpeg", width, height
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         width, height = _webp_size(data)
-        return ImageInfo("webp", width, height)
+        return "webp", width, height
     return None
 
 

@@ -1,7 +1,7 @@
 """The SQL processing-queue source (``--source sql``).
 
 Each Bytewax worker claims batches of pending rows with
-:meth:`~detectflow.store.Database.claim` (``FOR UPDATE SKIP LOCKED`` on
+:meth:`~detectflow.store.Database.claim_rows` (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so workers and processes never claim the same row), turns them
 into frames, and hands them on. A row whose bytes or camera id are invalid
 becomes a failed result with the reason right here and goes straight to the
@@ -22,16 +22,16 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from detectflow.core.hookspecs import hookimpl
-from detectflow.core.models import Frame, FrameResult, QueueItem
+from detectflow.core.models import Frame, FrameResult
 from detectflow.core.settings import Settings
-from detectflow.flows.steps import queue_item_to_frame
+from detectflow.flows.steps import QueuedFrame, queue_item_to_frame
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine
@@ -56,7 +56,7 @@ class SourceURLError(ValueError):
 class QueueStore(Protocol):
     """The part of :class:`detectflow.store.Database` the source needs."""
 
-    def claim(self, limit: int) -> list[QueueItem]: ...
+    def claim_rows(self, limit: int) -> Sequence[QueuedFrame]: ...
 
     def release_stale(self, older_than: timedelta) -> int: ...
 
@@ -184,7 +184,7 @@ class SqlQueueReader:
             self._sleep(self.engine.wake_interval)
             return []
         try:
-            items = self.store.claim(granted)
+            items = self.store.claim_rows(granted)
         except Exception:
             self.engine.release(granted)
             log.exception("claiming queue rows failed; retrying")
@@ -193,12 +193,11 @@ class SqlQueueReader:
         self.engine.release(granted - len(items))
         if not items:
             return None
-        batch: list[Frame | FrameResult] = []
-        for item in items:
-            converted = queue_item_to_frame(item, max_bytes=self.settings.max_frame_bytes)
-            if isinstance(converted, FrameResult):
-                self.engine.release(1)
-            batch.append(converted)
+        max_bytes = self.settings.max_frame_bytes
+        batch = [queue_item_to_frame(item, max_bytes=max_bytes) for item in items]
+        invalid = sum(isinstance(item, FrameResult) for item in batch)
+        if invalid:
+            self.engine.release(invalid)
         # A full batch means more may be waiting: ask again at once.
         self._awake = None if len(items) == granted else self._soon(self.engine.wake_interval)
         return batch

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import make_frame
-from detectflow.core.models import Frame, FrameResult, ProviderConfig, QueueItem
+from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.pipeline import RetryPolicy, failed_result
 from detectflow.core.settings import Settings
 
 __all__ = [
+    "QueuedFrame",
     "camera_key",
     "chunked",
     "queue_item_to_frame",
@@ -31,7 +33,30 @@ T = TypeVar("T")
 _MAX_CAMERA_ID = 128
 
 
-def unvalidated_frame(item: QueueItem) -> Frame:
+class QueuedFrame(Protocol):
+    """A queue row with its frame: a :class:`~detectflow.core.models.QueueItem`, or
+    the :class:`~detectflow.store.queue.ClaimedRow` the SQL source claims (cheaper)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def camera_id(self) -> str: ...
+
+    @property
+    def frame_data(self) -> bytes: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def frame_number(self) -> int | None: ...
+
+    @property
+    def frame_timestamp(self) -> datetime: ...
+
+
+def unvalidated_frame(item: QueuedFrame) -> Frame:
     """A frame that only names a queue row, so a row that failed validation can
     still be recorded as failed (its queue id and an event) without its bytes."""
     camera = item.camera_id if isinstance(item.camera_id, str) else str(item.camera_id)
@@ -45,7 +70,7 @@ def unvalidated_frame(item: QueueItem) -> Frame:
     )
 
 
-def queue_item_to_frame(item: QueueItem, *, max_bytes: int) -> Frame | FrameResult:
+def queue_item_to_frame(item: QueuedFrame, *, max_bytes: int) -> Frame | FrameResult:
     """A claimed queue row as a validated frame, or as a failed result with the reason.
 
     The frame id is the row id, so the sink finds the row again; a row that

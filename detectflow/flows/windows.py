@@ -20,10 +20,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, Protocol
 
 from detectflow.core.models import Detection, FrameResult, utcnow
-from detectflow.core.windows import WindowAggregator, WindowSpec
+from detectflow.core.windows import WindowAggregator, WindowOutput, WindowSpec
 from detectflow.flows.steps import chunked
 from detectflow.store.stats import SLIDING, TUMBLING, KindedOutput
 
@@ -91,6 +92,8 @@ class CameraWindows:
         self._aggs = dict(aggregators or {kind: WindowAggregator(s) for kind, s in specs.items()})
         if set(self._aggs) != set(specs):
             raise ValueError(f"window state is for {sorted(self._aggs)}, not {sorted(specs)}")
+        if len({agg.camera_id for agg in self._aggs.values()}) > 1:
+            raise ValueError("window state holds several cameras: one camera per CameraWindows")
         self._event: datetime | None = None  # newest event time seen
         self._wall = clock()  # wall-clock time of the last input or tick
         self.rejected = 0
@@ -124,16 +127,15 @@ class CameraWindows:
 
     def add(self, inputs: Iterable[WindowInput]) -> list[KindedOutput]:
         out: list[KindedOutput] = []
+        fed = False
         for item in inputs:
-            self._wall = self._clock()
-            for detection in item.detections:
-                try:
-                    for kind, agg in self._aggs.items():
-                        out.extend((kind, row) for row in agg.add(detection, item.timestamp))
-                except ValueError as exc:
-                    self.rejected += 1
-                    log.error("window statistics skip detection %s: %s", detection.id, exc)
-            out.extend(self._advance(item.timestamp))
+            fed = True
+            if item.detections and self._add_frame(item, out):
+                self._seen(item.timestamp)  # the aggregators are at this event time already
+            else:
+                out.extend(self._advance(item.timestamp))
+        if fed:
+            self._wall = self._clock()  # once per batch, not per frame
         return out
 
     def tick(self) -> list[KindedOutput]:
@@ -151,7 +153,7 @@ class CameraWindows:
 
     def next_tick(self) -> datetime | None:
         """When to call :meth:`tick`; None while no window is open."""
-        if self._event is None or not any(agg.open_windows() for agg in self._aggs.values()):
+        if self._event is None or not any(agg.has_open_windows for agg in self._aggs.values()):
             return None
         return self._wall + self._idle_tick
 
@@ -163,6 +165,35 @@ class CameraWindows:
             "rejected": self.rejected,
         }
 
+    def _add_frame(self, item: WindowInput, out: list[KindedOutput]) -> bool:
+        """Count a frame's detections in every aggregator at once; False if an invalid
+        detection or event time made it go detection by detection, skipping those."""
+        tagged: list[tuple[int, str, WindowOutput]] = []
+        try:
+            for kind, agg in self._aggs.items():
+                rows = agg.add_frame(item.detections, item.timestamp)
+                if rows:
+                    tagged.extend((i, kind, row) for i, row in rows)
+        except ValueError:
+            # Nothing was counted: the aggregators hold one camera, so the first one
+            # refuses whatever another would.
+            self._add_each(item, out)
+            return False
+        if tagged:
+            # Each detection's rows of every kind, then the next detection's (stable sort).
+            tagged.sort(key=itemgetter(0))
+            out.extend((kind, row) for _, kind, row in tagged)
+        return True
+
+    def _add_each(self, item: WindowInput, out: list[KindedOutput]) -> None:
+        for detection in item.detections:
+            try:
+                for kind, agg in self._aggs.items():
+                    out.extend((kind, row) for row in agg.add(detection, item.timestamp))
+            except ValueError as exc:
+                self.rejected += 1
+                log.error("window statistics skip detection %s: %s", detection.id, exc)
+
     def _advance(self, when: datetime) -> list[KindedOutput]:
         try:
             rows: list[KindedOutput] = [
@@ -172,9 +203,12 @@ class CameraWindows:
             self.rejected += 1
             log.error("window statistics skip event time %r: %s", when, exc)
             return []
+        self._seen(when)
+        return rows
+
+    def _seen(self, when: datetime) -> None:
         if self._event is None or when > self._event:
             self._event = when
-        return rows
 
 
 class StatsStore(Protocol):

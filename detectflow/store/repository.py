@@ -35,6 +35,7 @@ from detectflow.store.crypto import ApiKeyCipher
 from detectflow.store.engine import BEGIN_MODE, create_database_engine
 from detectflow.store.keys import ApiKey, Scope
 from detectflow.store.migrate import upgrade as run_upgrade
+from detectflow.store.queue import ClaimedRow
 from detectflow.store.stats import DetectionStatistics, KindedOutput
 
 __all__ = ["Database"]
@@ -96,8 +97,25 @@ class Database:
     def claim(self, limit: int) -> list[QueueItem]:
         """Mark up to ``limit`` pending rows processing and return them: highest priority
         first, then oldest. On PostgreSQL with FOR UPDATE SKIP LOCKED."""
-        with self._write() as conn:
+        with self._claiming() as conn:
             return queue.claim(conn, limit, now=utcnow())
+
+    def claim_rows(self, limit: int) -> list[ClaimedRow]:
+        """:meth:`claim` for the dataflow: the same rows, as light tuples (no QueueItem)."""
+        with self._claiming() as conn:
+            return queue.claim_rows(conn, limit, now=utcnow())
+
+    @contextmanager
+    def _claiming(self) -> Iterator[Connection]:
+        """A claim is one UPDATE, atomic alone: on PostgreSQL it runs in autocommit,
+        which saves the BEGIN and COMMIT round trips; SQLite needs its write lock."""
+        if not self.is_postgres:
+            with self._write() as conn:
+                yield conn
+            return
+        with self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def release_stale(self, older_than: timedelta) -> int:
         """Put rows stuck in processing (a crashed worker) back to pending."""

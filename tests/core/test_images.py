@@ -5,7 +5,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectflow.core.images import encode_png, image_info
+from detectflow.core.images import encode_png, image_info, probe_image
 
 
 def jpeg_header(width: int, height: int) -> bytes:
@@ -46,6 +46,19 @@ def test_webp_extended_header_size(width, height):
 def test_arbitrary_bytes_never_crash_the_parser(data):
     info = image_info(data)
     assert info is None or info.format in {"jpeg", "png", "webp"}
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.binary(max_size=64).map(lambda tail: b"\xff\xd8\xff" + tail),
+        st.binary(max_size=64).map(lambda tail: b"\x89PNG\r\n\x1a\n" + tail),
+        st.builds(webp_vp8x, st.integers(1, 1 << 24), st.integers(1, 1 << 24)),
+    )
+)
+def test_probe_image_is_image_info_as_a_tuple(data):
+    info = image_info(data)
+    assert probe_image(data) == (None if info is None else (info.format, info.width, info.height))
 
 
 @given(st.binary(max_size=200))

@@ -531,3 +531,57 @@ def test_the_oracle_sees_lateness_and_refusals():
     assert isinstance(rows[-1], TooLateCount)
     [late_row] = stats_only(rows)
     assert (late_row.window_start, late_row.late_count) == (T0 + MIN, 1)
+
+
+# --- a frame's detections at once --------------------------------------------------------
+
+frames = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 900_000), st.integers(0, 15).map(lambda m: m * 60_000)),
+        st.lists(
+            st.tuples(
+                st.sampled_from(TYPES),
+                st.sampled_from([None, "p1", "p2"]),
+                st.integers(0, 1024),
+            ),
+            max_size=4,
+        ),
+        st.booleans(),  # flush before this frame (revisions of windows still ahead)
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=frames, spec=specs)
+def test_add_frame_gives_what_per_detection_adds_give_in_the_same_order(stream, spec):
+    batched, single = WindowAggregator(spec), WindowAggregator(spec)
+    n = 0
+    for ev, values, flush in stream:
+        if flush:
+            assert batched.flush() == single.flush()
+        at = T0 + timedelta(milliseconds=ev)
+        dets = []
+        for kind, person, conf in values:
+            dets.append(det(conf / 1024, kind=kind, person=person, n=n))
+            n += 1
+        tagged = batched.add_frame(dets, at)
+        expected = [(i, row) for i, d in enumerate(dets) for row in single.add(d, at)]
+        assert tagged == expected  # the same rows, each tagged with its detection
+        assert batched.snapshot() == single.snapshot()
+
+
+def test_add_frame_refuses_a_bad_detection_before_counting_any():
+    agg = WindowAggregator()
+    agg.add(det(at=T0))
+    before = agg.snapshot()
+    with pytest.raises(ValueError, match="confidence"):
+        agg.add_frame([det(0.5, n=1), det(math.nan, n=2)], T0 + SEC)
+    with pytest.raises(ValueError, match="'cam-2'"):
+        agg.add_frame([det(0.5, n=3), det(0.5, camera="cam-2", n=4)], T0 + SEC)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        agg.add_frame([det(0.5, n=5)], datetime(2025, 11, 5, 12, 0, 1))
+    assert agg.snapshot() == before
+    assert agg.add_frame([], T0 + 10 * MIN) == []  # nothing to count: event time stays
+    assert agg.snapshot() == before

@@ -20,6 +20,7 @@ from detectflow.flows.steps import (
     strip_image,
 )
 from detectflow.samples import sample_frame
+from detectflow.store.queue import ClaimedRow
 
 PNG = sample_frame("cam", 0, 16, 12)
 
@@ -48,6 +49,29 @@ def test_valid_row_becomes_a_frame_keyed_by_the_row_id() -> None:
     )
     assert (frame.width, frame.height) == (16, 12)
     assert camera_key(frame) == "cam-1"
+
+
+def test_a_claimed_row_becomes_the_same_frame_as_its_queue_item() -> None:
+    queued = item()
+    row = ClaimedRow(
+        queued.id,
+        queued.camera_id,
+        queued.frame_data,
+        queued.priority,
+        queued.frame_number,
+        queued.frame_timestamp,
+        queued.retry_count,
+        queued.max_retries,
+        queued.created_at,
+    )
+    assert queue_item_to_frame(row, max_bytes=1 << 20) == queue_item_to_frame(
+        queued, max_bytes=1 << 20
+    )
+    bad = row._replace(camera_id="no spaces allowed")
+    result = queue_item_to_frame(bad, max_bytes=1 << 20)
+    assert isinstance(result, FrameResult)
+    assert result.error is not None and result.error.startswith("invalid frame: camera_id")
+    assert result.frame.frame_id == "row-1"
 
 
 def test_oversized_row_fails_with_the_limit_in_the_reason() -> None:

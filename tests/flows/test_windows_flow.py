@@ -7,20 +7,30 @@ the detections it stored.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from detectflow import RawDetection, Settings
 from detectflow.core.frames import make_frame
 from detectflow.core.models import BBox, Detection, Frame
 from detectflow.core.plugins import PluginRegistry
-from detectflow.core.windows import TooLateCount, WindowSpec, WindowStats
+from detectflow.core.windows import TooLateCount, WindowAggregator, WindowSpec, WindowStats
 from detectflow.flows import run_flow
-from detectflow.flows.windows import CameraWindows, StatsWriter, WindowInput
+from detectflow.flows.windows import (
+    DEFAULT_WINDOW_SPECS,
+    SLIDING_SPEC,
+    TUMBLING_SPEC,
+    CameraWindows,
+    StatsWriter,
+    WindowInput,
+)
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from detectflow.store.live import LiveView, stats_key
@@ -167,6 +177,85 @@ def test_detection_past_retention_becomes_a_too_late_count() -> None:
         (TUMBLING, 1),
         (SLIDING, 1),
     ]
+
+
+def per_detection(aggs: dict[str, WindowAggregator], items: list[WindowInput]) -> list[Any]:
+    """The windows step fed one detection at a time: the reference for its frame-at-once path."""
+    out: list[Any] = []
+    for item in items:
+        for d in item.detections:
+            with contextlib.suppress(ValueError):  # refused by the first kind, counted by none
+                for kind, agg in aggs.items():
+                    out.extend((kind, row) for row in agg.add(d, item.timestamp))
+        with contextlib.suppress(ValueError):
+            out += [
+                (kind, row) for kind, agg in aggs.items() for row in agg.advance(item.timestamp)
+            ]
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.integers(0, 1200),  # event time, seconds
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["person", "face", "car"]),
+                    st.sampled_from([0.25, 0.5, 1.0, float("nan")]),
+                    st.sampled_from(["cam-1", "cam-1", "cam-1", "cam-2"]),
+                ),
+                max_size=4,
+            ),
+            st.booleans(),  # a naive timestamp
+        ),
+        max_size=30,
+    ),
+    batch=st.integers(1, 5),
+)
+def test_frames_give_the_rows_of_one_detection_at_a_time(
+    frames: list[tuple[int, list[tuple[str, float, str]], bool]], batch: int
+) -> None:
+    specs = {
+        TUMBLING: WindowSpec.tumbling(MINUTE, retention=5 * MINUTE),
+        SLIDING: WindowSpec.sliding(3 * MINUTE, MINUTE, allowed_lateness=timedelta(0)),
+    }
+    items = []
+    for n, (seconds, values, naive) in enumerate(frames):
+        when = T0 + timedelta(seconds=seconds)
+        dets = tuple(
+            Detection(
+                id=f"d-{n}-{i}",
+                camera_id=camera,
+                frame_id=f"f-{n}",
+                detection_type=kind,
+                label=kind,
+                confidence=confidence,
+                bbox=BBox(0.1, 0.1, 0.2, 0.2),
+                person_id=f"p-{i % 2}",
+            )
+            for i, (kind, confidence, camera) in enumerate(values)
+        )
+        items.append(WindowInput(when.replace(tzinfo=None) if naive else when, dets))
+    windows = CameraWindows(specs, clock=Clock())
+    reference = {kind: WindowAggregator(spec) for kind, spec in specs.items()}
+
+    got = [
+        row
+        for start in range(0, len(items), batch)
+        for row in windows.add(items[start : start + batch])
+    ]
+
+    assert got == per_detection(reference, items)
+    assert windows.snapshot()["aggregators"] == {k: a.snapshot() for k, a in reference.items()}
+
+
+def test_aggregators_of_different_cameras_are_refused() -> None:
+    one, other = WindowAggregator(TUMBLING_SPEC), WindowAggregator(SLIDING_SPEC)
+    one.add(det(1, camera="cam-1"), T0)
+    other.add(det(2, camera="cam-2"), T0)
+    with pytest.raises(ValueError, match="several cameras"):
+        CameraWindows(DEFAULT_WINDOW_SPECS, aggregators={TUMBLING: one, SLIDING: other})
 
 
 class FailingCache:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from detectflow.core.models import FrameResult, ProbeResult, QueueStatus, TestStatus, utcnow
-from detectflow.store import Database
+from detectflow.store import Database, queue
+from detectflow.store.tables import detection_processing_queue
 from tests.store.builders import ago, detection, frame, provider, result
 
 # -- queue -------------------------------------------------------------------
@@ -48,6 +51,75 @@ def test_claim_with_nothing_to_take_or_zero_limit_returns_empty(db: Database) ->
     db.enqueue(frame())
     assert db.claim(0) == []
     assert db.queue_stats()["pending"] == 1
+
+
+def test_claim_rows_are_the_claim_without_queue_items(db: Database) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    low, mid, urgent = (frame(priority=p, timestamp=ago(60).astimezone(plus2)) for p in (1, 5, 10))
+    for f in (low, mid, urgent):
+        db.enqueue(f, max_retries=4)
+
+    rows = db.claim_rows(2)
+
+    assert [r.id for r in rows] == [urgent.frame_id, mid.frame_id]
+    for row, f in zip(rows, (urgent, mid), strict=True):
+        assert (row.camera_id, row.frame_data, row.priority, row.frame_number) == (
+            f.camera_id,
+            f.image,
+            f.priority,
+            f.frame_number,
+        )
+        assert type(row.frame_data) is bytes
+        assert (row.retry_count, row.max_retries) == (0, 4)
+        assert row.frame_timestamp == f.timestamp
+        assert row.frame_timestamp.tzinfo is UTC
+        assert row.created_at.tzinfo is UTC
+    assert db.queue_stats()["processing"] == 2
+    assert [r.id for r in db.claim_rows(5)] == [low.frame_id]
+    assert db.claim_rows(5) == []
+
+
+@pytest.fixture
+def pg(_store_postgres_url: str, secret_key: str) -> Iterator[Database]:
+    """The PostgreSQL store database with an empty queue."""
+    database = Database(_store_postgres_url, secret_key=secret_key)
+    database.upgrade()
+    with database.engine.begin() as conn:
+        conn.execute(detection_processing_queue.delete())
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_claimed_timestamps_do_not_depend_on_the_session_time_zone(pg: Database) -> None:
+    f = frame(timestamp=datetime(2025, 6, 1, 12, 0, tzinfo=UTC))
+    pg.enqueue(f)
+    with pg.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("SET TIME ZONE 'Asia/Tokyo'")
+        (row,) = queue.claim_rows(conn, 10, now=utcnow())
+        conn.exec_driver_sql("RESET TIME ZONE")
+    assert row.frame_timestamp == f.timestamp
+    assert row.frame_timestamp.tzinfo is UTC
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_mid_claim_raises_sqlalchemys_error_and_is_invalidated(
+    pg: Database,
+) -> None:
+    pg.enqueue(frame())
+    with pg.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with pg.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(OperationalError) as caught:
+            queue.claim_rows(conn, 1, now=utcnow())
+        assert caught.value.connection_invalidated
+        assert conn.invalidated
+    assert len(pg.claim_rows(1)) == 1  # the pool hands out a live connection
 
 
 def test_concurrent_claims_never_take_the_same_row(db: Database) -> None:
