@@ -435,23 +435,30 @@ class DetectEngine:
             self._active = max(0, self._active - count)
 
     def _spawn(self, lane: Lane, batch: list[tuple[int, Frame]]) -> None:
-        """Queue a lane's frames and start workers for them, up to ``max_in_flight``.
-
-        A worker takes frames one after another until none wait, so a busy
-        engine makes no task per frame (measured: a task and a semaphore per
-        frame cost ~12 us of the loop's ~50 us per frame with a free provider).
-        """
+        """Queue a lane's frames for the workers (loop thread)."""
         for ticket, frame in batch:
             lane._waiting.append(ticket)
             self._queue.append((lane, ticket, frame))
         if self.latest_frame_wins:
             self._skip_stale(lane)
-        loop = asyncio.get_running_loop()
-        while self._workers < min(self.max_in_flight, len(self._queue)):
+        self._top_up()
+
+    def _top_up(self) -> None:
+        """Start one more worker if frames wait and the cap allows; look again once it ran.
+
+        A worker takes frames until none wait, so a provider that answers
+        without suspending is served by one worker and no task per frame
+        (measured: a task per frame cost ~12 us of the loop's ~50 us per
+        frame). While workers suspend on provider calls, each look starts
+        another one, up to ``max_in_flight``.
+        """
+        if self._workers < min(self.max_in_flight, len(self._queue)):
             self._workers += 1  # counted here, uncounted by the worker as it returns
+            loop = asyncio.get_running_loop()
             task = loop.create_task(self._work())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            loop.call_soon(self._top_up)
 
     def _skip_stale(self, lane: Lane) -> None:
         """Skip the lane's oldest waiting frames beyond ``backlog`` (loop thread).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from detectflow import FrameResult, ProviderConfig, Settings
+from detectflow import Frame, FrameResult, ProviderConfig, Settings
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.images import image_info
 from detectflow.core.models import QueueItem
@@ -106,6 +107,22 @@ def test_strip_image_drops_bytes_and_keeps_the_rest() -> None:
     assert stripped.frame.image == b""
     assert stripped.frame.frame_id == frame.frame_id
     assert strip_image(stripped) is stripped
+
+
+def test_strip_image_keeps_every_other_field() -> None:
+    # strip_image builds its copies field by field: a field added to Frame or
+    # FrameResult must not be left behind.
+    stamp = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    frame = Frame("cam", b"img", "f-1", stamp, 7, 9, 640, 480, {"k": "v"})
+    assert all(getattr(frame, f.name) != f.default for f in dataclasses.fields(Frame) if f.init), (
+        "give every Frame field a non-default value here"
+    )
+    result = FrameResult(frame, (), (), "why", 3, 120, 2)
+    assert all(getattr(result, f.name) != f.default for f in dataclasses.fields(FrameResult)), (
+        "give every FrameResult field a non-default value here"
+    )
+    stripped = strip_image(result)
+    assert stripped == dataclasses.replace(result, frame=dataclasses.replace(frame, image=b""))
 
 
 def test_retry_policy_takes_budget_from_provider_and_timing_from_settings() -> None:
