@@ -49,7 +49,7 @@ class Settings:
     max_in_flight: int = 32
     retry_base_seconds: float = 0.2
     retry_max_seconds: float = 10.0
-    batch_size: int = 64
+    batch_size: int = 256
     poll_interval_seconds: float = 0.05
     disable_plugin_autoload: bool = False
     blocked_plugins: tuple[str, ...] = field(default_factory=tuple)

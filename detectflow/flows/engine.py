@@ -13,13 +13,13 @@ Two limits keep memory and the provider safe:
 
 * ``max_in_flight`` provider calls at once (that many worker tasks at most on
   the loop, each taking queued frames one after another);
-* ``max_in_flight + queue_limit`` (default ``3 * max_in_flight``) frames
-  held by the engine in total
+* ``max_in_flight + queue_limit`` frames held by the engine in total
   (submitted and not yet polled, plus slots a source has
   :meth:`DetectEngine.acquire`-d, for at most :data:`RESERVATION_SECONDS`).
-  A source claims only what it was granted,
-  which is the dataflow's backpressure; the extra ``queue_limit`` frames wait
-  on the loop so the provider stays busy between worker wake-ups.
+  A source claims only what it was granted, which is the dataflow's
+  backpressure; the extra ``queue_limit`` frames (default: twice the larger
+  of ``max_in_flight`` and ``batch_size``, room for two claims) wait on the
+  loop so the provider stays busy between worker wake-ups.
 
 The engine owns the provider configuration: it reads the active one through
 the ``provider`` callable every ``refresh_seconds`` (off the loop, in a
@@ -234,9 +234,11 @@ class DetectEngine:
     ) -> None:
         self.settings = settings
         self.max_in_flight = max(1, max_in_flight or settings.max_in_flight)
-        self.capacity = self.max_in_flight + max(
-            0, 2 * self.max_in_flight if queue_limit is None else queue_limit
-        )
+        if queue_limit is None:
+            # Room for two claims of a source beyond the calls in flight: a
+            # batch is claimed while the previous one still waits on the loop.
+            queue_limit = 2 * max(self.max_in_flight, settings.batch_size)
+        self.capacity = self.max_in_flight + max(0, queue_limit)
         self.wake_interval = wake_interval
         self.refresh_seconds = refresh_seconds
         self.metrics = metrics

@@ -81,8 +81,13 @@ class ResultWriter:
         self._live_lock = threading.Lock()
 
     def write(self, results: Sequence[FrameResult]) -> None:
+        self.announce(self.store_batch(results))
+
+    def store_batch(self, results: Sequence[FrameResult]) -> list[FrameResult]:
+        """The part that must finish first: commit (then ``on_written``); returns
+        the stored results, images dropped, for :meth:`announce`."""
         if not results:
-            return
+            return []
         stripped = [strip_image(r) for r in results]
         for chunk in chunked(stripped, self.max_batch):
             retry_lost_connection(
@@ -90,116 +95,89 @@ class ResultWriter:
                 what="writing results",
                 give_up_after=self.give_up_after,
             )
-        if self.live is not None:
-            try:
-                with self._live_lock:
-                    self.live.publish(stripped)
-            except Exception:
-                log.exception("publishing %d result(s) to the live view failed", len(stripped))
-        if self.registry is not None and self.registry.has_notifiers():
-            for result in stripped:
-                for detection in result.detections:
-                    self.registry.notify_detection(detection)
-                for event in result.events:
-                    self.registry.notify_event(event)
         if self.on_written is not None:
             try:
                 self.on_written(stripped)
             except Exception:
                 log.exception("acknowledging %d result(s) to the source failed", len(stripped))
+        return stripped
+
+    def announce(self, stored: Sequence[FrameResult]) -> None:
+        """Tell the live view, plugins and metrics about results already stored."""
+        if not stored:
+            return
+        if self.live is not None:
+            try:
+                with self._live_lock:
+                    self.live.publish(stored)
+            except Exception:
+                log.exception("publishing %d result(s) to the live view failed", len(stored))
+        if self.registry is not None and self.registry.has_notifiers():
+            for result in stored:
+                for detection in result.detections:
+                    self.registry.notify_detection(detection)
+                for event in result.events:
+                    self.registry.notify_event(event)
         if self.metrics is not None:
-            self.metrics.record(stripped)
+            self.metrics.record(stored)
 
 
-class BackgroundWriter:
-    """Runs a :class:`ResultWriter` on a thread of its own, so the Bytewax worker
-    hands a batch over and goes back to claiming and emitting at once.
+class _Stage:
+    """One thread applying ``work`` to queued results, batch after batch, in order.
 
-    Measured (``bench/flow_throughput.py``): writing on the worker thread left
-    it waiting on PostgreSQL and Redis for most of each cycle. Here the worker
-    only waits when ``max_pending`` results are already queued (backpressure),
-    and the writer takes everything queued so far in one go (up to
-    ``max_take``), so batches grow exactly when the store falls behind.
-
-    Every guarantee of :class:`ResultWriter` holds, because it still does the
-    writing: one batch at a time, in arrival order, SQL before the live view,
-    ``on_written`` (a source's acknowledge) only after the commit. An error
-    that stops the writer (not a lost connection, which it retries) is raised
-    on the worker thread by the next :meth:`submit`, :meth:`flush` or
-    :meth:`close`, so the flow still stops loudly; results not written then
-    keep their queue rows in ``processing`` (released at the next start) and
-    their stream entries unacknowledged (delivered again).
+    It takes everything queued so far (up to ``max_take``) in one go, so
+    batches grow exactly when the work falls behind; :meth:`put` blocks
+    while ``max_pending`` results wait. An error stops the stage and is
+    raised by the next :meth:`put` or :meth:`flush`.
     """
 
     def __init__(
         self,
-        writer: ResultWriter,
+        work: Callable[[list[FrameResult]], None],
         *,
-        max_pending: int = 4096,
-        max_take: int = 2048,
-        name: str = "detectflow-writer",
+        max_pending: int,
+        max_take: int,
+        name: str,
     ) -> None:
-        if max_pending < 1 or max_take < 1:
-            raise ValueError("max_pending and max_take must be at least 1")
-        self.writer = writer
+        self._work = work
         self.max_pending = max_pending
         self.max_take = max_take
         self._name = name
         self._cond = threading.Condition()
         self._pending: list[FrameResult] = []
         self._busy = False
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, results: Sequence[FrameResult]) -> None:
-        """Queue ``results`` for writing; blocks only while the queue is full."""
-        if not results:
-            self._check()
-            return
+    def put(self, results: Sequence[FrameResult]) -> None:
         with self._cond:
             if self._closing:
                 raise RuntimeError("the background writer is closed")
             self._start()
-            while len(self._pending) >= self.max_pending and self._error is None:
+            while len(self._pending) >= self.max_pending and self.error is None:
                 self._cond.wait()
-            self._check()
+            self.check()
             self._pending.extend(results)
             self._cond.notify_all()
 
     def flush(self) -> None:
-        """Wait until everything submitted so far is written (or raise why it was not)."""
         with self._cond:
-            while (self._pending or self._busy) and self._error is None:
+            while (self._pending or self._busy) and self.error is None:
                 self._cond.wait()
-            self._check()
+            self.check()
 
-    def close(self) -> None:
-        """Write what is queued, then stop the thread (idempotent)."""
-        try:
-            self.flush()
-        finally:
-            with self._cond:
-                self._closing = True
-                self._cond.notify_all()
-                thread = self._thread
-            if thread is not None and thread is not threading.current_thread():
-                thread.join()
+    def stop(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def _start(self) -> None:
         """Start the thread on first use (lock held): a sink never used costs none."""
@@ -219,13 +197,97 @@ class BackgroundWriter:
                 self._busy = True
                 self._cond.notify_all()
             try:
-                self.writer.write(batch)
-            except BaseException as exc:  # raised again on the worker thread
+                self._work(batch)
+            except BaseException as exc:  # raised again on the caller's thread
                 with self._cond:
-                    self._error = exc
+                    self.error = exc
                     self._busy = False
                     self._cond.notify_all()
                 return
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+
+class BackgroundWriter:
+    """Runs a :class:`ResultWriter` on threads of its own, so the Bytewax worker
+    hands a batch over and goes back to claiming and emitting at once.
+
+    Measured (``bench/flow_throughput.py``): writing on the worker thread left
+    it waiting on PostgreSQL and Redis for most of each cycle. Here the worker
+    only waits when ``max_pending`` results are already queued (backpressure),
+    and the writer takes everything queued so far in one go (up to
+    ``max_take``), so batches grow exactly when the store falls behind.
+
+    Two stages, each a thread: one commits batches
+    (:meth:`ResultWriter.store_batch`), the other announces committed ones
+    (:meth:`ResultWriter.announce`: live view, plugins, metrics), so a
+    batch's announcement overlaps the next batch's commit. With one thread
+    doing both, the writer was the flow's bottleneck: busy the whole run,
+    mostly waiting on PostgreSQL's answers.
+
+    Every guarantee of :class:`ResultWriter` holds, because it still does the
+    writing: batches in arrival order, SQL committed before the live view
+    hears of it, ``on_written`` (a source's acknowledge) only after the
+    commit. An error that stops a stage (not a lost connection, which it
+    retries) is raised on the worker thread by the next :meth:`submit`,
+    :meth:`flush` or :meth:`close`, so the flow still stops loudly; results
+    not written then keep their queue rows in ``processing`` (released at
+    the next start) and their stream entries unacknowledged (delivered
+    again).
+    """
+
+    def __init__(
+        self,
+        writer: ResultWriter,
+        *,
+        max_pending: int = 4096,
+        max_take: int = 2048,
+        name: str = "detectflow-writer",
+    ) -> None:
+        if max_pending < 1 or max_take < 1:
+            raise ValueError("max_pending and max_take must be at least 1")
+        self.writer = writer
+        self.max_pending = max_pending
+        self.max_take = max_take
+        self._announcer = _Stage(
+            writer.announce, max_pending=max_pending, max_take=max_take, name=f"{name}-live"
+        )
+        self._store = _Stage(
+            self._store_then_announce, max_pending=max_pending, max_take=max_take, name=name
+        )
+
+    def submit(self, results: Sequence[FrameResult]) -> None:
+        """Queue ``results`` for writing; blocks only while the queue is full."""
+        self._announcer.check()
+        if not results:
+            self._store.check()
+            return
+        self._store.put(results)
+
+    def flush(self) -> None:
+        """Wait until everything submitted so far is written (or raise why it was not)."""
+        self._store.flush()
+        self._announcer.flush()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the threads (idempotent)."""
+        try:
+            self.flush()
+        finally:
+            self._store.stop()
+            self._announcer.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _store_then_announce(self, batch: list[FrameResult]) -> None:
+        self._announcer.put(self.writer.store_batch(batch))

@@ -176,9 +176,13 @@ class SqlQueueReader:
 
     def _take(self) -> list[Frame | FrameResult] | None:
         """Claim what the engine has room for; None when nothing is pending."""
-        # Claim in batches of at least half the call cap: the queued half
-        # keeps the provider busy meanwhile, and each claim is one round trip.
-        minimum = min(self.options.batch_size, max(1, self.engine.max_in_flight // 2))
+        # Claim at least half a batch (of what the engine can queue beyond its
+        # calls): what it still holds keeps the provider busy meanwhile, and
+        # bigger batches cost less per frame in every step after the claim
+        # (bench/flow_throughput.py: claims of 16-64 rows ran ~4,300 frames/s,
+        # of 128-256 rows ~5,100-5,900).
+        queue_room = self.engine.capacity - self.engine.max_in_flight
+        minimum = max(1, min(self.options.batch_size, queue_room) // 2)
         granted = self.engine.acquire(self.options.batch_size, minimum)
         if granted == 0:
             self._sleep(self.engine.wake_interval)
