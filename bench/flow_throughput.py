@@ -290,6 +290,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     snap = metrics.snapshot()
     print(f"frames: {args.frames} over {args.cameras} cameras, source: SQL queue (pre-filled)")
+    defaults = Settings()
+    same = (args.batch_size, args.in_flight) == (defaults.batch_size, defaults.max_in_flight)
+    print(
+        f"settings: batch_size {args.batch_size}, max_in_flight {args.in_flight}"
+        + (" (the defaults)" if same else "")
+    )
     print(f"dataflow (1 worker, PostgreSQL + Redis): {rate:,.0f} frames/s")
     print(f"  CPU per frame in this process (all threads): {cpu * 1e6:.0f} us")
     print(
