@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import text
 
 from detectflow import FrameResult
 from detectflow.core.pipeline import failed_result
+from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.sinks import BackgroundWriter, ResultWriter
 from detectflow.store import Database
 from tests.flows.conftest import frames
@@ -117,3 +119,56 @@ def test_a_closed_writer_refuses_more_work(sqlite_db: Database) -> None:
     background.close()
     with pytest.raises(RuntimeError, match="closed"):
         background.submit(failures(1))
+
+
+class GatedLive:
+    """A live publisher that holds the first announcement until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def publish(self, results: Sequence[FrameResult]) -> None:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        self.batches.append([r.frame.frame_id for r in results])
+
+
+def test_announcing_a_batch_overlaps_committing_the_next(sqlite_db: Database) -> None:
+    live = GatedLive()
+    first, second = failures(2, "cam-a"), failures(3, "cam-b")
+    with BackgroundWriter(ResultWriter(sqlite_db, live=live)) as background:
+        background.submit(first)
+        assert live.entered.wait(5)  # the first batch is committed and being announced
+        background.submit(second)
+        deadline = time.monotonic() + 5
+        while sqlite_db.list_events()[1] < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sqlite_db.list_events()[1] == 5, "the second commit waited for an announcement"
+        assert live.batches == []
+        live.gate.set()
+        background.flush()
+    assert live.batches == [
+        [r.frame.frame_id for r in first],
+        [r.frame.frame_id for r in second],
+    ]
+
+
+class BrokenMetrics(FlowMetrics):
+    """Counting that fails: no real fault makes FlowMetrics raise, so this stands in."""
+
+    def record(self, results: Sequence[FrameResult]) -> None:
+        raise RuntimeError("metrics broke")
+
+
+def test_an_announcing_error_is_raised_on_the_worker(sqlite_db: Database) -> None:
+    background = BackgroundWriter(ResultWriter(sqlite_db, metrics=BrokenMetrics()))
+    background.submit(failures(2))
+    with pytest.raises(RuntimeError, match="metrics broke"):
+        background.flush()
+    assert sqlite_db.list_events()[1] == 2  # committed before the announcement failed
+    with pytest.raises(RuntimeError, match="metrics broke"):
+        background.submit(failures(1, "cam-2"))
+    with pytest.raises(RuntimeError, match="metrics broke"):
+        background.close()
