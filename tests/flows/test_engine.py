@@ -107,6 +107,21 @@ def test_capacity_is_max_in_flight_plus_queue_and_polling_frees_it(engine: Detec
     assert engine.outstanding == 0
 
 
+@pytest.mark.parametrize(("in_flight", "batch", "capacity"), [(32, 256, 544), (32, 8, 96)])
+def test_default_capacity_leaves_room_for_two_source_batches(
+    settings: Settings,
+    registry: PluginRegistry,
+    holder: Holder,
+    in_flight: int,
+    batch: int,
+    capacity: int,
+) -> None:
+    tuned = dataclasses.replace(settings, max_in_flight=in_flight, batch_size=batch)
+    engine = DetectEngine(tuned, holder, registry=registry)
+    assert engine.capacity == capacity
+    assert engine.acquire(capacity + 1) == capacity
+
+
 def test_without_provider_frames_fail_with_the_reason(
     settings: Settings, registry: PluginRegistry
 ) -> None:

@@ -18,7 +18,7 @@ from detectflow.flows.sources import (
     sql_source_factory,
 )
 from detectflow.store import Database
-from tests.flows.conftest import enqueue, garbage_frame
+from tests.flows.conftest import activate, enqueue, garbage_frame, person
 
 
 def reader(db: Database, engine: DetectEngine, settings: Settings, **kw: object) -> SqlQueueReader:
@@ -39,6 +39,22 @@ def test_claims_no_more_than_the_engine_can_take(
     assert second == []
     assert source.next_awake() is not None
     assert sqlite_db.queue_stats()["pending"] == 3
+
+
+def test_claims_wait_for_room_for_half_a_batch(
+    sqlite_db: Database, registry: PluginRegistry, settings: Settings
+) -> None:
+    enqueue(sqlite_db, 30)
+    activate(sqlite_db, person)
+    with DetectEngine(
+        settings, sqlite_db.active_provider, registry=registry, max_in_flight=2, queue_limit=20
+    ) as engine:
+        source = reader(sqlite_db, engine, settings)  # batches of 10
+        assert [len(source.next_batch()) for _ in range(2)] == [10, 10]
+        # 2 slots free of 22: fewer than half a batch, so no claim of 2 rows.
+        assert source.next_batch() == []
+        assert sqlite_db.queue_stats()["pending"] == 10
+        assert engine.outstanding == 20
 
 
 def test_invalid_rows_become_failed_results_and_free_their_slot(
