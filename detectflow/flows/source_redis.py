@@ -18,6 +18,12 @@ processing time, or a live consumer's frame is processed twice, which the
 idempotent sinks make harmless but costs a provider call). Invalid entries
 become failed results with the reason and are acknowledged once recorded.
 
+An entry that keeps killing the workers that take it (a frame that crashes
+a provider plugin, say) would be claimed, crash its new worker and be
+claimed again forever. Once Redis has delivered an entry more than
+``max_deliveries`` times (default 5; 0 for no limit) it is not detected
+again: it is recorded as failed with the reason, and acknowledged.
+
 One partition per stream key: ``stream`` names one key, several
 (comma-separated) or a pattern (``frames:*``, discovered with ``SCAN`` and
 rescanned every few seconds); key ``i`` is read by worker ``i % workers``.
@@ -26,7 +32,8 @@ URL options: ``stream`` (required), ``group`` (``detectflow``),
 ``consumer`` (host-pid; each worker appends its index), ``count`` (the
 most entries read at once, ``DETECTFLOW_BATCH_SIZE``), ``block_ms`` (wait
 this long for entries while no frame is in flight; default 0: poll every
-``DETECTFLOW_POLL_INTERVAL_SECONDS``), ``claim_idle`` (seconds).
+``DETECTFLOW_POLL_INTERVAL_SECONDS``), ``claim_idle`` (seconds),
+``max_deliveries``.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import make_frame
 from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, FrameResult
+from detectflow.core.pipeline import failed_result
 from detectflow.core.settings import Settings
 from detectflow.flows.source_common import (
     Batch,
@@ -60,6 +68,7 @@ from detectflow.flows.source_common import (
     optional_fields,
 )
 from detectflow.flows.sources import SourceURLError
+from detectflow.flows.steps import strip_image
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine
@@ -80,7 +89,7 @@ STREAM_ATTR = "redis_stream"
 ID_ATTR = "redis_id"
 _RESCAN_SECONDS = 5.0
 _PATTERN_CHARS = frozenset("*?[")
-_OPTIONS = {"stream", "group", "consumer", "count", "block_ms", "claim_idle"}
+_OPTIONS = {"stream", "group", "consumer", "count", "block_ms", "claim_idle", "max_deliveries"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,7 @@ class RedisSourceOptions:
     count: int
     block_ms: int
     claim_idle: float
+    max_deliveries: int = 5
 
 
 def parse_redis_source_url(url: str, settings: Settings) -> RedisSourceOptions:
@@ -131,6 +141,7 @@ def parse_redis_source_url(url: str, settings: Settings) -> RedisSourceOptions:
         count=options.number("count", settings.batch_size, int, 1, 100_000),
         block_ms=options.number("block_ms", 0, int, 0, 60_000),
         claim_idle=options.number("claim_idle", 60.0, float, 0.0, 30 * 86_400),
+        max_deliveries=options.number("max_deliveries", 5, int, 0, 1_000_000),
     )
 
 
@@ -340,7 +351,7 @@ class RedisStreamReader(SourceReader):
                 )
             if entries:
                 log.info("claimed %d idle pending entr(ies) of stream %r", len(entries), key)
-                self._accept(key, entries, fresh=False)
+                self._accept(key, entries, fresh=False, deliveries=self._deliveries(key, entries))
             if next_cursor == "0-0":
                 del self._claims[key]
             else:
@@ -364,8 +375,34 @@ class RedisStreamReader(SourceReader):
         for key, entries in _stream_replies(reply):
             self._accept(key, entries, fresh=True)
 
-    def _accept(self, key: str, entries: Sequence[Any], *, fresh: bool) -> None:
+    def _deliveries(self, key: str, entries: Sequence[Any]) -> dict[str, int]:
+        """How often Redis has delivered each claimed entry (XAUTOCLAIM counts as one).
+
+        One exact XPENDING per entry, pipelined: a range could hold other
+        consumers' entries between them. Claims are rare, so this costs little.
+        """
+        if not self.options.max_deliveries:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for raw_id, _ in entries:
+                pipe.xpending_range(key, self.options.group, min=raw_id, max=raw_id, count=1)
+            replies: list[list[dict[str, Any]]] = pipe.execute()
+        return {
+            _decode(row["message_id"]): int(row["times_delivered"])
+            for rows in replies
+            for row in rows
+        }
+
+    def _accept(
+        self,
+        key: str,
+        entries: Sequence[Any],
+        *,
+        fresh: bool,
+        deliveries: dict[str, int] | None = None,
+    ) -> None:
         deleted: list[str] = []
+        limit = self.options.max_deliveries
         for raw_id, fields in entries:
             entry_id = _decode(raw_id)
             if not fields:
@@ -373,9 +410,11 @@ class RedisStreamReader(SourceReader):
                 continue
             if not self._in_flight.add(key, entry_id) and not fresh:
                 continue  # claimed back from ourselves: this process is still on it
-            self._backlog.append(
-                entry_to_frame(key, entry_id, fields, max_bytes=self.settings.max_frame_bytes)
-            )
+            item = entry_to_frame(key, entry_id, fields, max_bytes=self.settings.max_frame_bytes)
+            delivered = (deliveries or {}).get(entry_id, 0)
+            if limit and delivered > limit and isinstance(item, Frame):
+                item = strip_image(failed_result(item, _abandoned(delivered, limit)))
+            self._backlog.append(item)
         if deleted:
             # Gone from the stream while pending: nothing is left to record.
             log.warning(
@@ -388,6 +427,13 @@ class RedisStreamReader(SourceReader):
     @property
     def _claim_every(self) -> float:
         return min(max(self.options.claim_idle / 2, 0.05), 10.0)
+
+
+def _abandoned(delivered: int, limit: int) -> str:
+    return (
+        f"abandoned after {delivered} deliveries: every worker that took this entry stopped "
+        f"before storing a result (max_deliveries={limit})"
+    )
 
 
 class RedisAcknowledger:

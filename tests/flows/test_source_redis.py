@@ -204,6 +204,40 @@ def test_a_dead_consumers_pending_entries_are_claimed(
     assert len(ids) == 4
 
 
+def test_an_entry_that_keeps_killing_its_workers_is_recorded_failed_and_acked(
+    settings: Settings,
+    sqlite_db: Database,
+    flow_registry: PluginRegistry,
+    client: redis.Redis,
+    prefix: str,
+) -> None:
+    calls = activate_counted(sqlite_db)
+    key = f"{prefix}:poison"
+    client.xgroup_create(key, "detectflow", id="0", mkstream=True)
+    poison, healthy = add_frames(client, key, "cam-1", 2)
+    # Three workers took the poison entry and died before storing a result;
+    # the healthy one was taken once.
+    client.xreadgroup("detectflow", "dead-1", {key: ">"}, count=10)
+    for name in ("dead-2", "dead-3"):
+        client.xclaim(key, "detectflow", name, 0, [poison])
+    time.sleep(0.05)
+
+    url = f"{BASE}?stream={key}&claim_idle=0.01&max_deliveries=3"
+    metrics = run(settings, sqlite_db, flow_registry, url)
+
+    snap = metrics.snapshot()
+    assert (snap.completed, snap.failed) == (1, 1)
+    assert pending(client, key) == 0  # both acknowledged once recorded
+    assert sum(calls.calls.values()) == 1  # the poison entry never reached the provider again
+    events, _ = sqlite_db.list_events(limit=10, event_type=EventType.DETECTION_FAILED)
+    (failed,) = events
+    assert failed.message.startswith("Detection failed: abandoned after 4 deliveries")
+    assert "max_deliveries=3" in failed.message
+    detections, _ = sqlite_db.list_detections(limit=10)
+    assert {d.frame_number for d in detections} == {1}
+    assert healthy
+
+
 def test_entries_of_a_live_consumer_are_not_claimed_before_claim_idle(
     settings: Settings,
     sqlite_db: Database,
@@ -306,11 +340,15 @@ def test_url_options_and_defaults() -> None:
     assert options.connection_url == "redis://:pw@host:6380/2"
     assert options.streams == ("a", "b")
     assert options.pattern is None
-    assert (options.group, options.count, options.block_ms, options.claim_idle) == (
-        "g",
-        settings.batch_size,
-        0,
-        60.0,
+    assert (
+        options.group,
+        options.count,
+        options.block_ms,
+        options.claim_idle,
+        options.max_deliveries,
+    ) == ("g", settings.batch_size, 0, 60.0, 5)
+    assert (
+        parse_redis_source_url("redis://h?stream=a&max_deliveries=0", settings).max_deliveries == 0
     )
     assert parse_redis_source_url("redis://h?stream=frames:*", settings).pattern == "frames:*"
 
