@@ -41,6 +41,8 @@ class Settings:
     data_dir: Path = Path(".detectflow")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "detectflow:"
+    """Namespaces every Redis key and channel, so deployments can share one Redis."""
     mqtt_url: str | None = None
     secret_key: str | None = None
     host: str = "127.0.0.1"

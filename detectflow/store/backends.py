@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 from detectflow.core.settings import Settings
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.memory import MemoryBus, MemoryCache
-from detectflow.store.redis_backend import DEFAULT_PREFIX, RedisBus, RedisCache
+from detectflow.store.redis_backend import RedisBus, RedisCache
 
 __all__ = ["close_cache_and_bus", "open_cache_and_bus"]
 
@@ -23,16 +23,18 @@ class _Closeable(Protocol):
     def close(self) -> None: ...
 
 
-def open_cache_and_bus(settings: Settings, *, prefix: str = DEFAULT_PREFIX) -> tuple[Cache, Bus]:
+def open_cache_and_bus(settings: Settings, *, prefix: str | None = None) -> tuple[Cache, Bus]:
     """Redis when ``settings.redis_url`` is set, else the in-process twins.
 
     Nothing connects yet: a Redis that is down shows up on first use (and the
     bus's subscriptions keep retrying), so start-up order does not matter. A
     malformed URL fails here with :class:`~detectflow.store.redis_backend.RedisURLError`.
-    ``prefix`` namespaces keys and channels so deployments can share a Redis.
+    ``prefix`` (default ``settings.redis_prefix``) namespaces keys and
+    channels so deployments can share a Redis.
     """
     if not settings.redis_url:
         return MemoryCache(), MemoryBus()
+    prefix = settings.redis_prefix if prefix is None else prefix
     cache = RedisCache(settings.redis_url, prefix=prefix)
     try:
         bus = RedisBus(settings.redis_url, prefix=prefix)

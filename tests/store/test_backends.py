@@ -44,6 +44,25 @@ def test_the_default_prefix_namespaces_detectflow(tmp_path: Path) -> None:
         close_cache_and_bus(cache, bus)
 
 
+@pytest.mark.redis
+def test_the_prefix_comes_from_the_environment(tmp_path: Path) -> None:
+    prefix = f"site-b-{uuid.uuid4().hex[:12]}:"
+    settings = Settings.from_env(
+        {"DETECTFLOW_REDIS_URL": services.REDIS_URL, "DETECTFLOW_REDIS_PREFIX": prefix},
+        data_dir=tmp_path,
+    )
+    cache, bus = open_cache_and_bus(settings)
+    try:
+        assert isinstance(cache, RedisCache) and isinstance(bus, RedisBus)
+        assert cache.prefix == bus.prefix == prefix
+        cache.set_many({"k": b"v"}, ttl_seconds=5)
+        with redis.Redis.from_url(services.REDIS_URL) as admin:
+            assert admin.get(f"{prefix}k") == b"v"
+            admin.delete(f"{prefix}k")
+    finally:
+        close_cache_and_bus(cache, bus)
+
+
 def test_a_malformed_redis_url_fails_at_open_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RedisURLError, match="not a usable Redis URL 'http://example'"):
         open_cache_and_bus(Settings(data_dir=tmp_path, redis_url="http://example"))
