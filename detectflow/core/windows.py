@@ -175,7 +175,7 @@ WindowOutput: TypeAlias = WindowStats | TooLateCount
 class _Acc:
     """A window's running totals for one detection type (mutable, internal)."""
 
-    __slots__ = ("count", "late", "peak", "persons", "revision", "total")
+    __slots__ = ("count", "late", "peak", "persons", "revision", "shown", "total")
 
     def __init__(self) -> None:
         self.count = 0
@@ -184,6 +184,7 @@ class _Acc:
         self.persons: set[str] = set()
         self.late = 0
         self.revision = 0
+        self.shown = 0  # count at the last provisional row (peek)
 
     def add(self, confidence: float, person_id: str | None) -> None:
         self.count += 1
@@ -358,6 +359,26 @@ class WindowAggregator:
     def has_open_windows(self) -> bool:
         """Whether :meth:`open_windows` would return rows, without building them."""
         return bool(self._open)
+
+    def peek(self) -> list[WindowStats]:
+        """Provisional rows (``final=False``) of the open windows counted into since
+        the last peek.
+
+        Each takes a new revision, so the sinks' revision guard keeps it over
+        older rows, and the window's final row (a revision higher still)
+        replaces it when the window closes. Statistics read from stored rows
+        then trail by the peek interval, not by a window and its lateness.
+        """
+        out: list[WindowStats] = []
+        for k in sorted(self._open):
+            bucket = self._open[k]
+            for kind in sorted(bucket):
+                acc = bucket[kind]
+                if acc.count != acc.shown:
+                    acc.shown = acc.count
+                    acc.revision += 1
+                    out.append(self._row(k, kind, acc, final=False))
+        return out
 
     def open_windows(self) -> list[WindowStats]:
         """Provisional rows (``final=False``) of windows still open, for live statistics."""

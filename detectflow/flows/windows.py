@@ -12,6 +12,12 @@ A camera that goes quiet would leave its last windows open forever, so
 after ``idle_tick`` of wall-clock silence its event time is moved on by the
 wall-clock time elapsed (an idle tick): its windows close as if the camera
 were still sending empty frames.
+
+A window closes a minute or more after it starts (its length plus the
+allowed lateness), and statistics are read from the stored rows, so every
+``peek_every`` (10 s) of wall-clock time the open windows that changed are
+written too, as provisional rows (``final=False``) that their final rows
+replace.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from detectflow.store.stats import SLIDING, TUMBLING, KindedOutput
 __all__ = [
     "DEFAULT_WINDOW_SPECS",
     "IDLE_TICK",
+    "PEEK_EVERY",
     "SLIDING_SPEC",
     "TUMBLING_SPEC",
     "CameraWindows",
@@ -49,6 +56,7 @@ DEFAULT_WINDOW_SPECS: Mapping[str, WindowSpec] = {TUMBLING: TUMBLING_SPEC, SLIDI
 """The windows every flow computes, by kind (settings may override them later)."""
 
 IDLE_TICK = timedelta(seconds=5)
+PEEK_EVERY = timedelta(seconds=10)
 
 _STATE_VERSION = 1
 
@@ -83,6 +91,7 @@ class CameraWindows:
         *,
         clock: Callable[[], datetime] = utcnow,
         idle_tick: timedelta = IDLE_TICK,
+        peek_every: timedelta | None = PEEK_EVERY,
         aggregators: Mapping[str, WindowAggregator] | None = None,
     ) -> None:
         if not specs:
@@ -96,6 +105,8 @@ class CameraWindows:
             raise ValueError("window state holds several cameras: one camera per CameraWindows")
         self._event: datetime | None = None  # newest event time seen
         self._wall = clock()  # wall-clock time of the last input or tick
+        self._peek_every = peek_every
+        self._peeked = self._wall  # wall-clock time of the last provisional rows
         self.rejected = 0
 
     @classmethod
@@ -136,6 +147,7 @@ class CameraWindows:
                 out.extend(self._advance(item.timestamp))
         if fed:
             self._wall = self._clock()  # once per batch, not per frame
+            self._peek(self._wall, out)
         return out
 
     def tick(self) -> list[KindedOutput]:
@@ -145,7 +157,9 @@ class CameraWindows:
         if self._event is None or idle < self._idle_tick:
             return []
         self._wall = now
-        return self._advance(self._event + idle)
+        out = self._advance(self._event + idle)
+        self._peek(now, out)
+        return out
 
     def flush(self) -> list[KindedOutput]:
         """End of input: close every open window."""
@@ -205,6 +219,13 @@ class CameraWindows:
             return []
         self._seen(when)
         return rows
+
+    def _peek(self, now: datetime, out: list[KindedOutput]) -> None:
+        """Add the provisional rows of changed open windows, once per ``peek_every``."""
+        if self._peek_every is None or now - self._peeked < self._peek_every:
+            return
+        self._peeked = now
+        out.extend((kind, row) for kind, agg in self._aggs.items() for row in agg.peek())
 
     def _seen(self, when: datetime) -> None:
         if self._event is None or when > self._event:

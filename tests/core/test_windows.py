@@ -511,6 +511,52 @@ def test_reordered_streams_end_with_exact_brute_force_windows(items, spec, cut):
     assert sum(r.count for r in latest.values()) == kept * spec.windows_per_event
 
 
+@settings(max_examples=300, deadline=None)
+@given(items=streams(), spec=specs, peeks=st.sets(st.integers(0, 80)))
+def test_provisional_peeks_end_with_the_same_windows_and_ordered_revisions(items, spec, peeks):
+    aggs: dict[str, WindowAggregator] = {}
+    out: list[WindowOutput] = []
+    for i, it in enumerate(items):
+        agg = aggs.setdefault(it.camera, WindowAggregator(spec))
+        at = T0 + timedelta(milliseconds=it.event_ms)
+        out.extend(agg.advance(at) if it.detection is None else agg.add(it.detection, at))
+        if i in peeks:
+            out.extend(row for a in aggs.values() for row in a.peek())
+    for agg in aggs.values():
+        out.extend(agg.flush())
+
+    expected, _ = oracle(items, spec)
+    latest: dict[tuple[str, str, datetime, datetime], WindowStats] = {}
+    for row in stats_only(out):
+        previous = latest.get(row.key)
+        assert row.revision == (previous.revision + 1 if previous else 1)  # upserts in order
+        if previous is not None:
+            assert row.count >= previous.count  # totals only grow
+            if not row.final:
+                assert not previous.final and row.count > previous.count  # peeks only changes
+        latest[row.key] = row
+    event(f"some provisional row: {any(not r.final for r in stats_only(out))}")
+    assert all(r.final for r in latest.values())  # after flush every window's last row is final
+    got = {
+        key: (r.count, r.confidence_sum, r.max_confidence, r.distinct_persons, r.late_count)
+        for key, r in latest.items()
+    }
+    assert got == expected
+
+
+def test_a_peek_shows_open_windows_that_changed_at_a_new_revision():
+    agg = WindowAggregator(WindowSpec.tumbling(MIN))
+    agg.add(det(0.5, at=T0 + SEC, n=1))
+    (first,) = agg.peek()
+    assert (first.count, first.final, first.revision) == (1, False, 1)
+    assert agg.peek() == []  # nothing changed since
+    agg.add(det(0.7, at=T0 + 2 * SEC, n=2))
+    (second,) = agg.peek()
+    assert (second.count, second.revision, second.max_confidence) == (2, 2, 0.7)
+    (final,) = stats_only(agg.flush())
+    assert (final.count, final.final, final.revision) == (2, True, 3)
+
+
 def test_the_oracle_sees_lateness_and_refusals():
     """The oracle and the aggregator agree on a hand-checked case: at watermark 200 s and
     horizon 80 s, 90 s is late (its window ends at 120 s) and 10 s too late (ends at 60 s)."""

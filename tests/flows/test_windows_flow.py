@@ -276,6 +276,43 @@ def test_stats_writer_batches_sql_and_survives_a_cache_failure(
     assert "invalidating cached statistics failed" in caplog.text
 
 
+def test_statistics_count_open_windows_every_peek_interval(sqlite_db: Database) -> None:
+    clock = Clock()
+    windows = CameraWindows(clock=clock, peek_every=timedelta(seconds=10))
+    writer = StatsWriter(sqlite_db)
+    writer.write(windows.add([at(1, det(1)), at(2, det(2))]))
+    assert sqlite_db.detection_statistics(now=T0 + MINUTE).total_detections == 0  # no peek yet
+
+    clock.now = T0 + timedelta(seconds=10)
+    rows = windows.add([at(3, det(3))])
+    (tumbling,) = only(rows, TUMBLING)
+    assert (tumbling.count, tumbling.final) == (3, False)
+    writer.write(rows)
+    assert sqlite_db.detection_statistics(now=T0 + MINUTE).total_detections == 3
+
+    clock.now = T0 + timedelta(seconds=15)
+    assert windows.add([at(4)]) == []  # a frame with no detections, and not due yet
+    clock.now = T0 + timedelta(seconds=20)
+    writer.write(windows.add([at(5, det(4))]))
+    assert sqlite_db.detection_statistics(now=T0 + MINUTE).total_detections == 4
+
+    writer.write(windows.flush())  # the final rows replace the provisional ones
+    assert sqlite_db.detection_statistics(now=T0 + MINUTE).total_detections == 4
+    stored = sqlite_db.list_window_stats(kind=TUMBLING, limit=10)[0]
+    assert [(w.count, w.final) for _, w in stored] == [(4, True)]
+
+
+def test_an_idle_cameras_changes_are_peeked_on_its_ticks() -> None:
+    clock = Clock()
+    windows = CameraWindows(
+        clock=clock, idle_tick=timedelta(seconds=5), peek_every=timedelta(seconds=10)
+    )
+    windows.add([at(1, det(1))])
+    clock.now = T0 + timedelta(seconds=11)
+    (tumbling,) = only(windows.tick(), TUMBLING)  # 11 s of silence: window still open
+    assert (tumbling.count, tumbling.final) == (1, False)
+
+
 # -- the whole flow --------------------------------------------------------------
 
 
