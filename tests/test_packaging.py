@@ -17,7 +17,7 @@ def _plain_requirements() -> set[str]:
     return names
 
 
-def test_the_server_can_speak_websocket_without_extras() -> None:
+def test_a_plain_install_requires_a_websocket_library_for_uvicorn() -> None:
     # uvicorn serves WebSockets only with one of these installed; the guide's
     # /ws endpoint would refuse every client of a plain install otherwise.
     assert _plain_requirements() & {"websockets", "wsproto"}
