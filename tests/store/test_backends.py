@@ -8,6 +8,7 @@ import redis
 
 from detectflow.core.settings import Settings
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
+from detectflow.store.cache import Bus, Cache
 from detectflow.store.memory import MemoryBus, MemoryCache
 from detectflow.store.redis_backend import DEFAULT_PREFIX, RedisBus, RedisCache, RedisURLError
 from tests import services
@@ -19,12 +20,8 @@ def test_without_a_redis_url_the_in_process_twins_are_used(tmp_path: Path) -> No
     close_cache_and_bus(cache, bus)  # nothing to close: must not fail
 
 
-@pytest.mark.redis
-def test_with_a_redis_url_both_are_redis_and_share_the_prefix(tmp_path: Path) -> None:
-    prefix = f"detectflow-test-{uuid.uuid4().hex[:12]}:"
-    cache, bus = open_cache_and_bus(
-        Settings(data_dir=tmp_path, redis_url=services.REDIS_URL), prefix=prefix
-    )
+def assert_namespaced(cache: Cache, bus: Bus, prefix: str) -> None:
+    """Both are Redis, share ``prefix``, and a key written lands under it (then closed)."""
     try:
         assert isinstance(cache, RedisCache) and isinstance(bus, RedisBus)
         assert cache.prefix == bus.prefix == prefix
@@ -34,6 +31,15 @@ def test_with_a_redis_url_both_are_redis_and_share_the_prefix(tmp_path: Path) ->
             admin.delete(f"{prefix}k")
     finally:
         close_cache_and_bus(cache, bus)
+
+
+@pytest.mark.redis
+def test_with_a_redis_url_both_are_redis_and_share_the_prefix(tmp_path: Path) -> None:
+    prefix = f"detectflow-test-{uuid.uuid4().hex[:12]}:"
+    cache, bus = open_cache_and_bus(
+        Settings(data_dir=tmp_path, redis_url=services.REDIS_URL), prefix=prefix
+    )
+    assert_namespaced(cache, bus, prefix)
 
 
 def test_the_default_prefix_namespaces_detectflow(tmp_path: Path) -> None:
@@ -52,15 +58,7 @@ def test_the_prefix_comes_from_the_environment(tmp_path: Path) -> None:
         data_dir=tmp_path,
     )
     cache, bus = open_cache_and_bus(settings)
-    try:
-        assert isinstance(cache, RedisCache) and isinstance(bus, RedisBus)
-        assert cache.prefix == bus.prefix == prefix
-        cache.set_many({"k": b"v"}, ttl_seconds=5)
-        with redis.Redis.from_url(services.REDIS_URL) as admin:
-            assert admin.get(f"{prefix}k") == b"v"
-            admin.delete(f"{prefix}k")
-    finally:
-        close_cache_and_bus(cache, bus)
+    assert_namespaced(cache, bus, prefix)
 
 
 def test_a_malformed_redis_url_fails_at_open_with_a_clear_error(tmp_path: Path) -> None:
