@@ -25,6 +25,7 @@ from detectflow.adapters.grpc.server import GrpcProviderServer
 from detectflow.adapters.http import HttpAdapter
 from detectflow.adapters.mqtt import MqttAdapter
 from detectflow.adapters.mqtt_responder import MqttResponder
+from detectflow.cli.simulate import simulate
 from detectflow.core.adapter import ProviderAdapter
 from detectflow.core.errors import PermanentProviderError, TransientProviderError
 from detectflow.core.frames import make_frame
@@ -36,7 +37,6 @@ from detectflow.simulator import (
     Simulator,
     SimulatorStats,
     run_in_thread,
-    simulate,
     simulate_detections,
 )
 

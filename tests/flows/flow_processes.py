@@ -1,7 +1,7 @@
 """Real ``detectflow flow run`` processes for the crash, scale-out and restart tests.
 
 The processes run the same command a data engineer runs (through
-``python -m detectflow.flow_cli``, the module ``detectflow flow run`` is
+``python -m detectflow.cli.flow``, the module ``detectflow flow run`` is
 made of) against real PostgreSQL, Redis and Mosquitto, with the simulated
 provider serving HTTP on loopback in the test process.
 """

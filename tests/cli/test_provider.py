@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from detectflow.adapters.grpc.server import GrpcProviderServer
+from detectflow.cli.provider import provider_test
 from detectflow.core.models import ProviderConfig, TestStatus
 from detectflow.core.settings import Settings
-from detectflow.provider_cli import provider_test
 from detectflow.simulator import SimulatedHandler, Simulator, SimulatorThread, run_in_thread
 from detectflow.store import Database
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from detectflow import maintenance as jobs
+from detectflow.cli import maintenance as jobs
+from detectflow.cli.maintenance import Job, NoProviderError, maintenance, run_schedule
 from detectflow.core.models import ProviderConfig, TestStatus, utcnow
 from detectflow.core.plugins import get_registry
 from detectflow.core.settings import Settings
-from detectflow.maintenance import Job, NoProviderError, maintenance, run_schedule
 from detectflow.simulator import Simulator, run_in_thread
 from detectflow.store import Database
 from detectflow.store.maintenance import delete_in_batches

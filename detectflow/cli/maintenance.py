@@ -114,7 +114,7 @@ class Job:
 
 
 class _Stack(Protocol):
-    """What :func:`run_schedule` needs of :class:`detectflow.runner.Stack`."""
+    """What :func:`run_schedule` needs of :class:`detectflow.cli.runner.Stack`."""
 
     settings: Settings
     database: Database

@@ -14,11 +14,11 @@ import time
 
 import click
 
+from detectflow.cli.runner import Stack, open_stack
 from detectflow.core.frames import make_frame
 from detectflow.core.ids import new_id
 from detectflow.core.models import ProviderConfig
 from detectflow.core.settings import Settings
-from detectflow.runner import Stack, open_stack
 from detectflow.samples import sample_frame
 from detectflow.simulator import Simulator, run_in_thread
 from detectflow.store import Database

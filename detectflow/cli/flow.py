@@ -3,7 +3,7 @@
 Kept apart from :mod:`detectflow.cli` so the options that only the dataflow
 has (cluster, recovery, backpressure) live next to each other; ``cli.py``
 attaches :data:`flow_run` to its ``flow`` group. ``python -m
-detectflow.flow_cli`` runs the same command on its own.
+detectflow.cli.flow`` runs the same command on its own.
 """
 
 from __future__ import annotations

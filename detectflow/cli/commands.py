@@ -324,9 +324,9 @@ def flow_group() -> None:
 
 def _attach_commands() -> None:
     """Commands that live in their own modules, next to what they run."""
-    from detectflow.flow_cli import flow_run
-    from detectflow.maintenance import maintenance
-    from detectflow.provider_cli import provider_test
+    from detectflow.cli.flow import flow_run
+    from detectflow.cli.maintenance import maintenance
+    from detectflow.cli.provider import provider_test
 
     flow_group.add_command(flow_run)
     provider_group.add_command(provider_test)
@@ -353,13 +353,13 @@ def up(state: _State, host: str | None, port: int | None, workers: int, schedule
     Uses the configured database and the active provider; no simulator and
     no sample frames (see `detectflow demo` for those).
     """
-    from detectflow.runner import open_stack
+    from detectflow.cli.runner import open_stack
 
     settings = state.settings.with_overrides(host=host, port=port)
     stack = open_stack(settings)
     stack.start_flow(workers=workers)
     if schedule:
-        from detectflow.maintenance import run_schedule
+        from detectflow.cli.maintenance import run_schedule
 
         stack.spawn(lambda: run_schedule(stack), "detectflow-maintenance")
     click.echo(f"detectflow up on http://{settings.host}:{settings.port} (Ctrl-C stops)")
@@ -410,8 +410,8 @@ def demo(
     """Everything in one process: server, dataflow, a SIMULATED provider and
     sample frames from 3 cameras. Nothing to install, nothing real detected
     (--provider opencv runs the OpenCV plugin on the frames instead)."""
+    from detectflow.cli.demo import run_demo
     from detectflow.core.plugins import get_registry
-    from detectflow.demo import run_demo
 
     settings = state.settings.with_overrides(host=host, port=port)
     if provider != "simulator" and provider not in get_registry(settings).provider_types():
@@ -452,7 +452,7 @@ def _redact(url: str) -> str:
 
 
 def _attach_simulator() -> None:
-    from detectflow.simulator import simulate
+    from detectflow.cli.simulate import simulate
 
     cli.add_command(simulate)
 
