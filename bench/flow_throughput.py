@@ -132,8 +132,6 @@ def _flow_rate(
     redis_url: str,
     prefix: str,
     frames: list[Frame],
-    *,
-    windows: bool = True,
 ) -> tuple[float, float, FlowMetrics, dict[str, int]]:
     registry = get_registry(settings)
     registry.register(_BenchPlugin(), "bench", "bench", "0")
@@ -149,7 +147,6 @@ def _flow_rate(
             live=live,
             registry=registry,
             until_empty=True,
-            windows=windows,
         )
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
@@ -261,7 +258,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--in-flight", type=int, default=Settings().max_in_flight, help="provider calls at once"
     )
-    parser.add_argument("--no-windows", action="store_true", help="skip the window statistics")
     args = parser.parse_args(argv)
 
     from cryptography.fernet import Fernet
@@ -280,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         with _fresh_postgres() as url:
             rate, cpu, metrics, stats = _flow_rate(
-                settings, url, args.redis_url, prefix, frames, windows=not args.no_windows
+                settings, url, args.redis_url, prefix, frames
             )
         with _fresh_postgres() as url:
             raw = _baseline_rate(url, args.redis_url, prefix + "raw:", frames, secret)

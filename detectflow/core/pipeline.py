@@ -43,6 +43,14 @@ class RetryPolicy:
     base_seconds: float = 0.2
     max_seconds: float = 10.0
 
+    @classmethod
+    def for_provider(
+        cls, config: ProviderConfig, *, base_seconds: float, max_seconds: float
+    ) -> RetryPolicy:
+        """A provider's retry budget with the deployment's backoff timings: the
+        one place both send-frame and the dataflow get their policy from."""
+        return cls(config.max_retries, base_seconds, max_seconds)
+
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.max_seconds, self.base_seconds * (2**retry))
         return (rng or random).uniform(0.0, ceiling)

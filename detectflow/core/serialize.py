@@ -286,7 +286,6 @@ def window_stats_to_dict(w: WindowStats) -> dict[str, Any]:
         "average_confidence": w.mean_confidence,
         "confidence_sum": w.confidence_sum,
         "max_confidence": w.max_confidence,
-        "distinct_persons": w.distinct_persons,
         "late_count": w.late_count,
         "revision": w.revision,
         "final": w.final,

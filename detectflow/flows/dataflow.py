@@ -1,11 +1,14 @@
-"""The Bytewax wiring, and the only module that imports Bytewax.
+"""The Bytewax wiring of the dataflow.
 
 ::
 
     source ──> validated? ──yes──> key by camera ──> detect (stateful_batch) ──┐
-                  └──no (failed result with its reason) ───────────────────────┴──> sinks
-                                                                                  │
-                       stats sink <── windows (stateful_batch, by camera) <───────┘
+                  └──no (failed result with its reason) ───────────────────────┴──> recorder
+                                                                                  └──> plugin sinks
+
+The recorder (:class:`~detectflow.store.recorder.Recorder`, the same one
+inline ``send-frame`` uses) stores the results with their window tallies,
+then publishes them live and notifies plugins.
 
 ``detect`` never blocks its worker: ``on_batch`` hands frames to the
 :class:`~detectflow.flows.engine.DetectEngine` and returns, and results are
@@ -18,7 +21,7 @@ notifications, so sources must end only once their frames have come back
 (the SQL source waits for the engine's ``outstanding`` count to reach zero).
 
 A source object may also have ``acknowledge(results)``, called by the
-:class:`~detectflow.flows.sinks.ResultWriter` after each stored batch (Redis
+recorder after each stored batch (Redis
 Streams and MQTT acknowledge their input only then), and ``close()``,
 called once when the flow has ended.
 """
@@ -31,7 +34,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -49,27 +51,18 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.recovery import recovery_config, retry_lost_connection
-from detectflow.flows.sinks import BackgroundWriter, LivePublisher, ResultWriter
+from detectflow.flows.recovery import recovery_config
+from detectflow.flows.sinks import BackgroundWriter
 from detectflow.flows.steps import camera_key
-from detectflow.flows.windows import (
-    DEFAULT_WINDOW_SPECS,
-    CameraWindows,
-    StatsWriter,
-    WindowInput,
-    window_input,
-)
 from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.live import LiveView
-from detectflow.store.stats import KindedOutput
+from detectflow.store.recorder import LivePublisher, Recorder
 
 __all__ = [
     "DetectLogic",
     "FlowError",
     "PartitionReader",
     "ReaderSource",
-    "StatsSink",
-    "WindowLogic",
     "WriterSink",
     "build_dataflow",
     "run_flow",
@@ -152,13 +145,13 @@ class ReaderSource(DynamicSource[X]):
 
 
 class _WriterPartition(StatelessSinkPartition[FrameResult]):
-    def __init__(self, writer: ResultWriter, background: BackgroundWriter | None) -> None:
+    def __init__(self, writer: Recorder, background: BackgroundWriter | None) -> None:
         self._writer = writer
         self._background = background
 
     def write_batch(self, items: list[FrameResult]) -> None:
         if self._background is None:
-            self._writer.write(items)
+            self._writer.record(items)
         else:
             self._background.submit(items)
 
@@ -183,7 +176,7 @@ class WriterSink(DynamicSink[FrameResult]):
     and stops the threads.
     """
 
-    def __init__(self, writer: ResultWriter, *, background: bool = False) -> None:
+    def __init__(self, writer: Recorder, *, background: bool = False) -> None:
         self._writer = writer
         self._background = background
         self._threads: list[BackgroundWriter] = []
@@ -209,56 +202,6 @@ class WriterSink(DynamicSink[FrameResult]):
                 first = first or exc
         if first is not None:
             raise first
-
-
-class _StatsPartition(StatelessSinkPartition[KindedOutput]):
-    def __init__(self, writer: StatsWriter, give_up_after: float) -> None:
-        self._writer = writer
-        self._give_up_after = give_up_after
-
-    def write_batch(self, items: list[KindedOutput]) -> None:
-        retry_lost_connection(
-            partial(self._writer.write, items),
-            what="writing window statistics",
-            give_up_after=self._give_up_after,
-        )
-
-
-class StatsSink(DynamicSink[KindedOutput]):
-    """Window rows of every worker go through the same :class:`StatsWriter`.
-
-    A lost database connection is retried like the results sink does
-    (window rows are upserts, so writing a batch again is harmless).
-    """
-
-    def __init__(self, writer: StatsWriter, *, give_up_after: float = 300.0) -> None:
-        self._writer = writer
-        self._give_up_after = give_up_after
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StatsPartition:
-        return _StatsPartition(self._writer, self._give_up_after)
-
-
-class WindowLogic(op.StatefulBatchLogic[WindowInput, KindedOutput, dict[str, Any]]):
-    """The windows step for one camera key. Always retained: see :mod:`detectflow.flows.windows`."""
-
-    def __init__(self, windows: CameraWindows) -> None:
-        self._windows = windows
-
-    def on_batch(self, values: list[WindowInput]) -> tuple[Iterable[KindedOutput], bool]:
-        return self._windows.add(values), self.RETAIN
-
-    def on_notify(self) -> tuple[Iterable[KindedOutput], bool]:
-        return self._windows.tick(), self.RETAIN
-
-    def on_eof(self) -> tuple[Iterable[KindedOutput], bool]:
-        return self._windows.flush(), self.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        return self._windows.next_tick()
-
-    def snapshot(self) -> dict[str, Any]:
-        return self._windows.snapshot()
 
 
 class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
@@ -302,10 +245,8 @@ def build_dataflow(
     *,
     flow_id: str = "detectflow",
     extra_sinks: Iterable[tuple[str, Any]] = (),
-    stats_sink: Any = None,
 ) -> Dataflow:
-    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras);
-    with ``stats_sink``, results also feed the windows step, whose rows go there."""
+    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras)."""
     flow = Dataflow(flow_id)
     items = op.input("source", flow, source)
     checked = op.branch("validated", items, lambda item: isinstance(item, Frame))
@@ -315,14 +256,6 @@ def build_dataflow(
     op.output("store", results, sink)
     for name, extra in extra_sinks:
         op.output(f"sink_{name}", results, extra)
-    if stats_sink is not None:
-        inputs = op.map("window_input", results, window_input)
-        rows = op.stateful_batch(
-            "windows",
-            inputs,
-            lambda resume: WindowLogic(CameraWindows.resume(resume, DEFAULT_WINDOW_SPECS)),
-        )
-        op.output("store_stats", op.key_rm("unkey_windows", rows), stats_sink)
     return flow
 
 
@@ -444,7 +377,6 @@ def run_flow(
     registry: PluginRegistry | None = None,
     stop: threading.Event | None = None,
     wake_interval: float = 0.01,
-    windows: bool = True,
     process_id: int | None = None,
     addresses: Sequence[str] | None = None,
     recovery_dir: Path | None = None,
@@ -460,7 +392,7 @@ def run_flow(
     ``database`` defaults to :func:`detectflow.store.open_database` (migrated
     to head); ``live`` (a :class:`~detectflow.store.live.LiveView`) is
     optional; its ``stats`` view, if any, is invalidated as window
-    statistics change. ``windows=False`` skips the window statistics.
+    statistics change.
 
     A Bytewax cluster of several processes: start each with the same
     ``addresses`` (``host:port`` of every process, in order) and its own
@@ -525,26 +457,21 @@ def run_flow(
         except ValueError as exc:
             raise FlowError(str(exc)) from exc
         try:
-            writer = ResultWriter(
+            writer = Recorder(
                 database,
                 live=live,
+                stats=getattr(live, "stats", None),
                 registry=registry,
-                metrics=metrics,
-                on_written=getattr(source, "acknowledge", None),
+                observer=metrics,
+                on_stored=getattr(source, "acknowledge", None),
                 give_up_after=settings.store_retry_seconds,
             )
-            stats_sink = None
-            if windows:
-                stats_writer = StatsWriter(database, cache=getattr(live, "stats", None))
-                stats_sink = StatsSink(stats_writer, give_up_after=settings.store_retry_seconds)
             # A source that acknowledges nothing loses nothing to a write
             # that fails later: write its results in the background.
             sink = WriterSink(writer, background=not getattr(source, "acknowledges", True))
             # Plugin sinks (the detectflow_sinks hook) see every result too.
             plugin_sinks = [(name, make(settings)) for name, make in registry.sinks().items()]
-            flow = build_dataflow(
-                source, engine, sink, extra_sinks=plugin_sinks, stats_sink=stats_sink
-            )
+            flow = build_dataflow(source, engine, sink, extra_sinks=plugin_sinks)
             try:
                 plan.run(flow)
             except BaseException:

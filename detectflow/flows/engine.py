@@ -23,9 +23,10 @@ Two limits keep memory and the provider safe:
 
 The engine owns the provider configuration: it reads the active one through
 the ``provider`` callable every ``refresh_seconds`` (off the loop, in a
-thread), creates adapters through the plugin registry, caches them per
-config id, recreates one when its config's ``updated_at`` changes (closing
-the old one once its calls finish) and closes them all on shutdown. While
+thread) and detects through a :class:`~detectflow.adapters.detector.Detector`,
+the same path inline ``send-frame`` takes (its pool recreates an adapter
+when its config changes, closes the old one once its calls finish, and
+closes them all on shutdown). While
 there is no active provider, :attr:`DetectEngine.has_provider` is False and
 the SQL source does not claim; a frame submitted anyway fails with the
 reason ``"no active provider configured"`` rather than waiting forever.
@@ -60,13 +61,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from detectflow.adapters.failover import BreakerBoard, FailoverAdapter
-from detectflow.core.adapter import ProviderAdapter
+from detectflow.adapters.detector import Detector
+from detectflow.adapters.failover import BreakerBoard
 from detectflow.core.breaker import BreakerChange, BreakerSnapshot
 from detectflow.core.ids import event_id
 from detectflow.core.models import (
@@ -76,13 +76,13 @@ from detectflow.core.models import (
     FrameResult,
     ProviderConfig,
     Severity,
+    strip_image,
 )
-from detectflow.core.pipeline import failed_result, run_frame
+from detectflow.core.pipeline import failed_result
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
 from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.steps import retry_policy, strip_image
 
 __all__ = [
     "BREAKER_REFRESH_SECONDS",
@@ -139,15 +139,6 @@ def is_skipped(result: FrameResult) -> bool:
     return result.error is not None and any(
         e.event_type == EventType.FRAME_SKIPPED for e in result.events
     )
-
-
-@dataclass
-class _AdapterSlot:
-    adapter: ProviderAdapter
-    updated_at: datetime
-    users: int = 0
-    retired: bool = False
-    closed: bool = False
 
 
 class Lane:
@@ -261,9 +252,7 @@ class DetectEngine:
         self._reservations: deque[list[float]] = deque()  # [expires (monotonic), count]
         self._active = 0
         self._config: ProviderConfig | None = None
-        self._adapters: dict[str, _AdapterSlot] = {}
-        self._retired: list[_AdapterSlot] = []
-        self._closers: set[asyncio.Task[None]] = set()
+        self._detector: Detector | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # Loop-thread only: frames waiting for a call slot (all lanes, oldest
@@ -286,6 +275,13 @@ class DetectEngine:
         self._set_config(self._lookup())
         if self._registry is None:
             self._registry = get_registry(self.settings)
+        self._detector = Detector(
+            self._registry,
+            self.settings,
+            breakers=self.breakers,
+            source_system=self._source_system,
+            on_failover=self._wake_breaker_writer,
+        )
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -501,94 +497,15 @@ class DetectEngine:
             self._set_in_flight()
 
     async def _detect(self, frame: Frame) -> FrameResult:
-        group = self._routes.for_camera(frame.camera_id)
-        if not group:
+        assert self._detector is not None
+        result = await self._detector.detect(frame, self._routes)
+        if result is None:
             return failed_result(frame, NO_PROVIDER, source=self._source_system)
-        if len(group) > 1:
-            return await self._detect_failover(frame, group)
-        config = group[0]
-        try:
-            slot = self._adapter_for(config)
-        except Exception as exc:
-            reason = f"cannot create adapter for provider {config.provider_name!r}: {exc}"
-            return failed_result(frame, reason, source=self._source_system)
-        slot.users += 1
-        try:
-            return await run_frame(
-                frame,
-                slot.adapter,
-                config=config,
-                registry=self._registry,
-                retry=retry_policy(config, self.settings),
-                source=self._source_system,
-            )
-        finally:
-            slot.users -= 1
-            if slot.retired and slot.users == 0:
-                await self._close_adapter(slot)
+        return result
 
-    async def _detect_failover(self, frame: Frame, group: Sequence[ProviderConfig]) -> FrameResult:
-        members: list[tuple[ProviderConfig, _AdapterSlot]] = []
-        unbuildable: list[str] = []
-        for config in group:
-            try:
-                members.append((config, self._adapter_for(config)))
-            except Exception as exc:
-                unbuildable.append(f"{config.provider_name!r}: {exc}")
-        if unbuildable:
-            log.warning("cannot create adapter(s) for %s", "; ".join(unbuildable))
-        if not members:
-            reason = f"cannot create adapters for providers {'; '.join(unbuildable)}"
-            return failed_result(frame, reason, source=self._source_system)
-        adapter = FailoverAdapter(
-            [(config, slot.adapter) for config, slot in members],
-            self.breakers,
-            self._routes.policy,
-        )
-        for _, slot in members:
-            slot.users += 1
-        try:
-            return await run_frame(
-                frame,
-                adapter,
-                registry=self._registry,
-                retry=retry_policy(adapter.config, self.settings),
-                source=self._source_system,
-            )
-        finally:
-            if self._breaker_wake is not None:
-                self._breaker_wake.set()
-            for _, slot in members:
-                slot.users -= 1
-                if slot.retired and slot.users == 0:
-                    await self._close_adapter(slot)
-
-    def _adapter_for(self, config: ProviderConfig) -> _AdapterSlot:
-        slot = self._adapters.get(config.id)
-        if slot is not None and slot.updated_at == config.updated_at:
-            return slot
-        assert self._registry is not None
-        fresh = _AdapterSlot(self._registry.create_adapter(config), config.updated_at)
-        self._adapters[config.id] = fresh
-        if slot is not None:
-            slot.retired = True
-            self._retired.append(slot)
-            if slot.users == 0:
-                task = asyncio.get_running_loop().create_task(self._close_adapter(slot))
-                self._closers.add(task)
-                task.add_done_callback(self._closers.discard)
-        return fresh
-
-    async def _close_adapter(self, slot: _AdapterSlot) -> None:
-        if slot.closed:
-            return
-        slot.closed = True
-        if slot in self._retired:
-            self._retired.remove(slot)
-        try:
-            await slot.adapter.aclose()
-        except Exception:
-            log.exception("closing adapter %r failed", slot.adapter.config.provider_name)
+    def _wake_breaker_writer(self) -> None:
+        if self._breaker_wake is not None:
+            self._breaker_wake.set()
 
     def _set_in_flight(self) -> None:
         """Publish the worker count: a worker is alive only while it has calls to make."""
@@ -664,8 +581,6 @@ class DetectEngine:
             self._breaker_writer.cancel()
             await asyncio.gather(self._breaker_writer, return_exceptions=True)
         await self._write_breakers()  # what the last frames changed
-        await asyncio.gather(*self._closers, return_exceptions=True)
-        for slot in [*self._retired, *self._adapters.values()]:
-            await self._close_adapter(slot)
-        self._adapters.clear()
+        if self._detector is not None:
+            await self._detector.aclose()
         await asyncio.get_running_loop().shutdown_default_executor()

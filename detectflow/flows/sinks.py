@@ -1,125 +1,24 @@
-"""Where results go: SQL first, then the live cache and bus, then plugins.
+"""The dataflow's result sink: the one recorder, on threads of its own.
 
-The order matters. A client that sees a detection on the live feed must be
-able to fetch it over REST, so the SQL transaction commits before anything
-is published; plugins (alerts) hear about a detection only once it is
-stored. This module is engine-agnostic: :class:`ResultWriter` takes a batch
-and :mod:`detectflow.flows.dataflow` wraps it in a Bytewax sink.
+Every result is recorded by :class:`detectflow.store.recorder.Recorder`
+(store -> publish live -> notify plugins, window tallies with the store),
+exactly as inline ``send-frame`` records its results. This module only
+decides *where* the flow runs it: :class:`BackgroundWriter` hands batches
+to two threads so the Bytewax worker never waits on the store while it has
+room to queue. :mod:`detectflow.flows.dataflow` wraps it in a Bytewax sink.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 from detectflow.core.models import FrameResult
-from detectflow.core.plugins import PluginRegistry
-from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.recovery import retry_lost_connection
-from detectflow.flows.steps import chunked, strip_image
+from detectflow.store.recorder import Recorder
 
-__all__ = ["BackgroundWriter", "LivePublisher", "ResultStore", "ResultWriter"]
-
-log = logging.getLogger(__name__)
-
-
-class ResultStore(Protocol):
-    """The part of :class:`detectflow.store.Database` the sink needs."""
-
-    def record_results(self, results: Sequence[FrameResult]) -> None: ...
-
-
-class LivePublisher(Protocol):
-    """The part of :class:`detectflow.store.live.LiveView` the sink needs."""
-
-    def publish(self, results: Sequence[FrameResult]) -> None: ...
-
-
-class ResultWriter:
-    """Writes one batch of results to every destination, in order.
-
-    A lost database connection (a PostgreSQL restart) is retried with
-    backoff for ``give_up_after`` seconds
-    (:func:`~detectflow.flows.recovery.retry_lost_connection`); other SQL
-    errors propagate (the flow stops loudly and the rows stay in
-    ``processing`` until the next start releases them); the live view is
-    best effort (its data expires in seconds anyway) and plugin failures
-    are logged by the registry, so neither can lose a stored result.
-
-    ``on_written`` (a source's ``acknowledge``) hears each batch once it is
-    committed, so a source that must acknowledge its input (Redis Streams
-    XACK, MQTT PUBACK) does so only after the results are stored. Its
-    failures are logged: an input left unacknowledged is delivered again,
-    and the idempotent SQL write makes the replay harmless.
-    """
-
-    def __init__(
-        self,
-        store: ResultStore,
-        *,
-        live: LivePublisher | None = None,
-        registry: PluginRegistry | None = None,
-        metrics: FlowMetrics | None = None,
-        max_batch: int = 2000,
-        on_written: Callable[[Sequence[FrameResult]], None] | None = None,
-        give_up_after: float = 300.0,
-    ) -> None:
-        self.store = store
-        self.live = live
-        self.registry = registry
-        self.metrics = metrics
-        self.max_batch = max_batch
-        self.on_written = on_written
-        self.give_up_after = give_up_after
-        # Workers of one process share this writer; the live view updates
-        # per-camera state and a camera index read-modify-write, so one
-        # publish at a time keeps a worker from overwriting another's update.
-        self._live_lock = threading.Lock()
-
-    def write(self, results: Sequence[FrameResult]) -> None:
-        self.announce(self.store_batch(results))
-
-    def store_batch(self, results: Sequence[FrameResult]) -> list[FrameResult]:
-        """The part that must finish first: commit (then ``on_written``); returns
-        the stored results, images dropped, for :meth:`announce`."""
-        if not results:
-            return []
-        stripped = [strip_image(r) for r in results]
-        for chunk in chunked(stripped, self.max_batch):
-            retry_lost_connection(
-                partial(self.store.record_results, chunk),
-                what="writing results",
-                give_up_after=self.give_up_after,
-            )
-        if self.on_written is not None:
-            try:
-                self.on_written(stripped)
-            except Exception:
-                log.exception("acknowledging %d result(s) to the source failed", len(stripped))
-        return stripped
-
-    def announce(self, stored: Sequence[FrameResult]) -> None:
-        """Tell the live view, plugins and metrics about results already stored."""
-        if not stored:
-            return
-        if self.live is not None:
-            try:
-                with self._live_lock:
-                    self.live.publish(stored)
-            except Exception:
-                log.exception("publishing %d result(s) to the live view failed", len(stored))
-        if self.registry is not None and self.registry.has_notifiers():
-            for result in stored:
-                for detection in result.detections:
-                    self.registry.notify_detection(detection)
-                for event in result.events:
-                    self.registry.notify_event(event)
-        if self.metrics is not None:
-            self.metrics.record(stored)
+__all__ = ["BackgroundWriter"]
 
 
 class _Stage:
@@ -210,8 +109,9 @@ class _Stage:
 
 
 class BackgroundWriter:
-    """Runs a :class:`ResultWriter` on threads of its own, so the Bytewax worker
-    hands a batch over and goes back to claiming and emitting at once.
+    """Runs a :class:`~detectflow.store.recorder.Recorder` on threads of its own,
+    so the Bytewax worker hands a batch over and goes back to claiming and
+    emitting at once.
 
     Measured (``bench/flow_throughput.py``): writing on the worker thread left
     it waiting on PostgreSQL and Redis for most of each cycle. Here the worker
@@ -220,15 +120,15 @@ class BackgroundWriter:
     ``max_take``), so batches grow exactly when the store falls behind.
 
     Two stages, each a thread: one commits batches
-    (:meth:`ResultWriter.store_batch`), the other announces committed ones
-    (:meth:`ResultWriter.announce`: live view, plugins, metrics), so a
+    (:meth:`Recorder.store_results`), the other announces committed ones
+    (:meth:`Recorder.announce`: live view, plugins, metrics), so a
     batch's announcement overlaps the next batch's commit. With one thread
     doing both, the writer was the flow's bottleneck: busy the whole run,
     mostly waiting on PostgreSQL's answers.
 
-    Every guarantee of :class:`ResultWriter` holds, because it still does the
+    Every guarantee of :class:`Recorder` holds, because it still does the
     writing: batches in arrival order, SQL committed before the live view
-    hears of it, ``on_written`` (a source's acknowledge) only after the
+    hears of it, ``on_stored`` (a source's acknowledge) only after the
     commit. An error that stops a stage (not a lost connection, which it
     retries) is raised on the worker thread by the next :meth:`submit`,
     :meth:`flush` or :meth:`close`, so the flow still stops loudly; results
@@ -239,7 +139,7 @@ class BackgroundWriter:
 
     def __init__(
         self,
-        writer: ResultWriter,
+        writer: Recorder,
         *,
         max_pending: int = 4096,
         max_take: int = 2048,
@@ -290,4 +190,4 @@ class BackgroundWriter:
         self.close()
 
     def _store_then_announce(self, batch: list[FrameResult]) -> None:
-        self._announcer.put(self.writer.store_batch(batch))
+        self._announcer.put(self.writer.store_results(batch))

@@ -55,7 +55,7 @@ from redis.exceptions import RedisError, ResponseError
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import make_frame
 from detectflow.core.hookspecs import hookimpl
-from detectflow.core.models import Frame, FrameResult
+from detectflow.core.models import Frame, FrameResult, strip_image
 from detectflow.core.pipeline import failed_result
 from detectflow.core.settings import Settings
 from detectflow.flows.source_common import (
@@ -68,7 +68,6 @@ from detectflow.flows.source_common import (
     optional_fields,
 )
 from detectflow.flows.sources import SourceURLError
-from detectflow.flows.steps import strip_image
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine

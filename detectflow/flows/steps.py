@@ -13,17 +13,14 @@ from typing import Protocol, TypeVar
 
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import make_frame
-from detectflow.core.models import Frame, FrameResult, ProviderConfig
-from detectflow.core.pipeline import RetryPolicy, failed_result
-from detectflow.core.settings import Settings
+from detectflow.core.models import Frame, FrameResult
+from detectflow.core.pipeline import failed_result
 
 __all__ = [
     "QueuedFrame",
     "camera_key",
     "chunked",
     "queue_item_to_frame",
-    "retry_policy",
-    "strip_image",
     "unvalidated_frame",
 ]
 
@@ -89,49 +86,9 @@ def queue_item_to_frame(item: QueuedFrame, *, max_bytes: int) -> Frame | FrameRe
         return failed_result(unvalidated_frame(item), f"invalid frame: {exc}")
 
 
-def strip_image(result: FrameResult) -> FrameResult:
-    """Drop the image bytes once detected: the sinks never need them, and they
-    would otherwise be carried (and pickled between processes) downstream."""
-    frame = result.frame
-    if not frame.image:
-        return result
-    # Built field by field: dataclasses.replace (twice) cost ~13 us a frame,
-    # a quarter of the detect engine's work with a fast provider.
-    # tests/flows/test_steps.py checks that no field is left behind.
-    stripped = Frame(
-        frame.camera_id,
-        b"",
-        frame.frame_id,
-        frame.timestamp,
-        frame.frame_number,
-        frame.priority,
-        frame.width,
-        frame.height,
-        frame.attributes,
-    )
-    return FrameResult(
-        stripped,
-        result.detections,
-        result.events,
-        result.error,
-        result.attempts,
-        result.processing_time_ms,
-        result.dropped_boxes,
-    )
-
-
 def camera_key(frame: Frame) -> str:
     """Route frames by camera, so one camera's frames stay on one worker."""
     return frame.camera_id
-
-
-def retry_policy(config: ProviderConfig, settings: Settings) -> RetryPolicy:
-    """The provider's retry budget with the deployment's backoff timings."""
-    return RetryPolicy(
-        max_retries=config.max_retries,
-        base_seconds=settings.retry_base_seconds,
-        max_seconds=settings.retry_max_seconds,
-    )
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -20,11 +20,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
+from detectflow.adapters.detector import Detector
+from detectflow.adapters.failover import BreakerBoard
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.server import detections, page, providers, statistics, status, websocket
-from detectflow.server.adapter_pool import AdapterPool
 from detectflow.server.auth import AuthMiddleware
+from detectflow.server.detections import SOURCE_SYSTEM
 from detectflow.server.errors import CatchAllMiddleware, exception_handlers
 from detectflow.server.hub import Hub
 from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware, metrics_endpoint
@@ -34,6 +36,7 @@ from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
+from detectflow.store.recorder import Recorder
 
 __all__ = ["DEFAULT_WS_QUEUE_SIZE", "create_app", "routes"]
 
@@ -108,8 +111,14 @@ def create_app(
                 the_cache = the_cache or made_cache
                 the_bus = the_bus or made_bus
             plugins = registry or get_registry(settings)
-            adapters = AdapterPool(plugins)
-            stack.push_async_callback(adapters.aclose)
+            detector = Detector(
+                plugins,
+                settings,
+                breakers=BreakerBoard(source_system=SOURCE_SYSTEM),
+                source_system=SOURCE_SYSTEM,
+            )
+            stack.push_async_callback(detector.aclose)
+            live = LiveView(the_cache, the_bus)
             hub = Hub(the_bus, queue_size=ws_queue_size, on_lag=metrics.observe_lag)
             metrics.watch(hub)
             stack.callback(metrics.watch, None)
@@ -121,10 +130,11 @@ def create_app(
                 database=db,
                 cache=the_cache,
                 bus=the_bus,
-                live=LiveView(the_cache, the_bus),
+                live=live,
                 hub=hub,
-                adapters=adapters,
                 registry=plugins,
+                detector=detector,
+                recorder=Recorder(db, live=live, stats=live.stats, registry=plugins),
             )
             yield {STATE_KEY: state, METRICS_KEY: metrics}
 

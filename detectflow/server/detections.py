@@ -24,7 +24,7 @@ from detectflow.core.frames import CAMERA_ID_PATTERN, make_frame, parse_timestam
 from detectflow.core.models import Frame, Severity, utcnow
 from detectflow.core.serialize import detection_to_dict, event_to_dict, isoformat
 from detectflow.server.errors import ApiError, not_found
-from detectflow.server.failover import detect_inline
+from detectflow.server.inline import detect_and_record
 from detectflow.server.params import Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
 
@@ -133,7 +133,7 @@ async def send_frame(request: Request) -> JSONResponse:
         }
         return JSONResponse({"data": data}, status_code=202)
 
-    result = await detect_inline(state, frame, source=SOURCE_SYSTEM)
+    result = await detect_and_record(state, frame)
     if result is None:
         raise ApiError(
             409,
@@ -141,7 +141,6 @@ async def send_frame(request: Request) -> JSONResponse:
             "no active detection provider: create one with POST /api/v1/detections/providers "
             '({"is_active": true}) or send the frame with ?mode=queue',
         )
-    await state.record(result)
     data = {
         "success": result.ok,
         "camera_id": frame.camera_id,

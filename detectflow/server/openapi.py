@@ -24,9 +24,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from detectflow import __version__
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.models import EventType, QueueStatus, Severity, TestStatus
+from detectflow.core.windows import WINDOW_KINDS
 from detectflow.server.detections import MAX_OFFSET, RESERVED_NAMES
 from detectflow.server.state import server_state
-from detectflow.store.stats import WINDOW_KINDS
 
 __all__ = [
     "OPERATIONS",
@@ -245,7 +245,6 @@ SCHEMAS["WindowStats"] = _object(
     average_confidence=_CONFIDENCE_OR_NONE,
     confidence_sum={"type": "number", "minimum": 0},
     max_confidence=_CONFIDENCE_OR_NONE,
-    distinct_persons=_COUNT,
     late_count=_COUNT,
     revision=_COUNT,
     final={"type": "boolean"},
@@ -253,18 +252,7 @@ SCHEMAS["WindowStats"] = _object(
 )
 SCHEMAS["WindowPage"] = _object(
     data={"type": "array", "items": _ref("WindowStats")},
-    meta={
-        **_object(
-            **SCHEMAS["PageMeta"]["properties"],
-            too_late={
-                "type": "object",
-                "propertyNames": {"enum": list(WINDOW_KINDS)},
-                "additionalProperties": _COUNT,
-            },
-        ),
-        "description": "too_late: per window kind, detections refused as later than "
-        "their (already evicted) window.",
-    },
+    meta=_ref("PageMeta"),
 )
 
 

@@ -191,7 +191,7 @@ async def delete_provider(request: Request) -> Response:
     provider_id = request.path_params["provider_id"]
     if len(provider_id) > 64 or not await in_thread(state.database.delete_provider, provider_id):
         raise not_found("provider", provider_id)
-    await state.adapters.discard(provider_id)
+    await state.detector.pool.discard(provider_id)
     return Response(status_code=204)
 
 
@@ -224,7 +224,7 @@ async def test_provider(request: Request) -> JSONResponse:
         raise ApiError(409, "no_active_provider", "no active detection provider to test")
     result = await probe_provider(
         config,
-        open_adapter=state.adapters.lease,
+        open_adapter=state.detector.pool.lease,
         recorder=state.database,
         timeout=timeout,
         allow_link_local=allow_link_local(state.settings),

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar, cast
 
 import anyio.to_thread
 from starlette.requests import HTTPConnection
 
-from detectflow.adapters.failover import BreakerBoard
-from detectflow.core.models import FrameResult, ProviderConfig
-from detectflow.core.pipeline import RetryPolicy
+from detectflow.adapters.detector import Detector
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
-from detectflow.server.adapter_pool import AdapterPool
 from detectflow.server.hub import Hub
 from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
+from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
 
 __all__ = ["STATE_KEY", "ServerState", "in_thread", "server_state"]
@@ -48,38 +46,18 @@ class ServerState:
     bus: Bus
     live: LiveView
     hub: Hub
-    adapters: AdapterPool
     registry: PluginRegistry
-    breakers: BreakerBoard = field(
-        default_factory=lambda: BreakerBoard(source_system="detectflow.server")
-    )
-    """Inline send-frame's circuit breakers (the dataflow has its own)."""
-
-    def retry_policy(self, config: ProviderConfig) -> RetryPolicy:
-        return RetryPolicy(
-            max_retries=config.max_retries,
-            base_seconds=self.settings.retry_base_seconds,
-            max_seconds=self.settings.retry_max_seconds,
-        )
+    detector: Detector
+    """Inline send-frame's way to the providers, with its own circuit breakers."""
+    recorder: Recorder
+    """The one recorder of results, shared with every dataflow."""
 
     async def record_breakers(self) -> None:
         """Record what inline send-frame changed in the breakers (events, live states)."""
-        changes = self.breakers.take_changes()
+        changes = self.detector.breakers.take_changes()
         if changes:
             recorder = BreakerRecorder(self.database, live=self.live, registry=self.registry)
             await in_thread(recorder.record, changes)
-
-    async def record(self, result: FrameResult, *, keep_failed_frame: bool = True) -> None:
-        """Store a processed frame and publish it live, the way the dataflow's sinks do.
-
-        A failed frame is first put in the queue so its bytes are kept with
-        the failure (``failed`` status, error message) and can be retried;
-        nothing a client sent is lost.
-        """
-        if not result.ok and keep_failed_frame:
-            await in_thread(self.database.enqueue, result.frame)
-        await in_thread(self.database.record_results, [result])
-        await in_thread(self.live.publish, [result])
 
 
 def server_state(conn: HTTPConnection) -> ServerState:

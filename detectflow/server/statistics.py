@@ -21,11 +21,12 @@ from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import CAMERA_ID_PATTERN, parse_timestamp
 from detectflow.core.models import utcnow
 from detectflow.core.serialize import isoformat, window_stats_to_dict
+from detectflow.core.windows import WINDOW_KINDS
 from detectflow.server.detections import page_meta
 from detectflow.server.params import Query
 from detectflow.server.state import in_thread, server_state
 from detectflow.store.live import STATS_TTL
-from detectflow.store.stats import WINDOW_KINDS, DetectionStatistics
+from detectflow.store.stats import DetectionStatistics
 
 __all__ = ["cache_ttl", "routes", "statistics_to_dict"]
 
@@ -68,7 +69,7 @@ async def statistics(request: Request) -> JSONResponse:
 
 
 async def windows(request: Request) -> JSONResponse:
-    """Window rows, newest first; ``meta.too_late`` counts detections refused as too late."""
+    """Window rows, newest first (1-minute tumbling and 5-minute sliding windows)."""
     state = server_state(request)
     query = Query(request)
     camera_id = query.text("camera_id", max_length=128, pattern=CAMERA_ID_PATTERN)
@@ -93,10 +94,8 @@ async def windows(request: Request) -> JSONResponse:
         limit=limit,
         offset=offset,
     )
-    too_late = await in_thread(state.database.window_too_late, camera_id)
     data = [{**window_stats_to_dict(w), "kind": k} for k, w in rows]
-    meta = {**page_meta(limit, offset, total), "too_late": too_late}
-    return JSONResponse({"data": data, "meta": meta})
+    return JSONResponse({"data": data, "meta": page_meta(limit, offset, total)})
 
 
 routes = [

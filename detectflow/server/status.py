@@ -59,7 +59,7 @@ def _provider_entries(state: ServerState, configs: list[ProviderConfig]) -> list
     published = state.live.breakers([c.id for c in configs])
     entries = []
     for config in configs:
-        own = state.breakers.get(config.id)
+        own = state.detector.breakers.get(config.id)
         breaker = published.get(config.id) or (own.as_dict() if own else None)
         if breaker is None:
             breaker = {"breaker": "closed", "failures": 0, "opened_at": None}

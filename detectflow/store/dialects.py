@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.errors import UniqueViolation
-from sqlalchemy import Connection, Executable, Table, text
+from sqlalchemy import Connection, Executable, Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import (
@@ -43,7 +43,14 @@ from sqlalchemy.types import (
 
 from detectflow.store.types import UTCDateTime
 
-__all__ = ["BIND_PREFIX", "insert_ignore", "insert_values", "update_by_id", "update_values"]
+__all__ = [
+    "BIND_PREFIX",
+    "insert_ignore",
+    "insert_new",
+    "insert_values",
+    "update_by_id",
+    "update_values",
+]
 
 BIND_PREFIX = "b_"
 """Rows given to :func:`update_by_id` name their values ``b_<column>``; SQLAlchemy
@@ -106,6 +113,39 @@ def insert_values(
         )
     elif not _copy_new_rows(conn, table, columns, rows):
         conn.execute(stmt, {"rows": _dumps(_mappings(columns, rows))})
+
+
+def insert_new(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]
+) -> set[Any] | None:
+    """:func:`insert_values`, saying which rows were new: None when all were
+    (the common case, a COPY that met no conflict), else the new rows' ids.
+
+    Window tallies count a detection only when its row is new, so a replay
+    adds nothing to them.
+    """
+    if not rows:
+        return None
+    at = columns.index("id")
+    if conn.dialect.name != "postgresql":
+        ids = [row[at] for row in rows]
+        existing: set[Any] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            existing.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+        fresh = [row for row in rows if row[at] not in existing]
+        if fresh:
+            ignore = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+            conn.execute(ignore, _mappings(columns, fresh))
+        return None if not existing else {row[at] for row in fresh}
+    stmt = _statement("insert", table, columns)
+    if stmt is not None and _copy_new_rows(conn, table, columns, rows):
+        return None
+    returning = (
+        postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+    )
+    inserted = conn.execute(returning, _mappings(columns, rows)).scalars()
+    return set(inserted)
 
 
 def update_by_id(

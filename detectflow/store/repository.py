@@ -36,7 +36,7 @@ from detectflow.store.engine import BEGIN_MODE, create_database_engine
 from detectflow.store.keys import ApiKey, Scope
 from detectflow.store.migrate import upgrade as run_upgrade
 from detectflow.store.queue import ClaimedRow
-from detectflow.store.stats import DetectionStatistics, KindedOutput
+from detectflow.store.stats import DetectionStatistics
 
 __all__ = ["Database"]
 
@@ -273,14 +273,7 @@ class Database:
         with self._read() as conn:
             return keys.verify(conn, key)
 
-    # -- window statistics (written by the dataflow; see detectflow.store.stats) --
-    def record_window_stats(self, items: Sequence[KindedOutput]) -> None:
-        """Upsert window rows (a higher revision wins) and too-late totals, in one transaction."""
-        if not items:
-            return
-        with self._write() as conn:
-            _stats.record_window_outputs(conn, items, now=utcnow())
-
+    # -- window statistics (tallied by record_results; see detectflow.store.stats) --
     def list_window_stats(
         self,
         *,
@@ -301,12 +294,8 @@ class Database:
                 since=since,
                 limit=limit,
                 offset=offset,
+                now=utcnow(),
             )
-
-    def window_too_late(self, camera_id: str | None = None) -> dict[str, int]:
-        """Detections refused because their window was evicted, per window kind."""
-        with self._read() as conn:
-            return _stats.too_late_totals(conn, camera_id=camera_id)
 
     def detection_statistics(
         self, camera_id: str | None = None, *, now: datetime | None = None

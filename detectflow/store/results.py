@@ -1,8 +1,9 @@
 """Writing processed frames and reading detections and events back.
 
-``record_results`` is the dataflow's hot path: three statements per batch,
-whatever its size (detections, events, queue rows), and no read; see
-:mod:`~detectflow.store.dialects` for how each travels.
+``record_results`` is the hot path of every result (the recorder's store
+stage): four statements per batch, whatever its size (detections, their
+window tallies, events, queue rows); see :mod:`~detectflow.store.dialects`
+for how each travels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from detectflow.core.models import (
     FrameResult,
     QueueStatus,
 )
-from detectflow.store.dialects import insert_values, update_values
+from detectflow.core.windows import tally
+from detectflow.store.dialects import insert_new, insert_values, update_values
 from detectflow.store.rows import (
     DETECTION_COLUMNS,
     EVENT_COLUMNS,
@@ -29,6 +31,7 @@ from detectflow.store.rows import (
     event_from_row,
     event_values,
 )
+from detectflow.store.stats import add_tallies
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
 from detectflow.store.tables import detections
@@ -78,12 +81,11 @@ def _status(result: FrameResult) -> QueueStatus:
 
 
 def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
-    insert_values(
-        conn,
-        detections,
-        DETECTION_COLUMNS,
-        [detection_values(d) for r in results for d in r.detections],
-    )
+    found = [d for r in results for d in r.detections]
+    new_ids = insert_new(conn, detections, DETECTION_COLUMNS, [detection_values(d) for d in found])
+    # A replay (some rows existed): count each new row once.
+    fresh = found if new_ids is None else list({d.id: d for d in found if d.id in new_ids}.values())
+    add_tallies(conn, tally(fresh), now=now)
     insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for r in results for e in r.events])
     queue_rows = [
         (

@@ -1,62 +1,48 @@
-"""Window statistics in SQL: the dataflow's upserts and the server's reads.
+"""Window statistics in SQL: the recorder's tallies and the server's reads.
 
-Rows are absolute totals of one window at one revision, never increments,
-so writing the same row twice (a replayed flow, a retried batch) changes
-nothing. A row replaces the stored one only if its revision is higher
-(``ON CONFLICT ... DO UPDATE ... WHERE excluded.revision > revision``, the
-same statement on SQLite and PostgreSQL): a late, revised window wins, and
-a stale or replayed row can never overwrite a newer total.
+The recorder adds each batch's tallies (:func:`detectflow.core.windows.tally`)
+in the transaction that stores its detections, counting only detections
+stored for the first time, so the totals are exact and a replay adds
+nothing. Rows are added to, never replaced: ``count = count + excluded.count``
+(the same statement shape on SQLite and PostgreSQL). Rows are upserted in
+key order, so two processes adding to the same windows lock them in the
+same order and cannot deadlock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, case, func, select
+from sqlalchemy import ColumnElement, Connection, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from detectflow.core.windows import TooLateCount, WindowOutput, WindowStats
+from detectflow.core.windows import (
+    DEFAULT_WINDOW_SPECS,
+    TUMBLING,
+    WINDOW_KINDS,
+    Tally,
+    WindowKey,
+    WindowStats,
+)
 from detectflow.store.tables import detection_window_stats as windows
-from detectflow.store.tables import detection_window_too_late as too_late_table
 from detectflow.store.tables import detections
 
 __all__ = [
     "ACTIVE_CAMERA_WINDOW",
-    "SLIDING",
-    "TUMBLING",
     "WINDOW_KINDS",
     "DetectionStatistics",
-    "KindedOutput",
+    "add_tallies",
     "detection_statistics",
     "list_windows",
-    "record_window_outputs",
-    "too_late_totals",
 ]
-
-TUMBLING = "tumbling"
-SLIDING = "sliding"
-WINDOW_KINDS = (TUMBLING, SLIDING)
 
 ACTIVE_CAMERA_WINDOW = timedelta(minutes=5)
 """A camera is active if it has a window ending this recently."""
 
-KindedOutput = tuple[str, WindowOutput]
-"""A window row or too-late count and the kind of window (tumbling/sliding) it came from."""
-
 _KEY = ["camera_id", "detection_type", "window_kind", "window_start", "window_end"]
-_VALUES = [
-    "detection_count",
-    "confidence_sum",
-    "max_confidence",
-    "distinct_persons",
-    "late_count",
-    "revision",
-    "is_final",
-    "updated_at",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,72 +59,48 @@ class DetectionStatistics:
     last_detection_timestamp: datetime | None = None
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
-def record_window_outputs(
-    conn: Connection, items: Sequence[KindedOutput], *, now: datetime
-) -> None:
-    """Upsert window rows (revision guard) and too-late totals, in two executemany calls."""
-    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
-    late: dict[tuple[str, str], dict[str, Any]] = {}
-    for kind, item in items:
-        if kind not in WINDOW_KINDS:
-            raise ValueError(f"unknown window kind {kind!r}, expected one of {WINDOW_KINDS}")
-        if isinstance(item, TooLateCount):
-            seen = late.get((item.camera_id, kind))
-            if seen is None or item.too_late >= seen["too_late"]:
-                late[(item.camera_id, kind)] = {
-                    "camera_id": item.camera_id,
-                    "window_kind": kind,
-                    "too_late": item.too_late,
-                    "last_event_time": item.event_time,
-                    "watermark": item.watermark,
-                    "updated_at": now,
-                }
-            continue
-        key = (kind, *item.key)
-        kept = newest.get(key)
-        # One batch may hold several revisions of a window: only the newest is written.
-        if kept is None or item.revision > kept["revision"]:
-            newest[key] = _window_row(kind, item, now)
-    if newest:
-        ins = _insert(conn, windows)
-        stmt = ins.on_conflict_do_update(
-            index_elements=_KEY,
-            set_={name: ins.excluded[name] for name in _VALUES},
-            where=ins.excluded.revision > windows.c.revision,
+def add_tallies(conn: Connection, tallies: Mapping[WindowKey, Tally], *, now: datetime) -> None:
+    """Add each tally to its window's row (created at zero), in key order."""
+    if not tallies:
+        return
+    rows = []
+    for key in sorted(tallies):
+        t = tallies[key]
+        late = DEFAULT_WINDOW_SPECS[key.kind].is_final(key.window_end, now)
+        rows.append(
+            {
+                "camera_id": key.camera_id,
+                "detection_type": key.detection_type,
+                "window_kind": key.kind,
+                "window_start": key.window_start,
+                "window_end": key.window_end,
+                "detection_count": t.count,
+                "confidence_sum": t.confidence_sum,
+                "max_confidence": t.max_confidence,
+                "distinct_persons": 0,
+                "late_count": t.count if late else 0,
+                "revision": 1,
+                "is_final": False,
+                "updated_at": now,
+            }
         )
-        conn.execute(stmt, list(newest.values()))
-    if late:
-        ins = _insert(conn, too_late_table)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["camera_id", "window_kind"],
-            set_={
-                name: ins.excluded[name]
-                for name in ("too_late", "last_event_time", "watermark", "updated_at")
-            },
-        )
-        conn.execute(stmt, list(late.values()))
-
-
-def _window_row(kind: str, w: WindowStats, now: datetime) -> dict[str, Any]:
-    return {
-        "camera_id": w.camera_id,
-        "detection_type": w.detection_type,
-        "window_kind": kind,
-        "window_start": w.window_start,
-        "window_end": w.window_end,
-        "detection_count": w.count,
-        "confidence_sum": w.confidence_sum,
-        "max_confidence": w.max_confidence,
-        "distinct_persons": w.distinct_persons,
-        "late_count": w.late_count,
-        "revision": w.revision,
-        "is_final": w.final,
-        "updated_at": now,
-    }
+    postgres = conn.dialect.name == "postgresql"
+    ins = (postgresql if postgres else sqlite).insert(windows)
+    new = ins.excluded
+    # max() of two values is MAX on SQLite and GREATEST on PostgreSQL.
+    larger = func.greatest if postgres else func.max
+    stmt = ins.on_conflict_do_update(
+        index_elements=_KEY,
+        set_={
+            "detection_count": windows.c.detection_count + new.detection_count,
+            "confidence_sum": windows.c.confidence_sum + new.confidence_sum,
+            "max_confidence": larger(windows.c.max_confidence, new.max_confidence),
+            "late_count": windows.c.late_count + new.late_count,
+            "revision": windows.c.revision + 1,
+            "updated_at": new.updated_at,
+        },
+    )
+    conn.execute(stmt, rows)
 
 
 def list_windows(
@@ -150,6 +112,7 @@ def list_windows(
     since: datetime | None,
     limit: int,
     offset: int,
+    now: datetime,
 ) -> tuple[list[tuple[str, WindowStats]], int]:
     """Newest windows first (by start), with their kind, and the total matching."""
     where: list[ColumnElement[bool]] = []
@@ -176,10 +139,11 @@ def list_windows(
         .offset(offset)
     )
     rows = conn.execute(query).mappings().all()
-    return [(row["window_kind"], _window_from_row(row)) for row in rows], int(total)
+    return [(row["window_kind"], _window_from_row(row, now)) for row in rows], int(total)
 
 
-def _window_from_row(row: Any) -> WindowStats:
+def _window_from_row(row: Any, now: datetime) -> WindowStats:
+    spec = DEFAULT_WINDOW_SPECS.get(row["window_kind"])
     return WindowStats(
         camera_id=row["camera_id"],
         detection_type=row["detection_type"],
@@ -188,21 +152,10 @@ def _window_from_row(row: Any) -> WindowStats:
         count=row["detection_count"],
         confidence_sum=row["confidence_sum"],
         max_confidence=row["max_confidence"],
-        distinct_persons=row["distinct_persons"],
         late_count=row["late_count"],
         revision=row["revision"],
-        final=bool(row["is_final"]),
+        final=spec is not None and spec.is_final(row["window_end"], now),
     )
-
-
-def too_late_totals(conn: Connection, *, camera_id: str | None) -> dict[str, int]:
-    """Detections refused as too late, per window kind (summed over cameras)."""
-    query = select(too_late_table.c.window_kind, func.sum(too_late_table.c.too_late)).group_by(
-        too_late_table.c.window_kind
-    )
-    if camera_id is not None:
-        query = query.where(too_late_table.c.camera_id == camera_id)
-    return {kind: int(total) for kind, total in conn.execute(query).all()}
 
 
 def detection_statistics(

@@ -190,11 +190,18 @@ def test_adapter_is_cached_then_recreated_when_config_changes(
             engine.submit(frame)
         collect(engine, 3)
         assert len(created) == 1
+        # A new config object with the same connection settings keeps the adapter...
         holder.value = dataclasses.replace(
             holder.value,  # type: ignore[arg-type]
             updated_at=holder.value.updated_at.replace(year=2099),  # type: ignore[union-attr]
         )
         time.sleep(0.1)  # the engine re-reads the config every 20 ms
+        engine.submit(frames(5)[4])
+        collect(engine, 1)
+        assert len(created) == 1
+        # ...and one whose connection settings changed gets a new one.
+        holder.value = dataclasses.replace(holder.value, timeout_seconds=7.0)  # type: ignore[arg-type]
+        time.sleep(0.1)
         engine.submit(frames(4)[3])
         collect(engine, 1)
         time.sleep(0.05)

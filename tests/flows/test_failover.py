@@ -104,7 +104,6 @@ def _flow(
                 stats=FlowMetrics(),
                 live=live,
                 stop=stop,
-                windows=False,
             )
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)

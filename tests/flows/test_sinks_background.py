@@ -12,8 +12,9 @@ from sqlalchemy import text
 from detectflow import FrameResult
 from detectflow.core.pipeline import failed_result
 from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.sinks import BackgroundWriter, ResultWriter
+from detectflow.flows.sinks import BackgroundWriter
 from detectflow.store import Database
+from detectflow.store.recorder import Recorder
 from tests.flows.conftest import frames
 
 
@@ -40,7 +41,7 @@ class GatedStore:
 def test_submit_returns_before_the_write_and_flush_waits_for_it(sqlite_db: Database) -> None:
     store = GatedStore(sqlite_db)
     acked: list[str] = []
-    writer = ResultWriter(store, on_written=lambda rs: acked.extend(r.frame.frame_id for r in rs))
+    writer = Recorder(store, on_stored=lambda rs: acked.extend(r.frame.frame_id for r in rs))
     batch = failures(3)
     with BackgroundWriter(writer) as background:
         background.submit(batch)  # returns although the store is blocked
@@ -55,7 +56,7 @@ def test_submit_returns_before_the_write_and_flush_waits_for_it(sqlite_db: Datab
 def test_batches_queued_meanwhile_are_written_together_in_order(sqlite_db: Database) -> None:
     store = GatedStore(sqlite_db)
     first, second, third = failures(2, "cam-a"), failures(2, "cam-b"), failures(2, "cam-c")
-    with BackgroundWriter(ResultWriter(store)) as background:
+    with BackgroundWriter(Recorder(store)) as background:
         background.submit(first)
         assert store.entered.wait(5)
         background.submit(second)
@@ -67,7 +68,7 @@ def test_batches_queued_meanwhile_are_written_together_in_order(sqlite_db: Datab
 
 def test_submit_blocks_while_max_pending_results_wait(sqlite_db: Database) -> None:
     store = GatedStore(sqlite_db)
-    background = BackgroundWriter(ResultWriter(store), max_pending=2)
+    background = BackgroundWriter(Recorder(store), max_pending=2)
     try:
         background.submit(failures(1, "cam-a"))
         assert store.entered.wait(5)
@@ -98,7 +99,7 @@ def test_a_write_error_is_raised_on_the_worker_and_nothing_is_acknowledged(
             )
         )
     acked: list[FrameResult] = []
-    background = BackgroundWriter(ResultWriter(sqlite_db, on_written=acked.extend))
+    background = BackgroundWriter(Recorder(sqlite_db, on_stored=acked.extend))
     background.submit(failures(2))
     with pytest.raises(Exception, match="disk says no"):
         background.flush()
@@ -111,11 +112,11 @@ def test_a_write_error_is_raised_on_the_worker_and_nothing_is_acknowledged(
 
 def test_limits_must_be_positive(sqlite_db: Database) -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        BackgroundWriter(ResultWriter(sqlite_db), max_pending=0)
+        BackgroundWriter(Recorder(sqlite_db), max_pending=0)
 
 
 def test_a_closed_writer_refuses_more_work(sqlite_db: Database) -> None:
-    background = BackgroundWriter(ResultWriter(sqlite_db))
+    background = BackgroundWriter(Recorder(sqlite_db))
     background.close()
     with pytest.raises(RuntimeError, match="closed"):
         background.submit(failures(1))
@@ -138,7 +139,7 @@ class GatedLive:
 def test_announcing_a_batch_overlaps_committing_the_next(sqlite_db: Database) -> None:
     live = GatedLive()
     first, second = failures(2, "cam-a"), failures(3, "cam-b")
-    with BackgroundWriter(ResultWriter(sqlite_db, live=live)) as background:
+    with BackgroundWriter(Recorder(sqlite_db, live=live)) as background:
         background.submit(first)
         assert live.entered.wait(5)  # the first batch is committed and being announced
         background.submit(second)
@@ -163,7 +164,7 @@ class BrokenMetrics(FlowMetrics):
 
 
 def test_an_announcing_error_is_raised_on_the_worker(sqlite_db: Database) -> None:
-    background = BackgroundWriter(ResultWriter(sqlite_db, metrics=BrokenMetrics()))
+    background = BackgroundWriter(Recorder(sqlite_db, observer=BrokenMetrics()))
     background.submit(failures(2))
     with pytest.raises(RuntimeError, match="metrics broke"):
         background.flush()

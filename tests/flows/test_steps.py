@@ -8,17 +8,15 @@ from datetime import UTC, datetime
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from detectflow import Frame, FrameResult, ProviderConfig, Settings
+from detectflow import Frame, FrameResult
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.images import image_info
-from detectflow.core.models import QueueItem
+from detectflow.core.models import QueueItem, strip_image
 from detectflow.core.pipeline import failed_result
 from detectflow.flows.steps import (
     camera_key,
     chunked,
     queue_item_to_frame,
-    retry_policy,
-    strip_image,
 )
 from detectflow.samples import sample_frame
 from detectflow.store.queue import ClaimedRow
@@ -123,14 +121,6 @@ def test_strip_image_keeps_every_other_field() -> None:
     )
     stripped = strip_image(result)
     assert stripped == dataclasses.replace(result, frame=dataclasses.replace(frame, image=b""))
-
-
-def test_retry_policy_takes_budget_from_provider_and_timing_from_settings() -> None:
-    config = ProviderConfig(
-        id="p", provider_name="p", provider_type="x", endpoint_url="", max_retries=5
-    )
-    policy = retry_policy(config, Settings(retry_base_seconds=0.5, retry_max_seconds=4))
-    assert (policy.max_retries, policy.base_seconds, policy.max_seconds) == (5, 0.5, 4)
 
 
 @given(items=st.lists(st.integers(), max_size=50), size=st.integers(1, 20))

@@ -33,7 +33,6 @@ _TABLES = (
     "detection_processing_queue",
     "detection_provider_configs",
     "detection_window_stats",
-    "detection_window_too_late",
 )
 
 

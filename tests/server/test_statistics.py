@@ -8,14 +8,12 @@ import pytest
 
 from detectflow.core.models import FrameResult, utcnow
 from detectflow.core.serialize import isoformat
-from detectflow.core.windows import TooLateCount
-from detectflow.flows.windows import CameraWindows, StatsWriter, WindowInput
 from detectflow.server.statistics import cache_ttl
 from detectflow.store import Database
 from detectflow.store.live import STATS_TTL, LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
-from detectflow.store.stats import TUMBLING
-from detectflow.store.tables import detection_window_stats, detection_window_too_late
+from detectflow.store.recorder import Recorder
+from detectflow.store.tables import detection_window_stats
 from tests.server.support import API, TestClient, assert_error, sqlite_only
 from tests.store.builders import detection, frame
 
@@ -38,23 +36,11 @@ def _empty_window_tables(database: Database) -> None:
     """The shared PostgreSQL database is emptied of the guide's tables only."""
     with database.engine.begin() as conn:
         conn.execute(detection_window_stats.delete())
-        conn.execute(detection_window_too_late.delete())
 
 
-def write(
-    database: Database,
-    now: datetime,
-    rows: list[Row],
-    cache: object = None,
-    state: dict[str, CameraWindows] | None = None,
-) -> list[Row]:
-    """Store detections and feed them through the dataflow's windows step and stats sink.
-
-    Like the flow, later writes must reuse a camera's windows (``state``): a
-    fresh aggregator's revision-1 rows would lose to the stored ones.
-    """
-    state = {} if state is None else state
-    per_camera: dict[str, list[WindowInput]] = {}
+def write(database: Database, now: datetime, rows: list[Row], cache: object = None) -> list[Row]:
+    """Record one frame per row through the one recorder (detections and their window
+    tallies in one transaction; the statistics cache, if given, is told)."""
     results = []
     for i, (camera, ago, kind, confidence, person) in enumerate(sorted(rows, key=lambda r: -r[1])):
         when = now - ago
@@ -63,12 +49,7 @@ def write(
             f, detection_type=kind, confidence=confidence, person_id=person, created_at=when
         )
         results.append(FrameResult(f, (d,), (), None, 1, 5))
-        per_camera.setdefault(camera, []).append(WindowInput(when, (d,)))
-    database.record_results(results)
-    writer = StatsWriter(database, cache=cache)  # type: ignore[arg-type]
-    for camera, inputs in per_camera.items():
-        windows = state.setdefault(camera, CameraWindows())
-        writer.write([*windows.add(inputs), *windows.flush()])
+    Recorder(database, stats=cache).record(results)  # type: ignore[arg-type]
     return rows
 
 
@@ -137,18 +118,17 @@ def test_statistics_without_data_are_zeros(client: TestClient) -> None:
     }
 
 
-def test_statistics_are_cached_until_the_stats_sink_invalidates_them(
+def test_statistics_are_cached_until_the_recorder_invalidates_them(
     client: TestClient, database: Database, cache: MemoryCache, bus: MemoryBus
 ) -> None:
     now = utcnow()
-    state: dict[str, CameraWindows] = {}
-    write(database, now, SAMPLE[:1], state=state)
+    write(database, now, SAMPLE[:1])
     assert client.get(f"{API}/statistics").json()["data"]["total_detections"] == 1
 
-    write(database, now, SAMPLE[1:2], state=state)  # written without telling the cache
+    write(database, now, SAMPLE[1:2])  # recorded without telling the cache
     assert client.get(f"{API}/statistics").json()["data"]["total_detections"] == 1
 
-    write(database, now, SAMPLE[2:3], cache=LiveView(cache, bus).stats, state=state)
+    write(database, now, SAMPLE[2:3], cache=LiveView(cache, bus).stats)
     assert client.get(f"{API}/statistics").json()["data"]["total_detections"] == 3
 
 
@@ -163,7 +143,6 @@ def test_windows_are_listed_with_their_kind_newest_first(
 ) -> None:
     now = utcnow()
     write(database, now, SAMPLE)
-    database.record_window_stats([(TUMBLING, TooLateCount("cam-a", 2, now, now))])
 
     response = client.get(
         f"{API}/statistics/windows", params={"camera_id": "cam-a", "kind": "tumbling"}
@@ -176,7 +155,6 @@ def test_windows_are_listed_with_their_kind_newest_first(
     assert {w["kind"] for w in body["data"]} == {"tumbling"}
     assert sum(w["count"] for w in body["data"]) == 3
     assert body["meta"]["total"] == len(body["data"])
-    assert body["meta"]["too_late"] == {"tumbling": 2}
 
 
 def test_windows_filter_by_type_and_since_and_page(client: TestClient, database: Database) -> None:

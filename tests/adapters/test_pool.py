@@ -7,11 +7,21 @@ from dataclasses import replace
 import anyio
 import pytest
 
+from detectflow.adapters.pool import AdapterPool
 from detectflow.core.errors import PluginError
 from detectflow.core.models import ProviderConfig
-from detectflow.core.plugins import PluginRegistry
-from detectflow.server.adapter_pool import AdapterPool
-from tests.server.support import ScriptedAdapter
+from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.core.settings import Settings
+from tests.server.support import ScriptedAdapter, ScriptedPlugin
+
+
+@pytest.fixture
+def registry() -> PluginRegistry:
+    ScriptedAdapter.instances.clear()
+    registry = get_registry(Settings(disable_plugin_autoload=True))
+    assert registry.register(ScriptedPlugin(), "tests-scripted", "tests", "0")
+    return registry
+
 
 CONFIG = ProviderConfig(id="p1", provider_name="p", provider_type="scripted", endpoint_url="x")
 

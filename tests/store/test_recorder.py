@@ -1,4 +1,4 @@
-"""The result writer: SQL, then the live view, then plugin notifications."""
+"""The one recorder: SQL (with window tallies), then the live view, then plugins."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 from detectflow import FrameResult, FunctionAdapter, hookimpl
 from detectflow.core.models import Detection, DetectionEvent
 from detectflow.core.pipeline import failed_result, run_frame
-from detectflow.core.plugins import PluginRegistry
+from detectflow.core.plugins import get_registry
+from detectflow.core.settings import Settings
 from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.sinks import ResultWriter
 from detectflow.store import Database
 from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
+from detectflow.store.recorder import Recorder
 from tests.flows.conftest import frames, person
 
 
@@ -49,7 +50,7 @@ def test_sql_commits_before_live_publish(sqlite_db: Database, batch: list[FrameR
         sqlite_db.enqueue(result.frame)
     live = ReadsBackWhenPublished(sqlite_db)
 
-    ResultWriter(sqlite_db, live=live).write(batch)
+    Recorder(sqlite_db, live=live).record(batch)
 
     assert live.seen == [8]
 
@@ -61,7 +62,7 @@ def test_images_are_dropped_and_live_view_is_updated(
     view = LiveView(MemoryCache(), MemoryBus())
     metrics = FlowMetrics()
 
-    ResultWriter(sqlite_db, live=view, metrics=metrics).write(batch)
+    Recorder(sqlite_db, live=view, observer=metrics).record(batch)
 
     snapshot = view.live(batch[0].frame.camera_id)
     assert snapshot is not None
@@ -80,14 +81,15 @@ def test_live_failure_is_logged_not_raised_and_sql_is_kept(
     sqlite_db: Database, batch: list[FrameResult], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR):
-        ResultWriter(sqlite_db, live=BrokenLive()).write(batch)
+        Recorder(sqlite_db, live=BrokenLive()).record(batch)
     assert "live view failed" in caplog.text
     assert sqlite_db.list_detections()[1] == 8
 
 
 def test_notifiers_called_per_detection_and_event(
-    sqlite_db: Database, batch: list[FrameResult], registry: PluginRegistry
+    sqlite_db: Database, batch: list[FrameResult]
 ) -> None:
+    registry = get_registry(Settings(disable_plugin_autoload=True))
     heard: list[object] = []
 
     class Alerts:
@@ -102,7 +104,7 @@ def test_notifiers_called_per_detection_and_event(
     registry.register(Alerts(), "alerts", "tests", "0")
     failure = failed_result(frames(5)[4], "boom")
 
-    ResultWriter(sqlite_db, registry=registry).write([*batch, failure])
+    Recorder(sqlite_db, registry=registry).record([*batch, failure])
 
     assert sum(isinstance(h, Detection) for h in heard) == 8
     assert sum(isinstance(h, DetectionEvent) for h in heard) == 5
@@ -117,7 +119,7 @@ def test_large_batches_are_written_in_chunks(sqlite_db: Database) -> None:
             sqlite_db.record_results(results)
 
     failures = [failed_result(f, "x") for f in frames(7)]
-    ResultWriter(CountingStore(), max_batch=3).write(failures)
+    Recorder(CountingStore(), max_batch=3).record(failures)
 
     assert written == [3, 3, 1]
     assert sqlite_db.list_events()[1] == 7

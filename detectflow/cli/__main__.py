@@ -1,0 +1,5 @@
+"""``python -m detectflow.cli``: the same as the ``detectflow`` command."""
+
+from detectflow.cli.commands import main
+
+main()
