@@ -275,9 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     try:
         with _fresh_postgres() as url:
-            rate, cpu, metrics, stats = _flow_rate(
-                settings, url, args.redis_url, prefix, frames
-            )
+            rate, cpu, metrics, stats = _flow_rate(settings, url, args.redis_url, prefix, frames)
         with _fresh_postgres() as url:
             raw = _baseline_rate(url, args.redis_url, prefix + "raw:", frames, secret)
     finally:
