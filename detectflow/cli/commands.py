@@ -64,6 +64,7 @@ def plugins_cmd(state: _State, as_json: bool) -> None:
     from detectflow.core.plugins import get_registry
 
     registry = get_registry(state.settings)
+    registry.load_sources()  # listed too, though a server never loads them
     infos = registry.plugins()
     if as_json:
         payload = {

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PLUGINS",
+    "SOURCE_PLUGINS",
     "PluginFailure",
     "PluginInfo",
     "PluginRegistry",
@@ -44,11 +45,17 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.http",
     "detectflow.adapters.grpc.adapter",
     "detectflow.adapters.mqtt",
+)
+"""Built-in provider adapters, registered when the registry loads."""
+
+SOURCE_PLUGINS: tuple[str, ...] = (
     "detectflow.flows.sources",
     "detectflow.flows.source_redis",
     "detectflow.flows.source_mqtt",
     "detectflow.flows.source_file",
 )
+"""Built-in frame sources, registered on first use of :meth:`PluginRegistry.frame_sources`:
+they import the dataflow engine (Bytewax), which a server process never needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,8 @@ class PluginRegistry:
     failures: list[PluginFailure] = field(default_factory=list)
     _origins: dict[str, tuple[str, str]] = field(default_factory=dict)
     _label_map: tuple[tuple[object, ...], Mapping[str, str]] | None = None
+    _blocked: tuple[str, ...] = ()
+    _sources_loaded: bool = False
 
     # -- loading ---------------------------------------------------------
 
@@ -206,8 +215,26 @@ class PluginRegistry:
             or self.pm.hook.detectflow_on_event.get_hookimpls()
         )
 
+    def load_sources(self) -> None:
+        """Register the built-in frame sources (once); a flow or ``detectflow plugins`` calls it."""
+        if self._sources_loaded:
+            return
+        self._sources_loaded = True
+        version = metadata.version("detectflow")
+        for module_name in SOURCE_PLUGINS:
+            if module_name not in self._blocked and not self.pm.has_plugin(module_name):
+                self.load_module(module_name, name=module_name, package="detectflow", version=version)
+
     def frame_sources(self) -> dict[str, Callable[..., Any]]:
-        return _merge(self.pm.hook.detectflow_frame_sources())
+        """Every source factory by URL scheme; a plugin's wins over a built-in of the same scheme."""
+        self.load_sources()
+        impls = self.pm.hook.detectflow_frame_sources.get_hookimpls()
+        builtin = [i for i in impls if i.plugin_name in SOURCE_PLUGINS]
+        others = [i for i in impls if i.plugin_name not in SOURCE_PLUGINS]
+        merged: dict[str, Callable[..., Any]] = {}
+        for impl in [*builtin, *others]:  # registration order: later ones win
+            merged.update(impl.function() or {})
+        return merged
 
     def sinks(self) -> dict[str, Callable[..., Any]]:
         return _merge(self.pm.hook.detectflow_sinks())
@@ -228,7 +255,7 @@ def _merge(results: list[Mapping[str, Callable[..., Any]]]) -> dict[str, Callabl
 def _new_registry(settings: Settings) -> PluginRegistry:
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    registry = PluginRegistry(pm)
+    registry = PluginRegistry(pm, _blocked=settings.blocked_plugins)
     version = metadata.version("detectflow")
     for module_name in DEFAULT_PLUGINS:
         if module_name in settings.blocked_plugins:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,32 @@ def test_real_uvicorn_pushes_a_detection_to_a_websockets_client(
     assert [m["type"] for m in received] == ["detection"] * sent["detection_count"]
     assert [m["detection_id"] for m in received] == [d["id"] for d in sent["detections"]]
     assert {m["camera_id"] for m in received} == {"cam-e2e"}
+
+
+def test_the_server_process_never_loads_the_dataflow(tmp_path: Path) -> None:
+    """A server serves REST and WebSocket from the store alone: neither Bytewax nor
+    any flow module is imported by building the app and running its lifespan
+    (a fresh interpreter, since this test process has imported both)."""
+    script = """
+import sys
+from starlette.testclient import TestClient
+from detectflow.core.settings import Settings
+from pathlib import Path
+from detectflow.server.app import create_app
+
+with TestClient(create_app(Settings(data_dir=Path(sys.argv[1])))) as client:
+    assert client.get("/api/v1/health").status_code == 200
+    assert client.get("/api/v1/detections/live").status_code == 200
+flows = ("bytewax", "detectflow.flows")
+loaded = sorted(m for m in sys.modules if m.startswith(flows))
+print(loaded)
+"""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
