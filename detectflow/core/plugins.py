@@ -221,12 +221,12 @@ class PluginRegistry:
             return
         self._sources_loaded = True
         version = metadata.version("detectflow")
-        for module_name in SOURCE_PLUGINS:
-            if module_name not in self._blocked and not self.pm.has_plugin(module_name):
-                self.load_module(module_name, name=module_name, package="detectflow", version=version)
+        for name in SOURCE_PLUGINS:
+            if name not in self._blocked and not self.pm.has_plugin(name):
+                self.load_module(name, name=name, package="detectflow", version=version)
 
     def frame_sources(self) -> dict[str, Callable[..., Any]]:
-        """Every source factory by URL scheme; a plugin's wins over a built-in of the same scheme."""
+        """Every source factory by URL scheme; a plugin's wins over a built-in's."""
         self.load_sources()
         impls = self.pm.hook.detectflow_frame_sources.get_hookimpls()
         builtin = [i for i in impls if i.plugin_name in SOURCE_PLUGINS]
