@@ -233,7 +233,8 @@ class PluginRegistry:
         others = [i for i in impls if i.plugin_name not in SOURCE_PLUGINS]
         merged: dict[str, Callable[..., Any]] = {}
         for impl in [*builtin, *others]:  # registration order: later ones win
-            merged.update(impl.function() or {})
+            found: Mapping[str, Callable[..., Any]] = impl.function() or {}
+            merged.update(found)
         return merged
 
     def sinks(self) -> dict[str, Callable[..., Any]]:
