@@ -233,7 +233,7 @@ class PluginRegistry:
         others = [i for i in impls if i.plugin_name not in SOURCE_PLUGINS]
         merged: dict[str, Callable[..., Any]] = {}
         for impl in [*builtin, *others]:  # registration order: later ones win
-            found: Mapping[str, Callable[..., Any]] = impl.function() or {}
+            found = cast(Mapping[str, Callable[..., Any]], impl.function() or {})
             merged.update(found)
         return merged
 
