@@ -31,7 +31,7 @@ from detectflow.server.errors import CatchAllMiddleware, exception_handlers
 from detectflow.server.hub import Hub
 from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware, metrics_endpoint
 from detectflow.server.openapi import openapi_endpoint, route_table
-from detectflow.server.state import STATE_KEY, ServerState, in_thread
+from detectflow.server.state import STATE_KEY, ProviderRoutes, ServerState, in_thread
 from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
@@ -135,6 +135,7 @@ def create_app(
                 registry=plugins,
                 detector=detector,
                 recorder=Recorder(db, live=live, stats=live.stats, registry=plugins),
+                routes=ProviderRoutes(db),
             )
             yield {STATE_KEY: state, METRICS_KEY: metrics}
 

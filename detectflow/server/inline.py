@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 from detectflow.core.models import Frame, FrameResult
-from detectflow.core.routing import RouteTable
 from detectflow.server.state import ServerState, in_thread
 
 __all__ = ["detect_and_record"]
@@ -28,8 +27,7 @@ async def detect_and_record(state: ServerState, frame: Frame) -> FrameResult | N
     failure (``failed`` status, error message) and can be retried: nothing
     a client sent is lost.
     """
-    routes = RouteTable.build(await in_thread(state.database.list_providers))
-    result = await state.detector.detect(frame, routes)
+    result = await state.detector.detect(frame, await state.routes.get())
     if result is None:
         return None
     try:

@@ -129,6 +129,7 @@ async def create_provider(request: Request) -> JSONResponse:
     config = ProviderConfig(id=new_id(), created_at=now, updated_at=now, **fields)
     await _check_buildable(state, config)
     created = await in_thread(state.database.create_provider, config)
+    state.routes.invalidate()
     return JSONResponse({"data": provider_to_dict(created)}, status_code=201)
 
 
@@ -166,6 +167,7 @@ async def _update(request: Request, state: ServerState, current: ProviderConfig)
     await _check_buildable(state, replace(current, **fields))
     try:
         updated = await in_thread(state.database.update_provider, current.id, fields)
+        state.routes.invalidate()
     except KeyError:
         raise not_found("provider", current.id) from None
     return JSONResponse({"data": provider_to_dict(updated)})
@@ -191,6 +193,7 @@ async def delete_provider(request: Request) -> Response:
     provider_id = request.path_params["provider_id"]
     if len(provider_id) > 64 or not await in_thread(state.database.delete_provider, provider_id):
         raise not_found("provider", provider_id)
+    state.routes.invalidate()
     await state.detector.pool.discard(provider_id)
     return Response(status_code=204)
 

@@ -8,15 +8,18 @@ instead of a bag of loosely named attributes.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar, cast
 
+import anyio
 import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from detectflow.adapters.detector import Detector
 from detectflow.core.plugins import PluginRegistry
+from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
 from detectflow.server.hub import Hub
 from detectflow.store.breakers import BreakerRecorder
@@ -25,7 +28,7 @@ from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
 
-__all__ = ["STATE_KEY", "ServerState", "in_thread", "server_state"]
+__all__ = ["STATE_KEY", "ProviderRoutes", "ServerState", "in_thread", "server_state"]
 
 STATE_KEY = "detectflow"
 
@@ -36,6 +39,34 @@ T = TypeVar("T")
 async def in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run blocking store I/O (SQL, Redis) off the event loop."""
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+class ProviderRoutes:
+    """Every camera's provider group, read from the database at most every ``ttl`` seconds.
+
+    Configs change rarely and reading them all costs a SQL round trip, which
+    send-frame paid for every frame. This process's own provider changes
+    :meth:`invalidate` it at once; another process's are seen within ``ttl``.
+    """
+
+    def __init__(self, database: Database, *, ttl: float = 1.0) -> None:
+        self._database = database
+        self._ttl = ttl
+        self._table: RouteTable | None = None
+        self._read_at = 0.0
+        self._lock = anyio.Lock()
+
+    async def get(self) -> RouteTable:
+        if self._table is None or time.monotonic() - self._read_at >= self._ttl:
+            async with self._lock:  # one read for all requests arriving meanwhile
+                if self._table is None or time.monotonic() - self._read_at >= self._ttl:
+                    configs = await in_thread(self._database.list_providers)
+                    self._table = RouteTable.build(configs)
+                    self._read_at = time.monotonic()
+        return self._table
+
+    def invalidate(self) -> None:
+        self._table = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +82,7 @@ class ServerState:
     """Inline send-frame's way to the providers, with its own circuit breakers."""
     recorder: Recorder
     """The one recorder of results, shared with every dataflow."""
+    routes: ProviderRoutes
 
     async def record_breakers(self) -> None:
         """Record what inline send-frame changed in the breakers (events, live states)."""
