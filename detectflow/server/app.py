@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -29,12 +30,14 @@ from detectflow.server.auth import AuthMiddleware
 from detectflow.server.detections import SOURCE_SYSTEM
 from detectflow.server.errors import CatchAllMiddleware, exception_handlers
 from detectflow.server.hub import Hub
+from detectflow.server.inline import record_inline_results
 from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware, metrics_endpoint
 from detectflow.server.openapi import openapi_endpoint, route_table
 from detectflow.server.state import STATE_KEY, ProviderRoutes, ServerState, in_thread
 from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
+from detectflow.store.group_commit import GroupCommit
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
 
@@ -125,6 +128,7 @@ def create_app(
             tasks = await stack.enter_async_context(anyio.create_task_group())
             await tasks.start(hub.run)
             stack.callback(tasks.cancel_scope.cancel)
+            recorder = Recorder(db, live=live, stats=live.stats, registry=plugins)
             state = ServerState(
                 settings=settings,
                 database=db,
@@ -134,7 +138,8 @@ def create_app(
                 hub=hub,
                 registry=plugins,
                 detector=detector,
-                recorder=Recorder(db, live=live, stats=live.stats, registry=plugins),
+                recorder=recorder,
+                results=GroupCommit(partial(record_inline_results, db, recorder)),
                 routes=ProviderRoutes(db),
             )
             yield {STATE_KEY: state, METRICS_KEY: metrics}

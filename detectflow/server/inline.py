@@ -11,21 +11,38 @@ as they would a flow's result.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from detectflow.core.models import Frame, FrameResult
-from detectflow.server.state import ServerState, in_thread
+from detectflow.server.state import ServerState
+from detectflow.store.recorder import Recorder
+from detectflow.store.repository import Database
 
-__all__ = ["detect_and_record"]
+__all__ = ["detect_and_record", "record_inline_results"]
 
 log = logging.getLogger(__name__)
+
+
+def record_inline_results(
+    database: Database, recorder: Recorder, results: Sequence[FrameResult]
+) -> None:
+    """Record a group of inline results (:class:`~detectflow.store.group_commit.GroupCommit`).
+
+    A failed frame is first put in the queue so its bytes are kept with the
+    failure (``failed`` status, error message) and can be retried: nothing
+    a client sent is lost.
+    """
+    for result in results:
+        if not result.ok:
+            database.enqueue(result.frame)
+    recorder.record(results)
 
 
 async def detect_and_record(state: ServerState, frame: Frame) -> FrameResult | None:
     """Detect ``frame`` and record the result; None when no provider serves its camera.
 
-    A failed frame is first put in the queue so its bytes are kept with the
-    failure (``failed`` status, error message) and can be retried: nothing
-    a client sent is lost.
+    The answer waits until the result is durable; concurrent requests'
+    results are written together.
     """
     result = await state.detector.detect(frame, await state.routes.get())
     if result is None:
@@ -34,7 +51,5 @@ async def detect_and_record(state: ServerState, frame: Frame) -> FrameResult | N
         await state.record_breakers()
     except Exception:
         log.exception("recording circuit breaker changes failed")
-    if not result.ok:
-        await in_thread(state.database.enqueue, frame)
-    await in_thread(state.recorder.record, [result])
+    await state.results.submit(result)
     return result

@@ -18,12 +18,14 @@ import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from detectflow.adapters.detector import Detector
+from detectflow.core.models import FrameResult
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
 from detectflow.server.hub import Hub
 from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.cache import Bus, Cache
+from detectflow.store.group_commit import GroupCommit
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
@@ -82,6 +84,8 @@ class ServerState:
     """Inline send-frame's way to the providers, with its own circuit breakers."""
     recorder: Recorder
     """The one recorder of results, shared with every dataflow."""
+    results: GroupCommit[FrameResult]
+    """Inline results on their way to the recorder, written in groups."""
     routes: ProviderRoutes
 
     async def record_breakers(self) -> None:
