@@ -12,11 +12,17 @@ and as ``_common`` when run as ``python bench/x.py`` (the folder is then
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
+import os
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -25,12 +31,18 @@ from httpx_aiohttp import AiohttpTransport
 __all__ = [
     "RESPONSE",
     "Call",
+    "HttpClient",
     "LoopbackProvider",
     "aiohttp_call",
+    "cpu_seconds",
     "drive",
+    "free_port",
     "http_provider",
+    "load",
+    "measure",
     "serve_http",
     "transport_call",
+    "wait_up",
 ]
 
 Call = Callable[[], Awaitable[None]]
@@ -176,3 +188,141 @@ def http_provider(latency: float) -> Iterator[str]:
         process.join(5)
         if process.is_alive():
             process.kill()
+
+
+# -- HTTP servers under load ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"server not up at {url}")
+
+
+class HttpClient(asyncio.Protocol):
+    """Keep-alive requests, one at a time, recording each latency (2xx answers only)."""
+
+    def __init__(self, request: bytes, until: float, latencies: list[float], done: Any) -> None:
+        self.request, self.until, self.latencies, self.done = request, until, latencies, done
+        self.buffer = b""
+        self.started = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.started = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        at = head.find(b"content-length:")
+        length = int(head[at + 15 :].split(b"\r\n", 1)[0])
+        if len(self.buffer) < end + 4 + length:
+            return
+        now = time.perf_counter()
+        if not head.startswith(b"http/1.1 2"):
+            raise RuntimeError(f"unexpected answer: {self.buffer[:200]!r}")
+        self.latencies.append(now - self.started)
+        self.buffer = self.buffer[end + 4 + length :]
+        if now < self.until:
+            self._send()
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def load(
+    port: int,
+    request: bytes,
+    clients: int,
+    seconds: float,
+    started: Callable[[], None] = lambda: None,
+) -> tuple[list[float], float]:
+    """``clients`` keep-alive connections sending ``request`` for ``seconds`` (after a
+    warm-up second, then ``started()``): every latency, and the time it took."""
+    loop = asyncio.get_running_loop()
+    # Warm-up second: connections, caches, the server's first requests.
+    for until, keep in ((time.perf_counter() + 1.0, False), (0.0, True)):
+        latencies: list[float] = []
+        if keep:
+            started()
+        start = time.perf_counter()
+        until = until or start + seconds
+        dones = [loop.create_future() for _ in range(clients)]
+        transports = []
+        for done in dones:
+            t, _ = await loop.create_connection(
+                functools.partial(HttpClient, request, until, latencies, done), "127.0.0.1", port
+            )
+            transports.append(t)
+        await asyncio.gather(*dones)
+        elapsed = time.perf_counter() - start
+        for t in transports:
+            t.close()
+        if keep:
+            return latencies, elapsed
+    raise AssertionError("unreachable")
+
+
+def _load_process(
+    port: int, request: bytes, clients: int, seconds: float, conn: Connection
+) -> None:
+    conn.send(asyncio.run(load(port, request, clients, seconds, lambda: conn.send("started"))))
+
+
+def measure(
+    port: int, request: bytes, clients: int, seconds: float, *, server_pid: int | None = None
+) -> dict[str, float]:
+    """:func:`load` in a process of its own (its CPU is not the server's): req/s, p50,
+    p99 (ms), and with ``server_pid`` the server's CPU ms per request over the run."""
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    process = ctx.Process(target=_load_process, args=(port, request, clients, seconds, theirs))
+    process.start()
+    assert ours.recv() == "started"
+    cpu = cpu_seconds(server_pid) if server_pid else 0.0
+    latencies, elapsed = ours.recv()
+    if server_pid:
+        cpu = cpu_seconds(server_pid) - cpu
+    process.join(30)
+    latencies.sort()
+    figures = {
+        "rps": len(latencies) / elapsed,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+    if server_pid:
+        figures["cpu_ms"] = cpu * 1000 / max(len(latencies), 1)
+    return figures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

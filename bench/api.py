@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+try:
+    from bench._common import free_port, measure, wait_up
+except ImportError:  # run as python bench/api.py
+    from _common import free_port, measure, wait_up  # type: ignore[no-redef]
 
 from detectflow.core.frames import make_frame
 from detectflow.core.models import BBox, Detection, FrameResult
@@ -58,13 +62,6 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 # -- servers ----------------------------------------------------------------------------
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _bare_server(port: int, body_file: str) -> None:
     """A bare Starlette route answering the recorded bytes, run as ``serve`` runs uvicorn."""
     import uvicorn
@@ -80,19 +77,6 @@ def _bare_server(port: int, body_file: str) -> None:
 
     app = Starlette(routes=[Route(f"{API}/live", live, methods=["GET"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def _wait_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"server not up at {url}")
 
 
 def _warm(redis_url: str, camera: str) -> None:
@@ -117,96 +101,6 @@ def _warm(redis_url: str, camera: str) -> None:
         raw = cache.get(live_key(camera))
         assert raw is not None
         cache.set_many({live_key(camera): raw}, 600)  # LIVE_TTL is 3 s: outlive the bench
-
-
-# -- HTTP load --------------------------------------------------------------------------
-
-
-class _HttpClient(asyncio.Protocol):
-    """Keep-alive GETs, one at a time, recording each latency."""
-
-    def __init__(self, request: bytes, until: float, latencies: list[float], done: Any) -> None:
-        self.request, self.until, self.latencies, self.done = request, until, latencies, done
-        self.buffer = b""
-        self.started = 0.0
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._send()
-
-    def _send(self) -> None:
-        assert self.transport is not None
-        self.started = time.perf_counter()
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = self.buffer[:end].lower()
-        at = head.find(b"content-length:")
-        length = int(head[at + 15 :].split(b"\r\n", 1)[0])
-        if len(self.buffer) < end + 4 + length:
-            return
-        now = time.perf_counter()
-        if not head.startswith(b"http/1.1 200"):
-            raise RuntimeError(f"unexpected answer: {self.buffer[:200]!r}")
-        self.latencies.append(now - self.started)
-        self.buffer = self.buffer[end + 4 + length :]
-        if now < self.until:
-            self._send()
-        elif not self.done.done():
-            self.done.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def _load(port: int, path: str, clients: int, seconds: float) -> tuple[list[float], float]:
-    loop = asyncio.get_running_loop()
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    # Warm-up second: connections, caches, the server's first requests.
-    for until, keep in ((time.perf_counter() + 1.0, False), (0.0, True)):
-        latencies: list[float] = []
-        start = time.perf_counter()
-        until = until or start + seconds
-        dones = [loop.create_future() for _ in range(clients)]
-        transports = []
-        for done in dones:
-            t, _ = await loop.create_connection(
-                functools.partial(_HttpClient, request, until, latencies, done), "127.0.0.1", port
-            )
-            transports.append(t)
-        await asyncio.gather(*dones)
-        elapsed = time.perf_counter() - start
-        for t in transports:
-            t.close()
-        if keep:
-            return latencies, elapsed
-    raise AssertionError("unreachable")
-
-
-def _load_process(port: int, path: str, clients: int, seconds: float, conn: Connection) -> None:
-    conn.send(asyncio.run(_load(port, path, clients, seconds)))
-
-
-def _measure(port: int, path: str, clients: int, seconds: float) -> dict[str, float]:
-    ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    process = ctx.Process(target=_load_process, args=(port, path, clients, seconds, theirs))
-    process.start()
-    latencies, elapsed = ours.recv()
-    process.join(30)
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-    }
 
 
 # -- WebSocket fan-out ------------------------------------------------------------------
@@ -388,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             DETECTFLOW_SECRET_KEY=Fernet.generate_key().decode(),
             DETECTFLOW_DISABLE_PLUGIN_AUTOLOAD="1",
         )
-        ports = {"detectflow": _port(), "bare": _port()}
+        ports = {"detectflow": free_port(), "bare": free_port()}
         log = Path(tmp) / "server.log"
         processes: list[subprocess.Popen[bytes]] = []
         try:
@@ -409,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                 )
             base = f"http://127.0.0.1:{ports['detectflow']}"
-            _wait_up(processes[0], f"{base}/api/v1/health", log)
+            wait_up(processes[0], f"{base}/api/v1/health", log)
             _warm(args.redis_url, camera)
             answer = httpx.get(base + path)
             data = answer.json()["data"]
@@ -432,10 +326,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         stderr=subprocess.STDOUT,
                     )
                 )
-            _wait_up(processes[1], f"http://127.0.0.1:{ports['bare']}/", log)
+            wait_up(processes[1], f"http://127.0.0.1:{ports['bare']}/", log)
             for name, port in ports.items():
-                one = _measure(port, path, 1, args.seconds)
-                many = _measure(port, path, 32, args.seconds)
+                get = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+                one = measure(port, get, 1, args.seconds)
+                many = measure(port, get, 32, args.seconds)
                 figures[name] = {"one": one, "many": many}
                 print(
                     f"{name:>10} GET /live warm cache, 1 client: p50 {one['p50']:.2f} ms, "
