@@ -443,3 +443,30 @@ def test_unknown_detection_is_404(client: TestClient) -> None:
 def test_fixed_paths_win_over_the_detection_id_route(client: TestClient) -> None:
     for path in ("live", "events", "queue-stats", "recent", "providers", "summary"):
         assert client.get(f"{API}/{path}").status_code == 200, path
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda b: b, id="plain"),
+        pytest.param(lambda b: "data:image/png;base64," + b, id="data-url"),
+        pytest.param(lambda b: "DATA:image/png;base64," + b, id="data-url-upper"),
+        pytest.param(lambda b: "\n".join(b[i : i + 76] for i in range(0, len(b), 76)), id="mime"),
+    ],
+)
+def test_frame_data_may_be_a_data_url_or_line_wrapped(client: TestClient, wrap: Any) -> None:
+    body = frame_body("cam-b64", 3)
+    body["frame_data"] = wrap(body["frame_data"])
+    response = client.post(f"{API}/send-frame?mode=queue", json=body)
+    assert response.status_code == 202, response.text
+    plain = client.post(f"{API}/send-frame?mode=queue", json=frame_body("cam-b64", 3))
+    assert plain.json()["data"]["id"] == response.json()["data"]["id"]  # the same image
+
+
+@sqlite_only
+@pytest.mark.parametrize("text", ["not base64!", "data:image/png;base64,@@@@", "QUJD\nRA=x"])
+def test_frame_data_that_is_not_base64_is_a_422(client: TestClient, text: str) -> None:
+    response = client.post(f"{API}/send-frame", json={"camera_id": "cam-1", "frame_data": text})
+    error = assert_error(response, 422, "validation_error")
+    assert "base64" in str(error["details"])
