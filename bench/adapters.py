@@ -287,7 +287,7 @@ def run_case(case: str, budget: Budget, broker: str) -> list[Row]:
         return asyncio.run(mqtt_case(urls["endpoint_url"], budget))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="Per client (default 5).")
     parser.add_argument("--in-flight", type=int, default=32)
@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{'case':<16} {'client':<28} {'frames/s':>9} {'CPU ms/call':>12}")
     failed = []
+    ratios: dict[str, float] = {}
     for case in args.only or CASES:
         rows = run_case(case, Budget(args.seconds, args.in_flight, args.rounds), args.broker)
         for r in rows:
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         adapter = next(r for r in rows if r.client == "adapter")
         bare = rows[0]
         ratio = adapter.rate / bare.rate
+        ratios[case] = ratio
         verdict = "ok" if ratio >= TARGET else f"BELOW {TARGET}"
         line = f"{case:<16} adapter / {bare.client} = {ratio:.2f} ({verdict})"
         for other in rows[2:]:
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         if ratio < TARGET:
             failed.append(case)
     print("all adapters >= 0.8 of their bare client" if not failed else f"below 0.8: {failed}")
+    return ratios
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@
    subscribed to one camera; the bench publishes one detection on the Redis
    bus (``published_at`` stamped at publish) ``--broadcasts`` times, and each
    client timestamps the broadcast when its bytes arrive (a raw protocol
-   again). Target: p99 publish-to-receipt <= 50 ms.
+   again). Next to it, in the same run, a bare Starlette WebSocket endpoint
+   relaying the same bus messages to the same clients. Targets: p99
+   publish-to-receipt <= 50 ms and >= 0.8 of bare (bare p99 / ours).
 
     .venv/bin/python -m bench.api [--seconds 4] [--ws-clients 1000] [--broadcasts 5]
 """
@@ -76,6 +78,51 @@ def _bare_server(port: int, body_file: str) -> None:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route(f"{API}/live", live, methods=["GET"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def _bare_ws_server(port: int, redis_url: str) -> None:
+    """The floor of WebSocket fan-out: a bare Starlette endpoint that subscribes each
+    client on its first message and, for every frame message on the Redis bus, sends
+    each detection's text (made once, as the hub does) to every client at once."""
+    import redis.asyncio as aioredis
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from detectflow.core.serialize import detection_messages
+
+    clients: set[WebSocket] = set()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()  # the subscribe message
+        await websocket.send_text(json.dumps({"type": "subscribed"}))
+        clients.add(websocket)
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            clients.discard(websocket)
+
+    async def relay() -> None:
+        bus = aioredis.from_url(redis_url)
+        pubsub = bus.pubsub()
+        await pubsub.psubscribe("*detections*")
+        async for item in pubsub.listen():
+            if item["type"] != "pmessage":
+                continue
+            for message in detection_messages(json.loads(item["data"])):
+                text = json.dumps(message)
+                await asyncio.gather(*(c.send_text(text) for c in list(clients)))
+
+    async def lifespan(app: Starlette) -> Any:
+        task = asyncio.create_task(relay())
+        yield
+        task.cancel()
+
+    app = Starlette(routes=[WebSocketRoute(f"{API}/ws/{{client_id}}", endpoint)], lifespan=lifespan)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -260,7 +307,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--bare-server", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--bare-ws-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bare_ws_server:
+        _bare_ws_server(args.bare_ws_server, args.redis_url)
+        return {}
     if args.bare_server:
         _bare_server(int(args.bare_server[0]), args.bare_server[1])
         return {}
@@ -356,7 +407,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"delivered {fan['delivered']}/{fan['expected']}, publish-to-receipt "
                 f"p50 {fan['p50']:.1f} ms, p99 {fan['p99']:.1f} ms, max {fan['max']:.1f} ms"
             )
-            print(f"target: p99 <= 50 ms {'met' if fan['p99'] <= 50 else 'MISSED'}")
+            ports["bare-ws"] = free_port()
+            with log.open("ab") as out:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.api",
+                            "--bare-ws-server",
+                            str(ports["bare-ws"]),
+                            "--redis-url",
+                            args.redis_url,
+                        ],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            wait_up(processes[-1], f"http://127.0.0.1:{ports['bare-ws']}/", log)
+            bare_fan = _broadcast(
+                args.redis_url, ports["bare-ws"], args.ws_clients, args.broadcasts
+            )
+            figures["fan_out_bare"] = bare_fan
+            print(
+                f"bare Starlette fan-out, same clients and broadcasts: delivered "
+                f"{bare_fan['delivered']}/{bare_fan['expected']}, p50 {bare_fan['p50']:.1f} ms, "
+                f"p99 {bare_fan['p99']:.1f} ms, max {bare_fan['max']:.1f} ms"
+            )
+            ratio = bare_fan["p99"] / fan["p99"]
+            figures["fan_out_ratio"] = ratio
+            print(f"fan-out p99 ratio to bare (bare p99 / ours): {ratio:.2f}")
+            print(
+                f"targets: p99 <= 50 ms {'met' if fan['p99'] <= 50 else 'MISSED'}, "
+                f">= 0.8 of bare {'met' if ratio >= 0.8 else 'MISSED'}"
+            )
         finally:
             for process in processes:
                 process.terminate()

@@ -112,7 +112,7 @@ def _with_server(latency: float, seconds: float, in_flight: int) -> list[Result]
         return asyncio.run(_measure(url, latency, seconds, in_flight))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--in-flight", type=int, default=32)
@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         "zero latency: httpx + AiohttpTransport / httpx default = "
         f"{rate('httpx + AiohttpTransport', 0.0) / rate('httpx (default transport)', 0.0):.2f}"
     )
+    return {
+        "adapter_vs_bare_0ms": rate(adapter, 0.0) / rate(BARE_CLIENT, 0.0),
+        "adapter_of_ceiling_50ms": rate(adapter, 0.05) / ceiling,
+    }
 
 
 if __name__ == "__main__":

@@ -217,13 +217,14 @@ class PluginRegistry:
 
     def load_sources(self) -> None:
         """Register the built-in frame sources (once); a flow or ``detectflow plugins`` calls it."""
-        if self._sources_loaded:
-            return
-        self._sources_loaded = True
-        version = metadata.version("detectflow")
-        for name in SOURCE_PLUGINS:
-            if name not in self._blocked and not self.pm.has_plugin(name):
-                self.load_module(name, name=name, package="detectflow", version=version)
+        with _sources_lock:  # flows of several threads start at once
+            if self._sources_loaded:
+                return
+            version = metadata.version("detectflow")
+            for name in SOURCE_PLUGINS:
+                if name not in self._blocked and not self.pm.has_plugin(name):
+                    self.load_module(name, name=name, package="detectflow", version=version)
+            self._sources_loaded = True
 
     def frame_sources(self) -> dict[str, Callable[..., Any]]:
         """Every source factory by URL scheme; a plugin's wins over a built-in's."""
@@ -268,6 +269,7 @@ def _new_registry(settings: Settings) -> PluginRegistry:
 
 
 _lock = threading.Lock()
+_sources_lock = threading.Lock()
 _registry: PluginRegistry | None = None
 
 
