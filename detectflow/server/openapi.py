@@ -221,6 +221,7 @@ SCHEMAS: dict[str, Schema] = {
                     "items": _object(
                         id={"type": "string"},
                         name={"type": "string"},
+                        is_active={"type": "boolean"},
                         breaker={"type": "string"},
                         status=_PART_STATUS,
                     ),

@@ -13,8 +13,8 @@ queue), so it answers 200 and says what is wrong:
 - ``dataflow``: each worker's heartbeat (:mod:`detectflow.store.heartbeat`),
   down once silent for ``HEARTBEAT_STALE`` seconds; with no worker at all
   the part is down (queued frames wait); unreadable (cache down) is degraded.
-- ``providers``: each active provider's circuit breaker, as in the summary;
-  with none active the part is down (inline send-frame cannot detect).
+- ``providers``: each provider's circuit breaker, as in the summary; with
+  none configured the part is down (inline send-frame cannot detect).
 """
 
 from __future__ import annotations
@@ -164,19 +164,20 @@ def _worker(beat: WorkerBeat, age: float) -> dict[str, Any]:
 
 
 def _providers_part(state: ServerState, configs: list[ProviderConfig]) -> dict[str, Any]:
-    entries = [e for e in _provider_entries(state, configs) if e["is_active"]]
+    # Every config may serve frames (routing falls back to inactive ones), so all count.
     providers = [
         {
             "id": e["id"],
             "name": e["name"],
+            "is_active": e["is_active"],
             "breaker": e["breaker"],
             "status": _BREAKER_STATUS.get(str(e["breaker"]), "degraded"),
         }
-        for e in entries
+        for e in _provider_entries(state, configs)
     ]
     status = _of_many([p["status"] for p in providers])
     if not providers:
-        message = "no active provider: inline send-frame cannot detect, queued frames wait"
+        message = "no provider configured: inline send-frame cannot detect, queued frames wait"
     elif status != "ok":
         message = "a provider whose circuit breaker is open gets no frames"
     else:
