@@ -23,14 +23,7 @@ from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
 from detectflow.store.outages import OutageCounts
 from detectflow.store.redis_backend import RedisCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_a_worker_writes_at_most_once_per_interval_however_often_it_beats() -> None:

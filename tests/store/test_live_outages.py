@@ -17,6 +17,7 @@ import redis
 from detectflow.store.live import STATS_ALL_KEY, LiveView, stats_key
 from detectflow.store.outages import OutageCollector, OutageCounts
 from detectflow.store.redis_backend import RedisBus, RedisCache
+from tests.clock import Clock
 from tests.redis_server import RedisServer
 from tests.store.builders import frame, result
 
@@ -102,18 +103,10 @@ def test_the_live_view_works_again_once_redis_is_back(
     assert snapshot is not None and len(snapshot.detections) == 2
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_failed_statistics_invalidation_is_retried_by_the_next_call(
     own_redis: RedisServer, counts: OutageCounts
 ) -> None:
-    clock = _Clock()
+    clock = Clock()
     url = f"{own_redis.url}?socket_timeout=0.1"
     with (
         RedisCache(url, outage_backoff=(1.0, 1.0), clock=clock) as cache,

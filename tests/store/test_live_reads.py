@@ -19,6 +19,7 @@ from detectflow.store.live import LiveSnapshot, LiveView, SharedLiveReads
 from detectflow.store.memory import MemoryBus, MemoryCache
 from detectflow.store.redis_backend import RedisBus, RedisCache, escape_glob
 from tests import services
+from tests.clock import Clock
 from tests.store.builders import frame, result
 
 pytestmark = pytest.mark.anyio
@@ -40,14 +41,6 @@ def view() -> Iterator[LiveView]:
     with redis.Redis.from_url(URL) as admin:
         for key in admin.scan_iter(match=f"{escape_glob(prefix)}*"):
             admin.delete(key)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _ids(snapshot: LiveSnapshot | None) -> list[str]:

@@ -34,6 +34,7 @@ from detectflow.store.redis_backend import (
     escape_glob,
 )
 from tests import services
+from tests.clock import Clock
 from tests.redis_server import RedisServer
 from tests.server.support import TestClient
 from tests.store.builders import frame, result
@@ -331,14 +332,6 @@ async def test_an_idle_subscription_is_pinged_and_a_silent_redis_is_left(
 # -- outages: fail fast, then probe --------------------------------------------
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _reaches_redis(call: Callable[[], object]) -> bool:
     """Call, which must fail: True if it went to Redis, False if it failed fast."""
     with pytest.raises(CacheUnavailableError, match="unreachable") as info:
@@ -349,7 +342,7 @@ def _reaches_redis(call: Callable[[], object]) -> bool:
 def test_after_a_failure_calls_fail_fast_until_the_pause_then_one_probes(
     own_redis: RedisServer,
 ) -> None:
-    clock = _Clock()
+    clock = Clock()
     own_redis.stop()
     with RedisCache(own_redis.url, outage_backoff=(1.0, 4.0), clock=clock) as cache:
         assert _reaches_redis(lambda: cache.get("k"))  # a real connection refused
@@ -373,7 +366,7 @@ def test_after_a_failure_calls_fail_fast_until_the_pause_then_one_probes(
 
 
 def test_each_failed_probe_doubles_the_pause_up_to_the_most(free_port: int) -> None:
-    clock = _Clock()
+    clock = Clock()
     url = f"redis://127.0.0.1:{free_port}/0"  # nothing listens there
     with RedisCache(url, outage_backoff=(1.0, 4.0), clock=clock) as cache:
         assert _reaches_redis(lambda: cache.get("k"))
