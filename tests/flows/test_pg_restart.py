@@ -1,4 +1,5 @@
-"""PostgreSQL restarted under a running flow: the flow waits for it and loses nothing.
+"""PostgreSQL restarted under a running flow: the flow waits for it and loses nothing;
+stopped under a running server: its health says 503 until it is back.
 
 The restart is real (``pg_ctlcluster ... restart``), so every pooled
 connection breaks mid-run. The server is shared with other tests: the
@@ -22,10 +23,14 @@ from detectflow import Frame, RawDetection, Settings
 from detectflow.core.models import QueueStatus
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowMetrics, run_flow
+from detectflow.server import create_app
 from detectflow.store import Database
+from detectflow.store.memory import MemoryBus, MemoryCache
 from tests import services
+from tests.databases import throwaway_postgres
 from tests.flows.conftest import activate, enqueue, person
 from tests.flows.flow_processes import unique_detections, wait_for
+from tests.server.support import TestClient
 
 FRAMES = 1500  # ~8 s at 4 in flight x 20 ms: the restart lands mid-run
 
@@ -131,3 +136,41 @@ def test_flow_survives_a_postgres_restart_and_loses_nothing(
         assert total == distinct == 2 * FRAMES
     finally:
         pg.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_health_is_503_while_postgres_is_stopped_and_200_once_it_is_back(
+    restartable: None, tmp_path: Path, secret_key: str
+) -> None:
+    # Stops the shared server for a few seconds: run it when nobody else needs it.
+    with throwaway_postgres("detectflow_health_restart") as url:
+        database = Database(url, secret_key=secret_key)
+        database.upgrade()
+        app = create_app(
+            Settings(data_dir=tmp_path), database=database, cache=MemoryCache(), bus=MemoryBus()
+        )
+        try:
+            with TestClient(app) as client:
+                before = client.get("/api/v1/health")
+                _pg_ctl("stop")
+                try:
+                    stopped = client.get("/api/v1/health")
+                finally:
+                    _pg_ctl("start")
+                wait_for(_pg_answers, timeout=30, what="PostgreSQL to start again")
+                # The pool's broken connections are replaced on the next checkouts.
+                wait_for(
+                    lambda: client.get("/api/v1/health").status_code == 200,
+                    timeout=30,
+                    what="health to be 200 again",
+                )
+                after = client.get("/api/v1/health").json()["data"]
+        finally:
+            database.dispose()
+    assert before.status_code == 200
+    assert stopped.status_code == 503
+    data = stopped.json()["data"]
+    assert data["status"] == "down" and data["parts"]["database"]["status"] == "down"
+    assert data["parts"]["cache"]["status"] == "ok"  # the rest is still reported
+    assert after["parts"]["database"]["status"] == "ok"
