@@ -20,15 +20,14 @@ from detectflow.core.models import utcnow
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
 from detectflow.flows import run_flow
-from detectflow.server import create_app
 from detectflow.server.openapi import build_spec
 from detectflow.store import Database
 from detectflow.store.entries import dump_entry
 from detectflow.store.heartbeat import HEARTBEAT_INDEX_KEY, HEARTBEAT_STALE, heartbeat_key
 from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
-from tests.databases import throwaway_postgres
-from tests.server.support import TestClient, add_provider, sqlite_only
+from tests.databases import drop_postgres, migrated_database, throwaway_postgres
+from tests.server.support import TestClient, add_provider, health_client, sqlite_only
 
 _HEALTH_SCHEMA = jsonschema_rs.Draft202012Validator(
     {"$ref": "#/components/schemas/Health", "components": build_spec()["components"]}
@@ -170,20 +169,15 @@ def test_health_is_503_once_the_database_is_gone_and_still_reports_the_rest(
     tmp_path: Path, secret_key: str
 ) -> None:
     # A throwaway database dropped mid-run: the shared PostgreSQL stays up for everyone.
-    with throwaway_postgres("detectflow_health") as url:
-        database = Database(url, secret_key=secret_key)
-        database.upgrade()
-        app = create_app(
-            Settings(data_dir=tmp_path), database=database, cache=MemoryCache(), bus=MemoryBus()
-        )
-        try:
-            with TestClient(app) as client:
-                assert _health(client)[0] == 200
-                _drop(url)
-                status, data = _health(client)
-                again, _ = _health(client)
-        finally:
-            database.dispose()
+    with (
+        throwaway_postgres("detectflow_health") as url,
+        migrated_database(url, secret_key) as database,
+        health_client(database, tmp_path) as client,
+    ):
+        assert _health(client)[0] == 200
+        drop_postgres(url)
+        status, data = _health(client)
+        again, _ = _health(client)
     assert status == 503 and again == 503
     assert data["status"] == "down"
     assert data["parts"]["database"] == {
@@ -192,17 +186,3 @@ def test_health_is_503_once_the_database_is_gone_and_still_reports_the_rest(
     }
     assert data["parts"]["cache"]["status"] == "ok"  # the other parts are still reported
     assert data["provider_configured"] is False
-
-
-def _drop(url: str) -> None:
-    import psycopg
-
-    from tests import services
-
-    name = url.rsplit("/", 1)[1]
-    admin = (
-        f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
-        f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
