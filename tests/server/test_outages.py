@@ -125,6 +125,9 @@ def test_websocket_clients_are_told_what_they_missed_when_the_bus_reconnects(
         # Published while the bus is down: lost, and the client must hear of it.
         assert client.post(f"{API}/send-frame", json=frame_body("cam-1", 1)).status_code == 200
         own_redis.start()
+        # Wait on the hub, not on the socket (a receive has no timeout): once it
+        # counts the reconnection, the notice is in this client's outbox.
+        _until(lambda: _health(client)[1]["parts"]["bus"]["reconnections"] == 1)
         notice = ws.receive_json()
         assert notice["type"] == "lagged" and notice["reason"] == "bus_reconnected"
         assert notice["lost_at"] <= notice["reconnected_at"]
