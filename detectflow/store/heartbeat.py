@@ -14,6 +14,10 @@ Keys: ``heartbeat:{worker}`` holds one worker's last beat, and
 two workers starting in the same instant may drop one another from it, and
 the loser puts itself back on its next beat, ``HEARTBEAT_INTERVAL`` later.
 
+Who beats: every source built on :class:`~detectflow.flows.dataflow.ReaderSource`
+(all the built-in ones) beats from its partition's poll. A plugin's own
+Bytewax source writes no heartbeat, so its flow shows no workers.
+
 Cost: a worker calls :meth:`Heartbeat.beat` on every poll of its source; all
 but one call per ``HEARTBEAT_INTERVAL`` return after one clock read. The
 write itself is two round trips every five seconds per worker.
