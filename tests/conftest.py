@@ -12,6 +12,7 @@ from detectflow.core.plugins import reset_registry
 from detectflow.store import Database
 from tests import services
 from tests.databases import migrated_database, throwaway_postgres
+from tests.redis_server import RedisServer, running_redis
 
 # Timing is for benchmarks: no per-example deadline on a shared 2-core machine.
 # CI explores the same examples every run, so a red build is reproducible.
@@ -60,6 +61,13 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, free_port: int) -> Iterator[RedisServer]:
+    """A redis-server of this test's own on a free port, to stop and restart mid-test
+    (the shared one on 6379 stays up for everyone else)."""
+    yield from running_redis(tmp_path, free_port)
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ import psycopg
 from detectflow.store import Database
 from tests import services
 
-__all__ = ["migrated_database", "throwaway_postgres"]
+__all__ = ["drop_postgres", "migrated_database", "throwaway_postgres"]
+
+
+_ADMIN = (
+    f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
+    f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
+)
 
 
 @contextmanager
@@ -24,17 +30,20 @@ def throwaway_postgres(prefix: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database named ``<prefix>_<random>``; dropped on exit
     with FORCE, so connections a test left open cannot keep it alive."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = (
-        f"host={services.POSTGRES_HOST} port={services.POSTGRES_PORT} "
-        f"user={services.POSTGRES_USER} dbname={services.POSTGRES_ADMIN_DB}"
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield services.postgres_url(name)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres(services.postgres_url(name))
+
+
+def drop_postgres(url: str) -> None:
+    """Drop the database ``url`` names, if it exists, whoever is connected to it
+    (a test can take a database away from a running app this way)."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

@@ -55,6 +55,7 @@ from detectflow.flows.recovery import recovery_config
 from detectflow.flows.sinks import BackgroundWriter
 from detectflow.flows.steps import camera_key
 from detectflow.store.breakers import BreakerRecorder
+from detectflow.store.heartbeat import Heartbeat
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import LivePublisher, Recorder
 
@@ -96,10 +97,13 @@ class PartitionReader(Protocol[X]):
 
 
 class _ReaderPartition(StatelessSourcePartition[X]):
-    def __init__(self, reader: PartitionReader[X]) -> None:
+    def __init__(self, reader: PartitionReader[X], heartbeat: Heartbeat | None = None) -> None:
         self._reader = reader
+        self._heartbeat = heartbeat
 
     def next_batch(self) -> Iterable[X]:
+        if self._heartbeat is not None:
+            self._heartbeat.beat()  # from the worker's own loop, so a stuck worker goes quiet
         return self._reader.next_batch()
 
     def next_awake(self) -> datetime | None:
@@ -107,6 +111,8 @@ class _ReaderPartition(StatelessSourcePartition[X]):
 
     def close(self) -> None:
         self._reader.close()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
 
 
 class ReaderSource(DynamicSource[X]):
@@ -126,9 +132,12 @@ class ReaderSource(DynamicSource[X]):
         self._build = build
         self._acknowledge = acknowledge
         self._close = close
+        self.heartbeats: Callable[[int, int], Heartbeat] | None = None
+        """Makes each worker's heartbeat, given (worker_index, worker_count); set by run_flow."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ReaderPartition[X]:
-        return _ReaderPartition(self._build(worker_index, worker_count))
+        heartbeat = self.heartbeats(worker_index, worker_count) if self.heartbeats else None
+        return _ReaderPartition(self._build(worker_index, worker_count), heartbeat)
 
     @property
     def acknowledges(self) -> bool:
@@ -456,6 +465,8 @@ def run_flow(
             )
         except ValueError as exc:
             raise FlowError(str(exc)) from exc
+        if isinstance(live, LiveView) and isinstance(source, ReaderSource):
+            source.heartbeats = live.heartbeat  # for /api/v1/health
         try:
             writer = Recorder(
                 database,

@@ -47,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from detectflow.core.settings import Settings
 from detectflow.flows.metrics import LATENCY_BUCKETS_MS, FlowMetrics, MetricsSnapshot
+from detectflow.store.outages import OutageCollector
 
 __all__ = [
     "FlowCollector",
@@ -205,6 +206,7 @@ def serve_flow_metrics(
     """
     registry = CollectorRegistry()
     register_flow_metrics(registry, metrics, queue_depth=queue_depth)
+    registry.register(OutageCollector())  # the server's registry has its own
     server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(server, thread, registry)
 

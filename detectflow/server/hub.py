@@ -13,6 +13,13 @@ publishes them), which the hub expands into the very per-detection
 broadcasts, each encoded only if some client wants it. ``received`` and
 ``malformed`` count client messages, not bus messages, so they read the same
 whichever way the messages travelled.
+
+When the bus connection was lost and is back (a Redis restart), what was
+published meanwhile is gone: Redis pub/sub keeps nothing, so nobody can
+count it. Each subscribed client is told at once with
+``{"type": "lagged", "reason": "bus_reconnected", "lost_at": ...,
+"reconnected_at": ...}`` (no ``dropped`` count), and can re-read
+``/live`` to catch up.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from anyio.abc import TaskStatus
 
 from detectflow.core.serialize import FRAME_DETECTIONS, detection_messages
 from detectflow.server.outbox import Outbox
-from detectflow.store.cache import Bus
+from detectflow.store.cache import BUS_RECONNECTED, Bus, Subscription
 
 __all__ = [
     "DETECTION_PATTERN",
@@ -192,8 +199,17 @@ class Hub:
         self._on_lag = on_lag
         self._clients: set[Client] = set()
         self._dropped_by_gone = 0
+        self._subscription: Subscription | None = None
         self.received = 0
         self.malformed = 0
+        self.bus_gaps = 0
+        """Times the bus connection was lost and came back (clients were told each time)."""
+
+    @property
+    def bus_connected(self) -> bool:
+        """Is the hub's subscription receiving now? False before it starts."""
+        sub = self._subscription
+        return sub is not None and sub.connected
 
     def connect(self, client_id: str) -> tuple[Client, Outbox]:
         """Register a client; its sender drains the returned outbox."""
@@ -227,6 +243,9 @@ class Hub:
 
     def dispatch(self, channel: str, payload: bytes) -> None:
         """Deliver a bus message's client messages to every client whose filter wants them."""
+        if channel == BUS_RECONNECTED:
+            self._tell_gap(payload)
+            return
         kind, _, _ = channel.partition(":")
         received_at = time.time()
         try:
@@ -242,6 +261,29 @@ class Hub:
             return
         for item, item_text in items:
             self._deliver(kind, item, item_text, received_at)
+
+    def _tell_gap(self, payload: bytes) -> None:
+        """Tell every subscribed client that broadcasts were lost with the bus."""
+        self.bus_gaps += 1
+        notice: dict[str, Any] = {"type": "lagged", "reason": "bus_reconnected"}
+        try:
+            window = json.loads(payload)
+        except ValueError:
+            window = None
+        if isinstance(window, dict):
+            notice.update({k: window[k] for k in ("lost_at", "reconnected_at") if k in window})
+        text = json.dumps(notice)
+        told = 0
+        for client in self._clients:
+            if client.filter.active:
+                client.offer(text)
+                told += 1
+        log.warning(
+            "bus connection was lost (%s to %s); told %d client(s) they missed broadcasts",
+            notice.get("lost_at"),
+            notice.get("reconnected_at"),
+            told,
+        )
 
     def _malformed(self, channel: str, reason: object) -> None:
         self.received += 1
@@ -276,6 +318,7 @@ class Hub:
         started = False
         while True:
             subscription = self._bus.subscribe([DETECTION_PATTERN, EVENT_PATTERN])
+            self._subscription = subscription
             try:
                 if not started:
                     started = True
@@ -285,6 +328,7 @@ class Hub:
             except Exception:
                 log.exception("bus subscription failed; re-subscribing in %ss", retry_seconds)
             finally:
+                self._subscription = None
                 with anyio.CancelScope(shield=True):
                     await subscription.aclose()
             await anyio.sleep(retry_seconds)

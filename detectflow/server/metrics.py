@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detectflow.server.hub import Hub
+from detectflow.store.outages import OutageCollector
 
 __all__ = [
     "CONTENT_TYPE",
@@ -95,6 +96,7 @@ class Metrics:
         )
         self._hub = _HubCollector()
         self.registry.register(self._hub)
+        self.registry.register(OutageCollector())  # live updates dropped in an outage
 
     def watch(self, hub: Hub | None) -> None:
         """Report this hub's clients and counters (None: stop, at shutdown)."""

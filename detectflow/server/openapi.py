@@ -71,6 +71,14 @@ def _page(item: Schema) -> Schema:
 
 
 _COUNT = {"type": "integer", "minimum": 0}
+_PART_STATUS = {"type": "string", "enum": ["ok", "degraded", "down"]}
+
+
+def _health_part(**extra: Schema) -> Schema:
+    """One part of /api/v1/health: its status, why it is not ok, and its details."""
+    return _object(status=_PART_STATUS, message=_nullable({"type": "string"}), **extra)
+
+
 _BBOX_SIDE = {"type": "number", "minimum": 0, "maximum": 1}
 
 SCHEMAS: dict[str, Schema] = {
@@ -185,9 +193,41 @@ SCHEMAS: dict[str, Schema] = {
         error=_nullable({"type": "string"}),
     ),
     "Health": _object(
-        status={"type": "string", "enum": ["ok", "unavailable"]},
+        status=_PART_STATUS,
         version={"type": "string"},
-        database={"type": "string", "enum": ["ok", "unavailable"]},
+        parts=_object(
+            database=_health_part(),
+            cache=_health_part(backend={"type": "string", "enum": ["in_process", "redis"]}),
+            bus=_health_part(subscribed={"type": "boolean"}, reconnections=_COUNT),
+            dataflow=_health_part(
+                workers={
+                    "type": "array",
+                    "items": _object(
+                        worker={"type": "string"},
+                        host={"type": "string"},
+                        pid={"type": "integer"},
+                        worker_index=_COUNT,
+                        worker_count={"type": "integer", "minimum": 1},
+                        started_at=_TIME,
+                        beat_at=_TIME,
+                        status=_PART_STATUS,
+                        age_seconds={"type": "number", "minimum": 0},
+                    ),
+                }
+            ),
+            providers=_health_part(
+                providers={
+                    "type": "array",
+                    "items": _object(
+                        id={"type": "string"},
+                        name={"type": "string"},
+                        is_active={"type": "boolean"},
+                        breaker={"type": "string"},
+                        status=_PART_STATUS,
+                    ),
+                }
+            ),
+        ),
         provider_configured={"type": "boolean"},
         provider_name=_nullable({"type": "string"}),
         websocket=_object(
@@ -395,7 +435,22 @@ WEBSOCKET_MESSAGES: dict[str, Schema] = {
             _message(
                 "error", ["code", "message"], code={"type": "string"}, message={"type": "string"}
             ),
-            _message("lagged", ["dropped"], dropped={"type": "integer", "minimum": 1}),
+            _message(
+                "lagged",
+                dropped={
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Broadcasts this client lost by falling behind.",
+                },
+                reason={
+                    "const": "bus_reconnected",
+                    "description": "The server lost the bus between lost_at and "
+                    "reconnected_at: broadcasts of that time never arrived and cannot be "
+                    "counted; re-read /live to catch up.",
+                },
+                lost_at=_TIME,
+                reconnected_at=_TIME,
+            ),
             _message(
                 "detection",
                 ["detection_id", "camera_id", "detection_type", "confidence", "timestamp"],
@@ -483,7 +538,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/api/v1/health",
         "health",
-        "Liveness and readiness: 503 when the database does not answer.",
+        "Each part ok / degraded / down; 503 only when the database does not answer.",
         None,
         {200: _data(_ref("Health")), 503: _data(_ref("Health"))},
         tag="operations",

@@ -1,15 +1,28 @@
 """Health and summary: what an operator or a load balancer asks first.
 
-``/api/v1/health`` answers 503 when the database does not answer, so a load
-balancer takes the process out of rotation; a missing provider is reported
-but is not unhealthy (queue mode and reads still work).
+``/api/v1/health`` reports each part of a deployment as ``ok``,
+``degraded`` or ``down``; the whole is ``ok`` when every part is, ``down``
+(and a 503) only when the database does not answer: without it nothing works, so a
+load balancer should take the process out of rotation. Every other part
+failing leaves the server useful (reads fall back to the database, frames
+queue), so it answers 200 and says what is wrong:
+
+- ``database``: ping.
+- ``cache``: the live cache (Redis or in-process) answers a ping.
+- ``bus``: publishing reaches the bus, and the WebSocket hub is subscribed.
+- ``dataflow``: each worker's heartbeat (:mod:`detectflow.store.heartbeat`),
+  down once silent for ``HEARTBEAT_STALE`` seconds; with no worker at all
+  the part is down (queued frames wait); unreadable (cache down) is degraded.
+- ``providers``: each provider's circuit breaker, as in the summary; with
+  none configured the part is down (inline send-frame cannot detect).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,36 +33,173 @@ from detectflow.core.models import ProviderConfig, utcnow
 from detectflow.core.routing import DEFAULT_PRIORITY
 from detectflow.server.params import Query
 from detectflow.server.state import ServerState, in_thread, server_state
+from detectflow.store.cache import CacheUnavailableError
+from detectflow.store.heartbeat import HEARTBEAT_STALE, HEARTBEAT_TTL, WorkerBeat
 
-__all__ = ["health_routes", "summary_routes"]
+__all__ = ["PART_STATUSES", "health_routes", "summary_routes"]
 
 log = logging.getLogger(__name__)
+
+Status = Literal["ok", "degraded", "down"]
+PART_STATUSES: tuple[Status, ...] = ("ok", "degraded", "down")
+
+_BREAKER_STATUS: dict[str, Status] = {"closed": "ok", "half_open": "degraded", "open": "down"}
+
+
+def _overall(statuses: list[Status]) -> Status:
+    """With the database up the server is at worst degraded, whatever else is down."""
+    return "ok" if all(s == "ok" for s in statuses) else "degraded"
+
+
+def _of_many(statuses: list[Status]) -> Status:
+    """A part made of several (workers, providers): ok if all are, down if none
+    is, else degraded; down when there are none."""
+    if not statuses:
+        return "down"
+    if all(s == "ok" for s in statuses):
+        return "ok"
+    return "down" if all(s == "down" for s in statuses) else "degraded"
+
+
+def _part(status: Status, message: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "message": message, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    parts: dict[str, dict[str, Any]]
+    active_provider: ProviderConfig | None
+
+    @property
+    def database_ok(self) -> bool:
+        return bool(self.parts["database"]["status"] == "ok")
+
+
+def _check(state: ServerState) -> _Report:
+    """Every part's status, in one worker thread (a few round trips, each bounded
+    by its client's timeouts; an unreachable Redis fails fast after the first)."""
+    try:
+        state.database.ping()
+        active = state.database.active_provider()
+        configs = state.database.list_providers()
+    except Exception as exc:  # any failure of the database is the one fatal outage
+        log.warning("health: the database does not answer: %s", exc)
+        database = _part("down", "the database does not answer")
+        return _Report(
+            {
+                "database": database,
+                "cache": _cache_part(state),
+                "bus": _bus_part(state),
+                "dataflow": _dataflow_part(state),
+                "providers": _part(
+                    "degraded", "unknown: the database does not answer", providers=[]
+                ),
+            },
+            None,
+        )
+    return _Report(
+        {
+            "database": _part("ok"),
+            "cache": _cache_part(state),
+            "bus": _bus_part(state),
+            "dataflow": _dataflow_part(state),
+            "providers": _providers_part(state, configs),
+        },
+        active,
+    )
+
+
+def _cache_part(state: ServerState) -> dict[str, Any]:
+    backend = state.live.backend
+    try:
+        state.live.ping()
+    except CacheUnavailableError as exc:
+        return _part("down", f"{exc}; live reads fall back to the database", backend=backend)
+    return _part("ok", backend=backend)
+
+
+def _bus_part(state: ServerState) -> dict[str, Any]:
+    subscribed = state.hub.bus_connected
+    try:
+        state.live.ping_bus()
+        publish_error = None
+    except CacheUnavailableError as exc:
+        publish_error = str(exc)
+    problems = [
+        *([] if publish_error is None else [f"publishing fails ({publish_error})"]),
+        *([] if subscribed else ["the WebSocket hub is not subscribed (reconnecting)"]),
+    ]
+    statuses: list[Status] = [
+        "ok" if publish_error is None else "down",
+        "ok" if subscribed else "down",
+    ]
+    return _part(
+        _of_many(statuses),
+        "; ".join(problems) or None,
+        subscribed=subscribed,
+        reconnections=state.hub.bus_gaps,
+    )
+
+
+def _dataflow_part(state: ServerState) -> dict[str, Any]:
+    try:
+        beats = state.live.workers()
+    except CacheUnavailableError as exc:
+        return _part("degraded", f"heartbeats unreadable: {exc}", workers=[])
+    now = utcnow()
+    workers = [_worker(beat, (now - beat.beat_at).total_seconds()) for beat in beats]
+    status = _of_many([w["status"] for w in workers])
+    if not workers:
+        message = f"no dataflow worker beat in the last {HEARTBEAT_TTL:.0f}s; queued frames wait"
+    elif status != "ok":
+        message = f"a worker silent for over {HEARTBEAT_STALE:.0f}s is down"
+    else:
+        message = None
+    return _part(status, message, workers=workers)
+
+
+def _worker(beat: WorkerBeat, age: float) -> dict[str, Any]:
+    status: Status = "ok" if age <= HEARTBEAT_STALE else "down"
+    return {**beat.as_dict(), "status": status, "age_seconds": round(max(0.0, age), 3)}
+
+
+def _providers_part(state: ServerState, configs: list[ProviderConfig]) -> dict[str, Any]:
+    # Every config may serve frames (routing falls back to inactive ones), so all count.
+    providers = [
+        {
+            "id": e["id"],
+            "name": e["name"],
+            "is_active": e["is_active"],
+            "breaker": e["breaker"],
+            "status": _BREAKER_STATUS.get(str(e["breaker"]), "degraded"),
+        }
+        for e in _provider_entries(state, configs)
+    ]
+    status = _of_many([p["status"] for p in providers])
+    if not providers:
+        message = "no provider configured: inline send-frame cannot detect, queued frames wait"
+    elif status != "ok":
+        message = "a provider whose circuit breaker is open gets no frames"
+    else:
+        message = None
+    return _part(status, message, providers=providers)
 
 
 async def health(request: Request) -> JSONResponse:
     state = server_state(request)
     Query(request).check()
-    try:
-        database_ok = await in_thread(state.database.ping)
-    except Exception:
-        log.exception("health: database ping failed")
-        database_ok = False
-    provider = None
-    if database_ok:
-        try:
-            provider = await in_thread(state.database.active_provider)
-        except Exception:
-            log.exception("health: reading the active provider failed")
-            database_ok = False
+    report = await in_thread(_check, state)
+    statuses: list[Status] = [part["status"] for part in report.parts.values()]
+    provider = report.active_provider
     data = {
-        "status": "ok" if database_ok else "unavailable",
+        "status": _overall(statuses) if report.database_ok else "down",
         "version": __version__,
-        "database": "ok" if database_ok else "unavailable",
+        "parts": report.parts,
         "provider_configured": provider is not None,
         "provider_name": provider.provider_name if provider else None,
         "websocket": state.hub.stats(),
     }
-    return JSONResponse({"data": data}, status_code=200 if database_ok else 503)
+    return JSONResponse({"data": data}, status_code=200 if report.database_ok else 503)
 
 
 def _provider_entries(state: ServerState, configs: list[ProviderConfig]) -> list[dict[str, Any]]:

@@ -12,11 +12,24 @@ Bus messages. A frame's detections travel as ONE message on
 ``events:{event_type}``. Messages keep the order of the frames and, within a
 frame, detections come before events. Every message carries the batch's
 ``published_at``.
+
+Outages. Nothing here raises because the cache or bus is unreachable
+(:class:`~detectflow.store.cache.CacheUnavailableError`): a read is a miss,
+so the server answers from the database (``/live`` says ``cache_hit:
+false``); a write is dropped, since a live view re-sent after the outage
+would be stale and expires in seconds anyway. (A lost connection is first
+retried once on a fresh one by the Redis client.) Each drop is counted in
+:mod:`detectflow.store.outages` (Prometheus) and logged as a warning at most
+every ``WARN_EVERY`` seconds per kind, so a recorder or sink that calls
+:meth:`LiveView.publish` after storing its rows never fails for it.
+Statistics entries whose invalidation failed are invalidated again on the
+next call, so a dashboard does not keep stale numbers once Redis is back.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,8 +49,12 @@ from detectflow.core.serialize import (
     frame_detections_message,
     isoformat,
 )
-from detectflow.store.cache import Bus, Cache
+from detectflow.store.cache import Bus, Cache, CacheUnavailableError
+from detectflow.store.entries import dump_entry as _dumps
+from detectflow.store.entries import load_entry as _loads
+from detectflow.store.heartbeat import Heartbeat, WorkerBeat, read_heartbeats
 from detectflow.store.memory import MemoryCache
+from detectflow.store.outages import OUTAGES, OutageCounts
 
 __all__ = [
     "BREAKER_TTL",
@@ -47,6 +64,7 @@ __all__ = [
     "SHARED_READ_SECONDS",
     "STATS_ALL_KEY",
     "STATS_TTL",
+    "WARN_EVERY",
     "LiveSnapshot",
     "LiveView",
     "SharedLiveReads",
@@ -63,6 +81,8 @@ LIVE_TTL = 3.0
 CAMERA_STATE_TTL = 60.0
 STATS_TTL = 300.0
 BREAKER_TTL = 300.0
+WARN_EVERY = 30.0
+"""Seconds between two warnings about the same kind of dropped live update."""
 SHARED_READ_SECONDS = 0.15
 """How long one read of a shared (Redis) live entry serves every reader in a
 process: far inside ``LIVE_TTL``, and below what a polling client can tell."""
@@ -71,6 +91,9 @@ process: far inside ``LIVE_TTL``, and below what a polling client can tell."""
 CAMERA_INDEX_KEY = "live:cameras"
 STATS_ALL_KEY = "stats"
 """Statistics over every camera; ``stats:{camera_id}`` holds one camera's."""
+
+
+log = logging.getLogger(__name__)
 
 
 def live_key(camera_id: str) -> str:
@@ -106,64 +129,121 @@ class LiveSnapshot:
     last_updated: datetime | None
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-"""One encoder for every entry and message (``json.dumps`` would build one per call)."""
+class _OutageLog:
+    """Counts failed cache and bus calls and warns about them, at most every
+    ``WARN_EVERY`` seconds per operation (an outage must not flood the log)."""
 
+    def __init__(self, counts: OutageCounts, clock: Callable[[], float] = time.monotonic) -> None:
+        self.counts = counts
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_warning: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
 
-def _dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
-
-
-def _loads(raw: bytes | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None  # a corrupt entry reads as a miss; the next publish replaces it
+    def failed(self, operation: str, exc: CacheUnavailableError, what: str) -> None:
+        """``operation`` failed with ``exc``; ``what`` says what was given up."""
+        self.counts.failed(operation)
+        now = self._clock()
+        with self._lock:
+            if now < self._next_warning.get(operation, 0.0):
+                self._quiet[operation] = self._quiet.get(operation, 0) + 1
+                return
+            self._next_warning[operation] = now + WARN_EVERY
+            quiet = self._quiet.pop(operation, 0)
+        more = f" ({quiet} more since the last warning)" if quiet else ""
+        log.warning("live view: %s failed, %s: %s%s", operation, what, exc, more)
 
 
 class StatsView:
     """Cached statistics: the server fills it on a miss, the dataflow's stats sink
     invalidates a camera's entry (and the all-cameras one) when its windows change,
     so a dashboard sees new windows at once and an idle one costs no SQL for
-    ``STATS_TTL``."""
+    ``STATS_TTL``. With the cache unreachable every call degrades: ``get`` is a
+    miss, ``put`` does nothing, and ``invalidate`` is retried on the next call."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Cache, outages: _OutageLog | None = None) -> None:
         self._cache = cache
+        self._outages = outages or _OutageLog(OUTAGES)
+        self._lock = threading.Lock()
+        self._stale: set[str] = set()
+        """Statistics keys whose invalidation failed: deleted on the next call."""
 
     def get(self, camera_id: str | None) -> dict[str, Any] | None:
-        value = _loads(self._cache.get(stats_key(camera_id)))
+        try:
+            self._retry_invalidation()
+            value = _loads(self._cache.get(stats_key(camera_id)))
+        except CacheUnavailableError as exc:
+            self._outages.failed("read_stats", exc, "the database answers")
+            return None
         return value if isinstance(value, dict) else None
 
     def put(self, camera_id: str | None, data: dict[str, Any], ttl: float = STATS_TTL) -> None:
-        self._cache.set_many({stats_key(camera_id): _dumps(data)}, min(ttl, STATS_TTL))
+        try:
+            self._cache.set_many({stats_key(camera_id): _dumps(data)}, min(ttl, STATS_TTL))
+        except CacheUnavailableError as exc:
+            self._outages.failed("write_stats", exc, "not cached")
 
     def invalidate(self, camera_ids: Iterable[str]) -> None:
-        for camera in sorted(set(camera_ids)):
-            self._cache.delete(stats_key(camera))
-        self._cache.delete(STATS_ALL_KEY)
+        keys = {stats_key(camera) for camera in camera_ids}
+        keys.add(STATS_ALL_KEY)
+        with self._lock:
+            self._stale |= keys
+        self._retry_invalidation()
+
+    def _retry_invalidation(self) -> None:
+        with self._lock:
+            keys, self._stale = self._stale, set()
+        # The all-cameras entry goes last: a reader that refills it meanwhile reads
+        # cameras already invalidated.
+        for key in sorted(keys, key=lambda k: (k == STATS_ALL_KEY, k)):
+            try:
+                self._cache.delete(key)
+            except CacheUnavailableError as exc:
+                with self._lock:
+                    self._stale |= keys
+                self._outages.failed("invalidate_stats", exc, "retried on the next call")
+                return
+            keys.discard(key)
 
 
 class LiveView:
     """Writes processed frames to the cache and bus; reads the live snapshot back."""
 
-    def __init__(self, cache: Cache, bus: Bus) -> None:
+    def __init__(self, cache: Cache, bus: Bus, *, outages: OutageCounts = OUTAGES) -> None:
         self._cache = cache
         self._bus = bus
-        self.stats = StatsView(cache)
-        self.reads = SharedLiveReads(self, in_process=isinstance(cache, MemoryCache))
+        self._outages = _OutageLog(outages)
+        self.stats = StatsView(cache, self._outages)
+        self.backend = "in_process" if isinstance(cache, MemoryCache) else "redis"
+        """Where the live data lives: this process only, or Redis (shared)."""
+        self.reads = SharedLiveReads(self, in_process=self.backend == "in_process")
 
     def publish(self, results: Sequence[FrameResult]) -> None:
         """Refresh each camera's live detections and state, then broadcast.
 
         Camera state is read-modify-write (frames_seen). The dataflow routes
         frames by camera, so one worker owns a camera and there is no race.
+        Never raises for an unreachable cache or bus: what could not be
+        written is dropped and counted (see the module docstring).
         """
         if not results:
             return
         now = utcnow()
         stamp = isoformat(now)
+        try:
+            self._write_cameras(results, now, stamp)
+        except CacheUnavailableError as exc:
+            self._outages.counts.dropped("frames", len(results))
+            self._outages.failed("publish_live", exc, f"{len(results)} frame(s) not cached")
+        messages = _messages(results, stamp)
+        try:
+            self._bus.publish_many(messages)
+        except CacheUnavailableError as exc:
+            self._outages.counts.dropped("messages", len(messages))
+            self._outages.failed("publish_bus", exc, f"{len(messages)} message(s) not sent")
+
+    def _write_cameras(self, results: Sequence[FrameResult], now: datetime, stamp: str) -> None:
+        """Each camera's live detections and state, and the camera index."""
         by_camera: dict[str, list[FrameResult]] = {}
         for r in results:
             by_camera.setdefault(r.frame.camera_id, []).append(r)
@@ -187,7 +267,6 @@ class LiveView:
         if live:
             self._cache.set_many(live, LIVE_TTL)
         self._cache.set_many({**state, CAMERA_INDEX_KEY: _dumps(index)}, CAMERA_STATE_TTL)
-        self._bus.publish_many(_messages(results, stamp))
 
     def publish_breakers(
         self, snapshots: Sequence[dict[str, Any]], events: Sequence[DetectionEvent] = ()
@@ -196,17 +275,49 @@ class LiveView:
         events, so any server process shows what the dataflow's breakers see."""
         if snapshots:
             items = {breaker_key(str(s["id"])): _dumps(s) for s in snapshots}
-            self._cache.set_many(items, BREAKER_TTL)
+            try:
+                self._cache.set_many(items, BREAKER_TTL)
+            except CacheUnavailableError as exc:
+                self._outages.failed("publish_breakers", exc, "breaker states not shared")
         if events:
             stamp = isoformat(utcnow())
-            self._bus.publish_many([_event_message(e, stamp) for e in events])
+            try:
+                self._bus.publish_many([_event_message(e, stamp) for e in events])
+            except CacheUnavailableError as exc:
+                self._outages.counts.dropped("messages", len(events))
+                self._outages.failed("publish_bus", exc, f"{len(events)} event(s) not sent")
+
+    def heartbeat(self, worker_index: int, worker_count: int) -> Heartbeat:
+        """A dataflow worker's heartbeat writer, on this view's cache."""
+        return Heartbeat(self._cache, worker_index=worker_index, worker_count=worker_count)
+
+    def workers(self) -> list[WorkerBeat]:
+        """The dataflow workers' last heartbeats. Unlike the other reads this one
+        raises :class:`~detectflow.store.cache.CacheUnavailableError`: "cannot
+        tell" must not read as "no worker runs"."""
+        return read_heartbeats(self._cache)
+
+    def ping(self) -> None:
+        """Raise :class:`~detectflow.store.cache.CacheUnavailableError` unless the
+        cache answers."""
+        self._cache.ping()
+
+    def ping_bus(self) -> None:
+        """Raise :class:`~detectflow.store.cache.CacheUnavailableError` unless
+        publishing would reach the bus."""
+        self._bus.ping()
 
     def breakers(self, provider_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The last published breaker state of each provider that has one."""
+        """The last published breaker state of each provider that has one (none while
+        the cache is unreachable: callers fall back to their own)."""
         if not provider_ids:
             return {}
         found: dict[str, dict[str, Any]] = {}
-        raw = self._cache.get_many([breaker_key(p) for p in provider_ids])
+        try:
+            raw = self._cache.get_many([breaker_key(p) for p in provider_ids])
+        except CacheUnavailableError as exc:
+            self._outages.failed("read_breakers", exc, "this process's own states shown")
+            return {}
         for provider_id, value in zip(provider_ids, raw, strict=True):
             loaded = _loads(value)
             if isinstance(loaded, dict):
@@ -249,7 +360,15 @@ class LiveView:
 
     def live(self, camera_id: str | None = None) -> LiveSnapshot | None:
         """One camera's live detections, or all cameras' when ``camera_id`` is None;
-        None on a cache miss (the caller may fall back to SQL)."""
+        None on a cache miss or with the cache unreachable (the caller may fall
+        back to SQL)."""
+        try:
+            return self._read_live(camera_id)
+        except CacheUnavailableError as exc:
+            self._outages.failed("read_live", exc, "the database answers")
+            return None
+
+    def _read_live(self, camera_id: str | None) -> LiveSnapshot | None:
         if camera_id is not None:
             cameras = [camera_id]
         else:

@@ -64,6 +64,9 @@ class MemoryCache:
         with self._lock:
             self._items.pop(key, None)
 
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
     def __len__(self) -> int:
         """Keys currently held, expired ones included until read or swept."""
         with self._lock:
@@ -90,6 +93,11 @@ class MemorySubscription:
         self._closed = False
         self.dropped = 0
         """Messages discarded because this subscriber fell ``maxsize`` behind."""
+
+    @property
+    def connected(self) -> bool:
+        """Always: nothing stands between the publisher and this queue."""
+        return True
 
     def matches(self, channel: str) -> bool:
         return any(fnmatchcase(channel, pattern) for pattern in self.patterns)
@@ -165,6 +173,9 @@ class MemoryBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
 
     def _remove(self, sub: MemorySubscription) -> None:
         with self._lock:

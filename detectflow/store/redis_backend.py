@@ -25,9 +25,23 @@ patterns, then the thread hands messages, in order, to the subscriber's event
 loop. If the connection drops, the thread re-subscribes with exponential
 backoff and jitter and iteration simply continues; **messages published
 while it is disconnected are lost** (Redis pub/sub keeps nothing), which is
-acceptable for a live feed whose state is also in the cache. Like the
+acceptable for a live feed whose state is also in the cache. Once
+re-subscribed it yields one :data:`~detectflow.store.cache.BUS_RECONNECTED`
+note saying when the gap began and ended, so the server's hub can tell its
+WebSocket clients (``lagged``). Like the
 in-process bus, a subscriber that falls ``subscriber_queue`` messages behind
 loses its oldest messages and counts them in ``dropped``.
+
+Outages. Every cache and bus call raises
+:class:`~detectflow.store.cache.CacheUnavailableError` when Redis cannot be
+reached or refuses the command, never redis-py's own errors. After a
+connection failure the cache (and the bus's publishing side) fails fast for
+a pause that doubles from ``outage_backoff[0]`` to ``outage_backoff[1]``
+seconds, and then lets ONE call through to try again: a Redis that drops
+packets would otherwise cost every request and every dataflow batch a
+connect timeout (2 s by default, twice with the retry), where the pause
+costs nothing. A lost connection is still retried once at once on a fresh
+one (a stale pooled socket, a restarted Redis) before it counts as a failure.
 """
 
 from __future__ import annotations
@@ -35,24 +49,33 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import random
 import re
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import ConnectionPool, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from detectflow.core.serialize import isoformat
+from detectflow.store.cache import BUS_RECONNECTED, CacheUnavailableError
+
 __all__ = [
+    "DEFAULT_OUTAGE_BACKOFF",
     "DEFAULT_PREFIX",
     "RedisBus",
     "RedisCache",
@@ -64,6 +87,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "detectflow:"
+
+DEFAULT_OUTAGE_BACKOFF = (0.2, 5.0)
+"""Seconds to fail fast after a connection failure: the first pause, and the most
+it doubles to. The upper bound is also how long a recovered Redis may go unused."""
+
+T = TypeVar("T")
 
 # Defaults a URL may override (``?socket_timeout=...``): without timeouts a
 # Redis that stops answering would hang a dataflow worker for good.
@@ -130,6 +159,104 @@ def _pool(
     return pool
 
 
+class _Outage:
+    """Whether Redis is known to be unreachable, and when to try it again.
+
+    A small circuit breaker shared by the threads of one client: closed while
+    calls succeed; after a connection failure, calls fail at once until the
+    pause is over, then one call (the probe) goes through while the others
+    still fail fast; the probe's success closes it, its failure doubles the pause.
+    """
+
+    def __init__(
+        self, where: str, backoff: tuple[float, float], clock: Callable[[], float]
+    ) -> None:
+        low, high = backoff
+        if not 0 < low <= high:
+            raise ValueError("need 0 < outage_backoff[0] <= outage_backoff[1]")
+        self._where = where
+        self._low, self._high = low, high
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pause = 0.0
+        self._retry_at = 0.0
+        self._probing = False
+        self.error: str | None = None
+        """Why the last call failed, while Redis is down (None while it is up)."""
+        self.down_since: float | None = None
+        """Wall-clock time of the first failure of this outage (None while up)."""
+
+    def check(self) -> None:
+        """Raise :class:`CacheUnavailableError` unless this call may go to Redis."""
+        if self.error is None:
+            return
+        with self._lock:
+            if self.error is None:
+                return
+            if self._probing or self._clock() < self._retry_at:
+                raise CacheUnavailableError(f"Redis at {self._where} is unreachable: {self.error}")
+            self._probing = True
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            first = self.error is None
+            self._probing = False
+            self._pause = min(self._high, max(self._low, self._pause * 2))
+            self._retry_at = self._clock() + self._pause
+            self.error = str(exc) or type(exc).__name__
+            if first:
+                self.down_since = time.time()
+        if first:
+            log.warning(
+                "Redis at %s is unreachable (%s); failing fast, trying again in %.1fs",
+                self._where,
+                self.error,
+                self._pause,
+            )
+
+    def succeeded(self) -> None:
+        if self.error is None:
+            return
+        with self._lock:
+            if self.error is None:
+                return
+            down_for = time.time() - (self.down_since or time.time())
+            self.error, self.down_since = None, None
+            self._pause, self._retry_at, self._probing = 0.0, 0.0, False
+        log.warning("Redis at %s answers again after %.1fs", self._where, down_for)
+
+    def run(self, call: Callable[[], T]) -> T:
+        """``call()``, with redis-py's and the socket's errors as CacheUnavailableError."""
+        self.check()
+        try:
+            result = call()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.failed(exc)
+            raise CacheUnavailableError(f"Redis at {self._where} is unreachable: {exc}") from exc
+        except RedisError as exc:
+            # Redis answered (READONLY, OOM, ...): no reason to fail fast, but the
+            # caller degrades the same way.
+            self._release_probe()
+            raise CacheUnavailableError(f"Redis at {self._where} refused: {exc}") from exc
+        except BaseException:
+            self._release_probe()
+            raise
+        self.succeeded()
+        return result
+
+    def _release_probe(self) -> None:
+        with self._lock:
+            self._probing = False
+
+
+def _where(pool: ConnectionPool) -> str:
+    """host:port (or the socket path) of a pool, for messages: never its credentials."""
+    kwargs = pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
 def _check_prefix(prefix: str) -> str:
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a string, not {type(prefix).__name__}")
@@ -139,9 +266,19 @@ def _check_prefix(prefix: str) -> str:
 class RedisCache:
     """The :class:`~detectflow.store.cache.Cache` on Redis; thread-safe (one pool)."""
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        outage_backoff: tuple[float, float] = DEFAULT_OUTAGE_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.prefix = _check_prefix(prefix)
-        self._client = redis.Redis(connection_pool=_pool(url, retries=1))
+        pool = _pool(url, retries=1)
+        self._client = redis.Redis(connection_pool=pool)
+        self.outage = _Outage(_where(pool), outage_backoff, clock)
+        """Whether Redis is known to be down (``outage.error``), for health reports."""
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key])[0]
@@ -149,8 +286,9 @@ class RedisCache:
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        names = [self.prefix + k for k in keys]
         # decode_responses is forced off, so values are bytes.
-        return cast(list[bytes | None], self._client.mget([self.prefix + k for k in keys]))
+        return cast(list[bytes | None], self.outage.run(lambda: self._client.mget(names)))
 
     def set_many(self, items: Mapping[str, bytes], ttl_seconds: float) -> None:
         if not ttl_seconds > 0 or math.isinf(ttl_seconds):
@@ -161,10 +299,13 @@ class RedisCache:
         pipe = self._client.pipeline(transaction=False)
         for key, value in items.items():
             pipe.set(self.prefix + key, bytes(value), px=ttl_ms)
-        pipe.execute()
+        self.outage.run(pipe.execute)
 
     def delete(self, key: str) -> None:
-        self._client.delete(self.prefix + key)
+        self.outage.run(lambda: self._client.delete(self.prefix + key))
+
+    def ping(self) -> None:
+        self.outage.run(self._client.ping)
 
     def close(self) -> None:
         """Close the pool's sockets; the cache must not be used afterwards."""
@@ -200,6 +341,8 @@ class RedisBus:
         reconnect_min_seconds: float = 0.05,
         reconnect_max_seconds: float = 5.0,
         health_check_seconds: float = 30.0,
+        outage_backoff: tuple[float, float] = DEFAULT_OUTAGE_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if subscriber_queue < 1:
             raise ValueError("subscriber_queue must be >= 1")
@@ -209,7 +352,10 @@ class RedisBus:
             raise ValueError("health_check_seconds must be > 0 and subscribe_timeout >= 0")
         self.prefix = _check_prefix(prefix)
         self._url = url
-        self._client = redis.Redis(connection_pool=_pool(url, retries=1))
+        pool = _pool(url, retries=1)
+        self._client = redis.Redis(connection_pool=pool)
+        self.outage = _Outage(_where(pool), outage_backoff, clock)
+        """Whether publishing is known to fail (``outage.error``), for health reports."""
         self._subscriber_queue = subscriber_queue
         self._subscribe_timeout = subscribe_timeout
         self._backoff = (reconnect_min_seconds, reconnect_max_seconds)
@@ -220,11 +366,17 @@ class RedisBus:
         self._scripts_refused = False
 
     def publish(self, channel: str, message: bytes) -> None:
-        self._client.publish(self.prefix + channel, bytes(message))
+        self.outage.run(lambda: self._client.publish(self.prefix + channel, bytes(message)))
 
     def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if not messages:
             return
+        self.outage.run(lambda: self._publish_many(messages))
+
+    def ping(self) -> None:
+        self.outage.run(self._client.ping)
+
+    def _publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         if not self._scripts_refused:
             args: list[str | bytes] = []
             for channel, message in messages:
@@ -351,6 +503,12 @@ class RedisSubscription:
         """Times the connection was lost or could not be made and was retried."""
         self.connection_id: int | None = None
         """Redis's ``CLIENT ID`` of the current connection (for operators and tests)."""
+        self._lost_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed now (False before the first confirmation and while reconnecting)."""
+        return self.connection_id is not None
 
     # -- the subscriber's side (its event loop) ---------------------------------
 
@@ -409,6 +567,8 @@ class RedisSubscription:
                         return
                     if self.connection_id is not None:
                         delay = low  # it was up: start the backoff over
+                    if self._lost_at is None:
+                        self._lost_at = time.time()
                     self.connection_id = None
                     self.reconnects += 1
                     self._confirmed.set()  # subscribe() need not wait any longer
@@ -454,6 +614,9 @@ class RedisSubscription:
                 if not (isinstance(reply, list) and reply and reply[0] == b"psubscribe"):
                     raise RedisError(f"unexpected reply to PSUBSCRIBE: {reply!r}")
             self.connection_id = int(client_id)
+            if self._lost_at is not None:
+                self._enqueue((BUS_RECONNECTED, _gap_note(self._lost_at, time.time())))
+                self._lost_at = None
             self._confirmed.set()
             self._read(conn)
         finally:
@@ -478,7 +641,9 @@ class RedisSubscription:
     def _deliver(self, raw_channel: bytes, payload: bytes) -> None:
         if raw_channel.startswith(self._prefix):
             raw_channel = raw_channel[len(self._prefix) :]
-        item = (raw_channel.decode("utf-8", "replace"), bytes(payload))
+        self._enqueue((raw_channel.decode("utf-8", "replace"), bytes(payload)))
+
+    def _enqueue(self, item: tuple[str, bytes]) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -495,3 +660,12 @@ class RedisSubscription:
             self._loop.call_soon_threadsafe(self._ready.set)
         except RuntimeError:  # the subscriber's loop is closed: nobody will read
             self._stop(join=False)
+
+
+def _gap_note(lost_at: float, reconnected_at: float) -> bytes:
+    """The :data:`~detectflow.store.cache.BUS_RECONNECTED` message body."""
+
+    def stamp(t: float) -> str:
+        return isoformat(datetime.fromtimestamp(t, UTC))
+
+    return json.dumps({"lost_at": stamp(lost_at), "reconnected_at": stamp(reconnected_at)}).encode()

@@ -1,4 +1,5 @@
-"""PostgreSQL restarted under a running flow: the flow waits for it and loses nothing.
+"""PostgreSQL restarted under a running flow: the flow waits for it and loses nothing;
+stopped under a running server: its health says 503 until it is back.
 
 The restart is real (``pg_ctlcluster ... restart``), so every pooled
 connection breaks mid-run. The server is shared with other tests: the
@@ -24,8 +25,10 @@ from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowMetrics, run_flow
 from detectflow.store import Database
 from tests import services
+from tests.databases import migrated_database
 from tests.flows.conftest import activate, enqueue, person
 from tests.flows.flow_processes import unique_detections, wait_for
+from tests.server.support import health_client
 
 FRAMES = 1500  # ~8 s at 4 in flight x 20 ms: the restart lands mid-run
 
@@ -131,3 +134,35 @@ def test_flow_survives_a_postgres_restart_and_loses_nothing(
         assert total == distinct == 2 * FRAMES
     finally:
         pg.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_health_is_503_while_postgres_is_stopped_and_200_once_it_is_back(
+    restartable: None, tmp_path: Path, postgres_url: str, secret_key: str
+) -> None:
+    # Stops the shared server for a few seconds: run it when nobody else needs it.
+    with (
+        migrated_database(postgres_url, secret_key) as database,
+        health_client(database, tmp_path) as client,
+    ):
+        before = client.get("/api/v1/health")
+        _pg_ctl("stop")
+        try:
+            stopped = client.get("/api/v1/health")
+        finally:
+            _pg_ctl("start")
+        wait_for(_pg_answers, timeout=30, what="PostgreSQL to start again")
+        # The pool's broken connections are replaced on the next checkouts.
+        wait_for(
+            lambda: client.get("/api/v1/health").status_code == 200,
+            timeout=30,
+            what="health to be 200 again",
+        )
+        after = client.get("/api/v1/health").json()["data"]
+    assert before.status_code == 200
+    assert stopped.status_code == 503
+    data = stopped.json()["data"]
+    assert data["status"] == "down" and data["parts"]["database"]["status"] == "down"
+    assert data["parts"]["cache"]["status"] == "ok"  # the rest is still reported
+    assert after["parts"]["database"]["status"] == "ok"

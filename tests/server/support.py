@@ -7,6 +7,7 @@ import base64
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -17,7 +18,11 @@ from detectflow.core.adapter import ProviderAdapter
 from detectflow.core.errors import PermanentProviderError
 from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, RawDetection
+from detectflow.core.settings import Settings
 from detectflow.samples import sample_frame
+from detectflow.server import create_app
+from detectflow.store import Database
+from detectflow.store.memory import MemoryBus, MemoryCache
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its TestClient; plain httpx works the same.
@@ -34,6 +39,7 @@ __all__ = [
     "assert_error",
     "frame_b64",
     "frame_body",
+    "health_client",
 ]
 
 API = "/api/v1/detections"
@@ -48,6 +54,15 @@ def frame_b64(camera_id: str = "cam-1", number: int = 0) -> str:
 
 def frame_body(camera_id: str = "cam-1", number: int = 0, **extra: Any) -> dict[str, Any]:
     return {"camera_id": camera_id, "frame_data": frame_b64(camera_id, number), **extra}
+
+
+def health_client(database: Database, data_dir: Path) -> TestClient:
+    """A client of an app on ``database`` with the in-process cache and bus, for tests
+    that take the database away (use it as a context manager)."""
+    app = create_app(
+        Settings(data_dir=data_dir), database=database, cache=MemoryCache(), bus=MemoryBus()
+    )
+    return TestClient(app)
 
 
 def add_provider(client: TestClient, **fields: Any) -> dict[str, Any]:

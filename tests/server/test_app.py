@@ -41,7 +41,7 @@ def test_lifespan_opens_and_migrates_the_configured_database(
         )
     assert health.status_code == 200
     data = health.json()["data"]
-    assert data["status"] == "ok" and data["database"] == "ok"
+    assert data["parts"]["database"] == {"status": "ok", "message": None}
     assert data["provider_configured"] is False
     assert queued.status_code == 202
 

@@ -18,6 +18,7 @@ from detectflow.core.serialize import (
 )
 from detectflow.server.hub import ClientFilter, Hub
 from detectflow.server.outbox import Outbox
+from detectflow.store.cache import BUS_RECONNECTED
 from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
 from tests.store.builders import detection, frame, result
@@ -285,3 +286,18 @@ def test_what_the_live_view_publishes_reaches_clients_unchanged() -> None:
         event_message(second.events[0], published_at=stamp),
     ]
     assert got == json.loads(json.dumps(expected))
+
+
+def test_only_subscribed_clients_get_the_reconnection_notice() -> None:
+    hub = Hub(MemoryBus(), queue_size=4)
+    subscribed, outbox = hub.connect("a")
+    subscribed.filter.subscribe("cam-1", None, None)
+    idle, idle_outbox = hub.connect("b")
+    body = b'{"lost_at": "2026-01-01T00:00:00Z", "reconnected_at": "2026-01-01T00:00:03Z"}'
+    hub.dispatch(BUS_RECONNECTED, body)
+    assert hub.bus_gaps == 1 and hub.received == 0  # a note, not a broadcast
+    assert outbox.receive_nowait() == (
+        '{"type": "lagged", "reason": "bus_reconnected", '
+        '"lost_at": "2026-01-01T00:00:00Z", "reconnected_at": "2026-01-01T00:00:03Z"}'
+    )
+    assert len(idle_outbox) == 0 and idle.delivered == 0

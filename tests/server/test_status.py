@@ -29,7 +29,8 @@ def test_health_is_503_when_the_database_is_down(
     finally:
         database.dispose()
     assert response.status_code == 503
-    assert response.json()["data"]["database"] == "unavailable"
+    data = response.json()["data"]
+    assert data["status"] == "down" and data["parts"]["database"]["status"] == "down"
 
 
 def test_summary_combines_provider_queue_and_detection_counts(client: TestClient) -> None:

@@ -25,15 +25,8 @@ from detectflow.store.live import (
     live_key,
 )
 from detectflow.store.memory import MemoryBus, MemoryCache
+from tests.clock import Clock
 from tests.store.builders import detection, frame, result
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ instances, processes and a running server. Everything talks to the real Redis
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -23,8 +21,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectflow.core.frames import parse_timestamp
 from detectflow.core.serialize import detection_messages
 from detectflow.core.settings import Settings
+from detectflow.store.cache import BUS_RECONNECTED, CacheUnavailableError
 from detectflow.store.live import LiveView
 from detectflow.store.redis_backend import (
     DEFAULT_PREFIX,
@@ -34,6 +34,8 @@ from detectflow.store.redis_backend import (
     escape_glob,
 )
 from tests import services
+from tests.clock import Clock
+from tests.redis_server import RedisServer
 from tests.server.support import TestClient
 from tests.store.builders import frame, result
 
@@ -86,6 +88,14 @@ async def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None
         await anyio.sleep(0.01)
 
 
+async def _expect_gap_note(sub: AsyncIterator[tuple[str, bytes]]) -> None:
+    """The next item is the note of a re-subscription, with its gap in order."""
+    channel, body = await _next(sub)
+    assert channel == BUS_RECONNECTED
+    note = json.loads(body)
+    assert parse_timestamp(note["lost_at"]) <= parse_timestamp(note["reconnected_at"])
+
+
 # -- cache -------------------------------------------------------------------
 
 
@@ -128,12 +138,17 @@ def test_empty_calls_make_no_round_trip(free_port: int) -> None:
         b.publish_many([])
 
 
-def test_an_unreachable_redis_fails_fast_with_a_connection_error(free_port: int) -> None:
-    with RedisCache(f"redis://127.0.0.1:{free_port}/0") as c:
-        started = time.monotonic()
-        with pytest.raises(redis.ConnectionError):
-            c.get("k")
-        assert time.monotonic() - started < 2
+def test_an_unreachable_redis_is_a_cache_unavailable_error_naming_it(free_port: int) -> None:
+    with (
+        RedisCache(f"redis://:hunter2@127.0.0.1:{free_port}/0") as c,
+        RedisBus(f"redis://:hunter2@127.0.0.1:{free_port}/0") as b,
+    ):
+        for call in (lambda: c.get("k"), lambda: c.set_many({"k": b"v"}, 1), c.ping, b.ping):
+            with pytest.raises(CacheUnavailableError, match=f"127.0.0.1:{free_port}") as info:
+                call()
+            assert "hunter2" not in str(info.value)
+        with pytest.raises(CacheUnavailableError):
+            b.publish_many([("c", b"m")])
 
 
 @pytest.mark.parametrize(
@@ -248,88 +263,123 @@ async def test_a_killed_subscription_reconnects_and_keeps_delivering_in_order(
             assert admin.client_kill_filter(_id=str(first_id)) == 1
             await _wait_for(lambda: sub.connection_id not in (None, first_id))
             assert sub.reconnects == 1
+            await _expect_gap_note(sub)
             bus.publish_many([(f"c:{i}", str(i).encode()) for i in range(50)])
             assert [int(m) for _, m in [await _next(sub) for _ in range(50)]] == list(range(50))
         finally:
             await sub.aclose()
 
 
-@pytest.fixture
-def redis_server_cmd(tmp_path: Path, free_port: int) -> list[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    return [binary, "--port", str(free_port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
-
-
-def _start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    with redis.Redis(port=port) as probe:
-        while True:
-            try:
-                probe.ping()
-                return process
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    process.kill()
-                    process.wait()
-                    raise
-                time.sleep(0.02)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(timeout=5)
-
-
 async def test_a_subscription_outlives_a_redis_that_is_down_then_restarts(
-    redis_server_cmd: list[str], free_port: int
+    own_redis: RedisServer,
 ) -> None:
-    url = f"redis://127.0.0.1:{free_port}/0"
-    with RedisBus(url, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05) as bus:
+    own_redis.stop()
+    with RedisBus(own_redis.url, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05) as bus:
         started = time.monotonic()
         sub = bus.subscribe(["c"])  # Redis is not running yet: returns, keeps trying
         assert time.monotonic() - started < 1
-        server = _start(redis_server_cmd, free_port)
+        own_redis.start()
         try:
             await _wait_for(lambda: sub.connection_id is not None)
             assert sub.reconnects >= 1
+            await _expect_gap_note(sub)  # it never reached Redis: it may have missed some
             bus.publish("c", b"first life")
             assert await _next(sub) == ("c", b"first life")
-            _stop(server)
+            own_redis.stop()
             await _wait_for(lambda: sub.connection_id is None)
-            server = _start(redis_server_cmd, free_port)
+            assert not sub.connected
+            own_redis.start()
             await _wait_for(lambda: sub.connection_id is not None)
-            bus.publish("c", b"second life")
+            assert sub.connected
+            await _expect_gap_note(sub)
+            await _wait_for(_publishes(bus))  # the publishing side fails fast for a while
             assert await _next(sub) == ("c", b"second life")
         finally:
             await sub.aclose()
-            _stop(server)
+
+
+def _publishes(bus: RedisBus) -> Callable[[], bool]:
+    def attempt() -> bool:
+        try:
+            bus.publish("c", b"second life")
+        except CacheUnavailableError:
+            return False
+        return True
+
+    return attempt
 
 
 async def test_an_idle_subscription_is_pinged_and_a_silent_redis_is_left(
-    redis_server_cmd: list[str], free_port: int
+    own_redis: RedisServer,
 ) -> None:
-    server = _start(redis_server_cmd, free_port)
-    url = f"redis://127.0.0.1:{free_port}/0"
-    try:
-        with RedisBus(url, health_check_seconds=0.05, reconnect_min_seconds=0.01) as bus:
-            sub = bus.subscribe(["c"])
-            try:
-                await anyio.sleep(0.3)  # several PING/PONG rounds while idle
-                assert sub.reconnects == 0
-                with redis.Redis.from_url(url) as other:
-                    other.execute_command("CLIENT", "PAUSE", "400", "ALL")  # PINGs go unanswered
-                await _wait_for(lambda: sub.reconnects >= 1, timeout=2)
-                await _wait_for(lambda: sub.connection_id is not None)  # back once unpaused
-                bus.publish("c", b"after the pause")
-                assert await _next(sub) == ("c", b"after the pause")
-            finally:
-                await sub.aclose()
-    finally:
-        _stop(server)
+    url = own_redis.url
+    with RedisBus(url, health_check_seconds=0.05, reconnect_min_seconds=0.01) as bus:
+        sub = bus.subscribe(["c"])
+        try:
+            await anyio.sleep(0.3)  # several PING/PONG rounds while idle
+            assert sub.reconnects == 0
+            with redis.Redis.from_url(url) as other:
+                other.execute_command("CLIENT", "PAUSE", "400", "ALL")  # PINGs go unanswered
+            await _wait_for(lambda: sub.reconnects >= 1, timeout=2)
+            await _wait_for(lambda: sub.connection_id is not None)  # back once unpaused
+            await _expect_gap_note(sub)
+            bus.publish("c", b"after the pause")
+            assert await _next(sub) == ("c", b"after the pause")
+        finally:
+            await sub.aclose()
+
+
+# -- outages: fail fast, then probe --------------------------------------------
+
+
+def _reaches_redis(call: Callable[[], object]) -> bool:
+    """Call, which must fail: True if it went to Redis, False if it failed fast."""
+    with pytest.raises(CacheUnavailableError, match="unreachable") as info:
+        call()
+    return info.value.__cause__ is not None  # the socket's error, when one was made
+
+
+def test_after_a_failure_calls_fail_fast_until_the_pause_then_one_probes(
+    own_redis: RedisServer,
+) -> None:
+    clock = Clock()
+    own_redis.stop()
+    with RedisCache(own_redis.url, outage_backoff=(1.0, 4.0), clock=clock) as cache:
+        assert _reaches_redis(lambda: cache.get("k"))  # a real connection refused
+        assert cache.outage.error is not None and cache.outage.down_since is not None
+        own_redis.start()
+        # Redis is back, but within the pause nothing is sent (it would answer).
+        assert not _reaches_redis(lambda: cache.set_many({"k": b"v"}, ttl_seconds=30))
+        clock.now += 1.0
+        cache.outage.check()  # the pause is over: one caller may probe (this one)...
+        assert not _reaches_redis(cache.ping)  # ...while every other one still fails fast
+        cache.outage.succeeded()  # the probe's answer
+        cache.set_many({"k": b"v"}, ttl_seconds=30)
+        assert cache.outage.error is None
+        assert cache.get("k") == b"v"
+        own_redis.stop()
+        assert _reaches_redis(cache.ping)  # a new outage is noticed by the next call
+        own_redis.start()
+        clock.now += 1.0
+        cache.ping()  # the probe itself succeeds: all is well again
+        assert cache.outage.error is None
+
+
+def test_each_failed_probe_doubles_the_pause_up_to_the_most(free_port: int) -> None:
+    clock = Clock()
+    url = f"redis://127.0.0.1:{free_port}/0"  # nothing listens there
+    with RedisCache(url, outage_backoff=(1.0, 4.0), clock=clock) as cache:
+        assert _reaches_redis(lambda: cache.get("k"))
+        pauses = []
+        for _ in range(4):
+            waited = 0.0
+            while True:
+                clock.now += 0.5
+                waited += 0.5
+                if _reaches_redis(lambda: cache.get("k")):
+                    break
+            pauses.append(waited)
+    assert pauses == [1.0, 2.0, 4.0, 4.0]
 
 
 # -- sharing between instances, processes and a server -----------------------
