@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from detectflow.core.models import Detection, DetectionEvent, ProviderConfig, QueueItem
+from detectflow.core.models import Detection, DetectionEvent, ProviderConfig
 from detectflow.core.windows import WindowStats
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "frame_detections_message",
     "isoformat",
     "provider_to_dict",
-    "queue_item_to_dict",
     "window_stats_to_dict",
 ]
 
@@ -254,24 +253,6 @@ def provider_to_dict(p: ProviderConfig) -> dict[str, Any]:
         "last_error": p.last_error,
         "createdAt": isoformat(p.created_at),
         "updatedAt": isoformat(p.updated_at),
-    }
-
-
-def queue_item_to_dict(q: QueueItem) -> dict[str, Any]:
-    return {
-        "id": q.id,
-        "camera_id": q.camera_id,
-        "priority": q.priority,
-        "status": q.status,
-        "frame_number": q.frame_number,
-        "frame_timestamp": isoformat(q.frame_timestamp),
-        "retry_count": q.retry_count,
-        "max_retries": q.max_retries,
-        "detections_count": q.detections_count,
-        "processing_time_ms": q.processing_time_ms,
-        "error_message": q.error_message,
-        "createdAt": isoformat(q.created_at),
-        "updatedAt": isoformat(q.updated_at),
     }
 
 

@@ -132,8 +132,6 @@ def create_app(
             state = ServerState(
                 settings=settings,
                 database=db,
-                cache=the_cache,
-                bus=the_bus,
                 live=live,
                 hub=hub,
                 registry=plugins,

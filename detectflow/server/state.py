@@ -24,7 +24,6 @@ from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
 from detectflow.server.hub import Hub
 from detectflow.store.breakers import BreakerRecorder
-from detectflow.store.cache import Bus, Cache
 from detectflow.store.group_commit import GroupCommit
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
@@ -75,8 +74,6 @@ class ProviderRoutes:
 class ServerState:
     settings: Settings
     database: Database
-    cache: Cache
-    bus: Bus
     live: LiveView
     hub: Hub
     registry: PluginRegistry
