@@ -17,7 +17,7 @@ from detectflow.core.errors import PermanentProviderError, TransientProviderErro
 from detectflow.core.models import Frame, ProbeResult, RawDetection
 from detectflow.testing import ConformanceTarget
 
-__all__ = ["BROKEN", "answer_for", "good_target"]
+__all__ = ["BROKEN", "InProcessAdapter", "answer_for", "good_target"]
 
 Handler = Callable[[Frame], Awaitable[list[RawDetection]]]
 LABELS = ("person", "face", "car", "truck")
@@ -114,6 +114,13 @@ class RaisingHealthAdapter(FunctionAdapter):
 
 class NoTypeAdapter(FunctionAdapter):
     provider_type = ""
+
+
+class InProcessAdapter(FunctionAdapter):
+    """A local detector: it declares in_process, so network faults cannot reach it."""
+
+    provider_type = "local-double"
+    in_process = True
 
 
 async def pixels_as_fractions(frame: Frame) -> list[RawDetection]:
