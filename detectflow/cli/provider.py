@@ -95,8 +95,11 @@ def provider_group() -> None:
 def _config_options(*, adding: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The writable fields as options; all optional, defaults are the API's."""
 
-    def flag(name: str, what: str) -> Callable[..., Any]:
-        return click.option(f"--{name}/--no-{name}", default=None, help=f"Run {what} or not.")
+    def flag(field: str, what: str) -> Callable[..., Any]:
+        name = _OPTION_OF[field].removeprefix("--")
+        return click.option(
+            f"--{name}/--no-{name}", field, default=None, help=f"Run {what} or not."
+        )
 
     decorators = [
         click.option("--name", "provider_name", help="A name for people (default: the type)."),
@@ -117,9 +120,9 @@ def _config_options(*, adding: bool) -> Callable[[Callable[..., Any]], Callable[
         click.option("--confidence-threshold", type=float, help="Drop detections below it [0.5]."),
         click.option("--max-retries", type=int, help="Retries of a transient fault [3]."),
         click.option("--max-faces-per-frame", type=int, help="Keep this many faces [10]."),
-        flag("person-detection", "person detection"),
-        flag("face-detection", "face detection"),
-        flag("face-encoding", "face encoding"),
+        flag("enable_person_detection", "person detection"),
+        flag("enable_face_detection", "face detection"),
+        flag("enable_face_encoding", "face encoding"),
         click.option(
             "--option",
             "options",
@@ -141,25 +144,9 @@ def _config_options(*, adding: bool) -> Callable[[Callable[..., Any]], Callable[
 
 
 def _body(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The REST body for the options given (None: not given)."""
-    body = {
-        field: values[field]
-        for field in (
-            "provider_name",
-            "provider_type",
-            "endpoint_url",
-            "api_key",
-            "timeout_seconds",
-            "confidence_threshold",
-            "max_retries",
-            "max_faces_per_frame",
-        )
-        if values.get(field) is not None
-    }
-    for flag in ("person_detection", "face_detection", "face_encoding"):
-        if values.get(flag) is not None:
-            body[f"enable_{flag}"] = values[flag]
-    return body
+    """The REST body for the options given (None: not given); each option's
+    destination is the field's own name."""
+    return {field: values[field] for field in _OPTION_OF if values.get(field) is not None}
 
 
 def _with_dialect(options: dict[str, Any], dialect: str | None) -> dict[str, Any]:

@@ -29,7 +29,10 @@ That module then holds ``AdapterConformance::test_*``: valid answers that
 normalize, timeouts honoured within a grace, errors classified transient or
 permanent, 100 concurrent calls without cross-talk, ``aclose`` idempotent and
 ``async with`` support, ``health()`` ok / not ok. A factory left ``None`` (or
-returning None) skips its checks with that reason.
+returning None) skips its checks with that reason. An adapter whose class
+declares ``in_process = True`` (a model inside detectflow's process) skips
+the network fault checks by itself: ``ConformanceTarget(healthy=...)`` is a
+whole target for it.
 
 Why this collection mechanism: the fixture is the one thing only the vendor
 can write, so defining it is what asks for the suite; the tests appear in the

@@ -14,7 +14,6 @@ from click.testing import CliRunner, Result
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from detectflow import Frame, ProviderAdapter, RawDetection, hookimpl
 from detectflow.adapters.grpc.server import GrpcProviderServer
 from detectflow.cli import cli
 from detectflow.cli.provider import parse_option, provider_test
@@ -23,6 +22,7 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.simulator import SimulatedHandler, Simulator, SimulatorThread, run_in_thread
 from detectflow.store import Database
+from tests.testing import doubles
 
 
 @pytest.fixture
@@ -200,26 +200,10 @@ def test_attached_under_a_group_it_uses_the_groups_settings(
 SECRET = "sk-cli-very-secret"
 
 
-class LocalAdapter(ProviderAdapter):
-    """A detector inside the process: its type needs no URL."""
-
-    provider_type = "local-test"
-    in_process = True
-
-    async def detect(self, frame: Frame) -> list[RawDetection]:
-        return []
-
-
-class LocalPlugin:
-    @hookimpl
-    def detectflow_provider_types(self) -> list[type[ProviderAdapter]]:
-        return [LocalAdapter]
-
-
 @pytest.fixture
 def registry(env: dict[str, str]) -> PluginRegistry:
     registry = get_registry(Settings.from_env(env))
-    assert registry.register(LocalPlugin(), "tests-local", "tests", "0")
+    assert registry.register(doubles.LocalPlugin(), "tests-local", "tests", "0")
     return registry
 
 
@@ -282,14 +266,16 @@ def test_options_are_json_when_they_parse_and_text_otherwise(
     }
 
 
-@given(
-    key=st.text(min_size=1).filter(lambda k: "=" not in k and k.strip() == k),
-    value=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-        max_leaves=6,
-    ),
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(), _containers, max_leaves=6
 )
+
+
+@given(key=st.text(min_size=1).filter(lambda k: "=" not in k and k.strip() == k), value=JSON_VALUES)
 def test_parse_option_reads_back_any_json_value(key: str, value: Any) -> None:
     assert parse_option(f"{key}={json.dumps(value)}") == (key, value)
 

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from detectflow import Frame, ProviderAdapter, RawDetection, hookimpl
 from detectflow.core.plugins import PluginRegistry
 from tests.server.support import API, TestClient, assert_error, sqlite_only
-
-
-class LocalAdapter(ProviderAdapter):
-    provider_type = "local-test"
-    in_process = True
-
-    async def detect(self, frame: Frame) -> list[RawDetection]:
-        return []
-
-
-class LocalPlugin:
-    @hookimpl
-    def detectflow_provider_types(self) -> list[type[ProviderAdapter]]:
-        return [LocalAdapter]
+from tests.testing import doubles
 
 
 def _register(registry: PluginRegistry) -> None:
-    assert registry.register(LocalPlugin(), "tests-local", "tests", "0")
+    assert registry.register(doubles.LocalPlugin(), "tests-local", "tests", "0")
 
 
 @sqlite_only
