@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -287,9 +288,8 @@ def provider_show(ctx: click.Context, provider_id: str | None, as_json: bool) ->
     """Show one provider configuration (default: the active one), without its api key."""
     from detectflow.core.serialize import provider_to_dict
 
-    with open_database(settings_of(ctx)) as database:
-        config = _find(database, provider_id)
-    data = provider_to_dict(config)
+    with _opened(ctx, provider_id) as (_, config):
+        data = provider_to_dict(config)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -349,8 +349,7 @@ def provider_update(
 @click.pass_context
 def provider_remove(ctx: click.Context, provider_id: str) -> None:
     """Delete a provider configuration (DELETE /providers/{id})."""
-    with open_database(settings_of(ctx)) as database:
-        config = _find(database, provider_id)
+    with _opened(ctx, provider_id) as (database, config):
         database.delete_provider(config.id)
     click.echo(f"removed provider {_label(config)}")
 
@@ -360,8 +359,7 @@ def provider_remove(ctx: click.Context, provider_id: str) -> None:
 @click.pass_context
 def provider_activate(ctx: click.Context, provider_id: str) -> None:
     """Make a provider the active one; the others stop being active."""
-    with open_database(settings_of(ctx)) as database:
-        config = _find(database, provider_id)
+    with _opened(ctx, provider_id) as (database, config):
         if config.is_active:
             click.echo(f"provider {_label(config)} is already the active provider")
             return
@@ -408,6 +406,15 @@ def provider_test(
         _print(config, result)
     if not result.ok:
         ctx.exit(1)
+
+
+@contextmanager
+def _opened(
+    ctx: click.Context, provider_id: str | None
+) -> Iterator[tuple[Database, ProviderConfig]]:
+    """The database and the config named (default: the active one)."""
+    with open_database(settings_of(ctx)) as database:
+        yield database, _find(database, provider_id)
 
 
 def _find(database: Database, provider_id: str | None) -> ProviderConfig:

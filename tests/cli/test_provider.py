@@ -200,8 +200,9 @@ def test_attached_under_a_group_it_uses_the_groups_settings(
 SECRET = "sk-cli-very-secret"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def registry(env: dict[str, str]) -> PluginRegistry:
+    """The process's registry, with an in-process provider type of the tests' own."""
     registry = get_registry(Settings.from_env(env))
     assert registry.register(doubles.LocalPlugin(), "tests-local", "tests", "0")
     return registry
@@ -217,9 +218,7 @@ def added_id(result: Result) -> str:
     return result.output.split()[2]
 
 
-def test_an_in_process_type_is_added_without_a_url(
-    env: dict[str, str], database: Database, registry: PluginRegistry
-) -> None:
+def test_an_in_process_type_is_added_without_a_url(env: dict[str, str], database: Database) -> None:
     provider_id = added_id(detectflow(env, "add", "--type", "local-test", "--activate"))
     stored = database.get_provider(provider_id)
     assert stored is not None
@@ -227,9 +226,7 @@ def test_an_in_process_type_is_added_without_a_url(
     assert stored.provider_name == "local-test"
 
 
-def test_a_network_type_still_needs_a_url(
-    env: dict[str, str], database: Database, registry: PluginRegistry
-) -> None:
+def test_a_network_type_still_needs_a_url(env: dict[str, str], database: Database) -> None:
     result = detectflow(env, "add", "--type", "http_api")
     assert result.exit_code == 2
     assert "--url: is required (provider_type 'http_api' does not run in-process)" in result.output
@@ -237,7 +234,7 @@ def test_a_network_type_still_needs_a_url(
 
 
 def test_options_are_json_when_they_parse_and_text_otherwise(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     result = detectflow(
         env,
@@ -292,7 +289,7 @@ def test_parse_option_keeps_what_is_not_json_as_text(text: str) -> None:
 
 @pytest.mark.parametrize("bad", ["novalue", "=3", " =3"])
 def test_an_option_without_key_or_value_is_a_usage_error(
-    env: dict[str, str], database: Database, registry: PluginRegistry, bad: str
+    env: dict[str, str], database: Database, bad: str
 ) -> None:
     result = detectflow(env, "add", "--type", "local-test", "--option", bad)
     assert result.exit_code == 2
@@ -316,7 +313,6 @@ def test_an_option_without_key_or_value_is_a_usage_error(
 def test_add_refuses_what_the_rest_api_refuses(
     env: dict[str, str],
     database: Database,
-    registry: PluginRegistry,
     args: tuple[str, ...],
     message: str,
 ) -> None:
@@ -330,9 +326,7 @@ def test_add_refuses_what_the_rest_api_refuses(
     assert database.list_providers() == []
 
 
-def test_the_api_key_is_never_printed(
-    env: dict[str, str], database: Database, registry: PluginRegistry
-) -> None:
+def test_the_api_key_is_never_printed(env: dict[str, str], database: Database) -> None:
     add_args = ["add", "--type", "http_api", "--url", "http://127.0.0.1:9/d", "--api-key", SECRET]
     added = detectflow(env, *add_args, "--json")
     assert added.exit_code == 0, added.output
@@ -355,7 +349,7 @@ def test_the_api_key_is_never_printed(
 
 
 def test_show_prints_the_rest_shape_and_defaults_to_the_active_one(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     add(database, "http://127.0.0.1:9/a")
     active = add(database, "http://127.0.0.1:9/b", is_active=True, options={"priority": 2})
@@ -374,7 +368,7 @@ def test_show_prints_the_rest_shape_and_defaults_to_the_active_one(
 
 @pytest.mark.parametrize("command", ["show", "update", "remove", "activate"])
 def test_an_unknown_id_exits_1_with_a_reason(
-    env: dict[str, str], database: Database, registry: PluginRegistry, command: str
+    env: dict[str, str], database: Database, command: str
 ) -> None:
     extra = ["--timeout", "5"] if command == "update" else []
     result = detectflow(env, command, "nope", *extra)
@@ -383,7 +377,7 @@ def test_an_unknown_id_exits_1_with_a_reason(
 
 
 def test_update_changes_what_is_given_and_merges_options(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     config = add(database, "http://127.0.0.1:9/d", api_key=SECRET, options={"a": 1, "b": 2})
     result = detectflow(
@@ -427,7 +421,6 @@ def test_update_changes_what_is_given_and_merges_options(
 def test_update_refuses_what_the_rest_api_refuses_and_changes_nothing(
     env: dict[str, str],
     database: Database,
-    registry: PluginRegistry,
     args: tuple[str, ...],
     message: str,
 ) -> None:
@@ -439,7 +432,7 @@ def test_update_refuses_what_the_rest_api_refuses_and_changes_nothing(
 
 
 def test_an_in_process_config_cannot_become_a_network_one_without_a_url(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     provider_id = added_id(detectflow(env, "add", "--type", "local-test"))
     result = detectflow(env, "update", provider_id, "--type", "http_api")
@@ -451,9 +444,7 @@ def test_an_in_process_config_cannot_become_a_network_one_without_a_url(
     assert moved.exit_code == 0, moved.output
 
 
-def test_remove_deletes_the_config(
-    env: dict[str, str], database: Database, registry: PluginRegistry
-) -> None:
+def test_remove_deletes_the_config(env: dict[str, str], database: Database) -> None:
     config = add(database, "http://127.0.0.1:9/d")
     result = detectflow(env, "remove", config.id)
     assert result.exit_code == 0, result.output
@@ -462,7 +453,7 @@ def test_remove_deletes_the_config(
 
 
 def test_activate_leaves_exactly_one_active_provider(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     first = add(database, "http://127.0.0.1:9/a", is_active=True)
     second = add(database, "http://127.0.0.1:9/b")
@@ -476,7 +467,7 @@ def test_activate_leaves_exactly_one_active_provider(
 
 
 def test_list_shows_whole_ids_and_a_dash_for_no_url(
-    env: dict[str, str], database: Database, registry: PluginRegistry
+    env: dict[str, str], database: Database
 ) -> None:
     provider_id = added_id(detectflow(env, "add", "--type", "local-test", "--name", "cam"))
     result = detectflow(env, "list")
