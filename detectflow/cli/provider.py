@@ -302,7 +302,7 @@ def provider_show(ctx: click.Context, provider_id: str | None, as_json: bool) ->
 
 
 @provider_group.command("update")
-@click.argument("provider_id")
+@click.argument("provider_id", required=False)
 @_config_options(adding=False)
 @click.option("--clear-api-key", is_flag=True, help="Remove the stored api key.")
 @click.option(
@@ -312,7 +312,7 @@ def provider_show(ctx: click.Context, provider_id: str | None, as_json: bool) ->
 def provider_update(
     ctx: click.Context,
     /,
-    provider_id: str,
+    provider_id: str | None,
     dialect: str | None,
     options: dict[str, Any],
     clear_api_key: bool,
@@ -320,7 +320,8 @@ def provider_update(
     as_json: bool,
     **values: Any,
 ) -> None:
-    """Change the settings given, keep the rest (PUT /providers/{id}).
+    """Change the settings given, keep the rest (PUT /providers/{id}; without an
+    id, the active provider's, as PUT /provider/config).
 
     --option KEY=VALUE sets one option and keeps the others (the API's PUT
     replaces them all); --remove-option KEY drops one.

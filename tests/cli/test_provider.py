@@ -475,3 +475,14 @@ def test_list_shows_whole_ids_and_a_dash_for_no_url(
     assert provider_id in result.output
     row = next(line for line in result.output.splitlines() if provider_id in line)
     assert "│ -" in row
+
+
+def test_update_without_an_id_changes_the_active_provider(
+    env: dict[str, str], database: Database
+) -> None:
+    other = add(database, "http://127.0.0.1:9/a")
+    active = add(database, "http://127.0.0.1:9/b", is_active=True)
+    result = detectflow(env, "update", "--max-retries", "1")
+    assert result.exit_code == 0, result.output
+    retries = {p.id: p.max_retries for p in database.list_providers()}
+    assert retries == {other.id: other.max_retries, active.id: 1}
