@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 
+from detectflow.cli.context import open_database
 from detectflow.core.settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -107,104 +107,9 @@ def db_group() -> None:
 @pass_state
 def db_upgrade(state: _State) -> None:
     """Create or migrate the database schema to the latest version."""
-    from detectflow.store import open_database
-
-    database = open_database(state.settings)
-    try:
-        database.upgrade()
-    finally:
-        database.dispose()
+    with open_database(state.settings):  # opening migrates
+        pass
     click.echo(f"database at {_redact(state.settings.sql_url)} is up to date")
-
-
-# -- providers -------------------------------------------------------------
-
-
-@cli.group("provider")
-def provider_group() -> None:
-    """Detection provider configurations."""
-
-
-@provider_group.command("add")
-@click.option("--name", "provider_name", help="A name for people (default: the type and URL).")
-@click.option("--type", "provider_type", required=True, help="http_api, grpc, mqtt or a plugin's.")
-@click.option("--url", "endpoint_url", required=True, help="Where the provider answers.")
-@click.option("--dialect", help="http_api wire dialect: detectflow (default) or deepstack.")
-@click.option("--api-key", help="Sent to the provider; stored encrypted, never shown again.")
-@click.option("--timeout", "timeout_seconds", type=click.FloatRange(0.01, 3600), default=30.0)
-@click.option("--confidence-threshold", type=click.FloatRange(0, 1), default=0.5)
-@click.option("--max-retries", type=click.IntRange(0, 100), default=3)
-@click.option("--activate", is_flag=True, help="Make it the active provider.")
-@pass_state
-def provider_add(
-    state: _State,
-    provider_name: str | None,
-    provider_type: str,
-    endpoint_url: str,
-    dialect: str | None,
-    api_key: str | None,
-    timeout_seconds: float,
-    confidence_threshold: float,
-    max_retries: int,
-    activate: bool,
-) -> None:
-    """Add a provider configuration."""
-    from detectflow.core.ids import new_id
-    from detectflow.core.models import ProviderConfig
-    from detectflow.core.plugins import get_registry
-
-    known = get_registry(state.settings).provider_types()
-    if provider_type not in known:
-        raise click.BadParameter(
-            f"unknown provider type {provider_type!r}; known: {', '.join(sorted(known))}",
-            param_hint="--type",
-        )
-    options: dict[str, Any] = {"dialect": dialect} if dialect else {}
-    config = ProviderConfig(
-        id=new_id(),
-        provider_name=provider_name or f"{provider_type} {endpoint_url}",
-        provider_type=provider_type,
-        endpoint_url=endpoint_url,
-        api_key=api_key,
-        timeout_seconds=timeout_seconds,
-        confidence_threshold=confidence_threshold,
-        max_retries=max_retries,
-        is_active=activate,
-        options=options,
-    )
-    with _database(state.settings) as database:
-        created = database.create_provider(config)
-    click.echo(
-        f"added provider {created.id} ({created.provider_name})" + (" [active]" if activate else "")
-    )
-
-
-@provider_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@pass_state
-def provider_list(state: _State, as_json: bool) -> None:
-    """List provider configurations (api keys are never shown)."""
-    from detectflow.core.serialize import provider_to_dict
-
-    with _database(state.settings) as database:
-        providers = [provider_to_dict(p) for p in database.list_providers()]
-    if as_json:
-        click.echo(json.dumps(providers, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "name", "type", "url", "active", "test status")
-    for p in providers:
-        table.add_row(
-            p["id"],
-            p["provider_name"],
-            p["provider_type"],
-            p["endpoint_url"],
-            "yes" if p["is_active"] else "",
-            p["test_status"],
-        )
-    Console().print(table)
 
 
 # -- api keys --------------------------------------------------------------
@@ -231,7 +136,7 @@ def keys_create(state: _State, scope: str, name: str | None) -> None:
     The key alone goes to stdout (KEY=$(detectflow keys create --scope read)),
     the notes to stderr.
     """
-    with _database(state.settings) as database:
+    with open_database(state.settings) as database:
         try:
             key, plaintext = database.create_api_key(scope, name)
         except ValueError as exc:
@@ -251,7 +156,7 @@ def keys_list(state: _State, as_json: bool) -> None:
     """List keys: id, name, scope, created, revoked (never the keys themselves)."""
     from detectflow.core.serialize import isoformat
 
-    with _database(state.settings) as database:
+    with open_database(state.settings) as database:
         keys = database.list_api_keys()
     rows = [
         {
@@ -294,7 +199,7 @@ def keys_revoke(state: _State, key_id: str) -> None:
             "expected a key id (12 hex characters, see `detectflow keys list`) or a whole key",
             param_hint="KEY_ID",
         )
-    with _database(state.settings) as database:
+    with open_database(state.settings) as database:
         before = database.get_api_key(ident)
         revoked = database.revoke_api_key(ident)
     if revoked is None:
@@ -327,10 +232,10 @@ def _attach_commands() -> None:
     """Commands that live in their own modules, next to what they run."""
     from detectflow.cli.flow import flow_run
     from detectflow.cli.maintenance import maintenance
-    from detectflow.cli.provider import provider_test
+    from detectflow.cli.provider import provider_group
 
     flow_group.add_command(flow_run)
-    provider_group.add_command(provider_test)
+    cli.add_command(provider_group)
     cli.add_command(maintenance)
 
 
@@ -423,23 +328,6 @@ def demo(
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-class _database:
-    """Open, migrate and close the configured database around a command."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __enter__(self) -> Any:
-        from detectflow.store import open_database
-
-        self.database = open_database(self.settings)
-        self.database.upgrade()
-        return self.database
-
-    def __exit__(self, *exc: object) -> None:
-        self.database.dispose()
 
 
 def _redact(url: str) -> str:

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import click
 
+from detectflow.cli.context import settings_of
 from detectflow.core.models import ProbeResult, ProviderConfig, utcnow
 from detectflow.core.plugins import PluginRegistry, get_registry
-from detectflow.core.settings import Settings, SettingsError
+from detectflow.core.settings import Settings
 from detectflow.store import Database, open_database
 from detectflow.store.maintenance import DEFAULT_BATCH_SIZE, delete_in_batches
 
@@ -204,17 +205,6 @@ def run_schedule(
 # -- the CLI ----------------------------------------------------------------------
 
 
-def _settings(ctx: click.Context) -> Settings:
-    """The CLI's settings when attached to ``detectflow``, else the environment's."""
-    found: Any = getattr(ctx.find_root().obj, "settings", None)
-    if isinstance(found, Settings):
-        return found
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
 def _open(settings: Settings) -> Database:
     database = open_database(settings)
     try:
@@ -252,7 +242,7 @@ def maintenance() -> None:
 @click.pass_context
 def cleanup_cmd(ctx: click.Context, days: float, batch_size: int) -> None:
     """Delete old detections, events and finished queue rows, in batches."""
-    database = _open(_settings(ctx))
+    database = _open(settings_of(ctx))
     try:
         counts = cleanup(database, days, batch_size=batch_size)
     finally:
@@ -271,7 +261,7 @@ def test_provider_cmd(ctx: click.Context, provider_id: str | None) -> None:
 
     Stores the outcome as the provider's test status; exits 1 if it failed.
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     database = _open(settings)
     try:
         config, result = run_provider_test(database, get_registry(settings), provider_id)

@@ -46,6 +46,16 @@ class ProviderAdapter(ABC):
 
     provider_type: ClassVar[str]
 
+    in_process: ClassVar[bool] = False
+    """True when the detector runs inside detectflow's process (a local model).
+
+    Such a type needs no ``endpoint_url``: ``detectflow provider add`` asks
+    for no ``--url`` and the REST API stores none, and there is no network
+    between detectflow and the detector to fail, so the conformance kit skips
+    its network fault checks. An adapter that talks to a service, even at a
+    fixed address, leaves it False.
+    """
+
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
 

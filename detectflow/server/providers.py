@@ -3,7 +3,8 @@
 A config is checked by actually building its adapter through the plugin
 registry before it is stored, so an unknown ``provider_type`` or a bad
 option (an unknown HTTP dialect, a malformed gRPC URL) is a 422 at write
-time rather than a failed frame later. ``api_key`` is write-only: responses
+time rather than a failed frame later; ``endpoint_url`` is required unless
+the type declares ``in_process``. ``api_key`` is write-only: responses
 carry only ``has_api_key``. Network URLs also pass the SSRF guard
 (:mod:`detectflow.adapters.urls`) on every write and every test, so the
 server cannot be pointed at a cloud metadata service. The routing options
@@ -27,13 +28,14 @@ from detectflow.adapters.urls import UnsafeProviderUrlError, allow_link_local, c
 from detectflow.core.errors import DetectflowError
 from detectflow.core.ids import new_id
 from detectflow.core.models import ProviderConfig, utcnow
+from detectflow.core.plugins import PluginRegistry
 from detectflow.core.routing import assignment_errors
 from detectflow.core.serialize import provider_to_dict
 from detectflow.server.errors import ApiError, not_found
 from detectflow.server.params import Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
 
-__all__ = ["MAX_CONFIG_BYTES", "read_provider_fields", "routes"]
+__all__ = ["MAX_CONFIG_BYTES", "check_provider_config", "read_provider_fields", "routes"]
 
 MAX_CONFIG_BYTES = 64 * 1024
 _NO_SPACE = re.compile(r"\S+")
@@ -55,9 +57,8 @@ def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
     put("provider_type", kind)
     put(
         "endpoint_url",
-        body.text(
-            "endpoint_url", required=creating, min_length=1, max_length=2048, pattern=_NO_SPACE
-        ),
+        # Required unless the type runs in-process: check_provider_config knows the type.
+        body.text("endpoint_url", min_length=1, max_length=2048, pattern=_NO_SPACE),
     )
     if body.has("api_key") and body.data["api_key"] is None:
         fields["api_key"] = None  # null clears the key
@@ -92,8 +93,18 @@ def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
 
 
 async def _check_buildable(state: ServerState, config: ProviderConfig) -> None:
-    """Build (and close) the adapter: the one check that knows every plugin's rules."""
-    types = state.registry.provider_types()
+    await check_provider_config(state.registry, config, link_local=allow_link_local(state.settings))
+
+
+async def check_provider_config(
+    registry: PluginRegistry, config: ProviderConfig, *, link_local: bool
+) -> None:
+    """Build (and close) the adapter: the one check that knows every plugin's rules.
+
+    Also used by ``detectflow provider add|update``, so the CLI refuses what the
+    API refuses. ``endpoint_url`` may be empty only for an ``in_process`` type.
+    """
+    types = registry.provider_types()
     if config.provider_type not in types:
         known = sorted(types)
         raise ApiError(
@@ -103,16 +114,22 @@ async def _check_buildable(state: ServerState, config: ProviderConfig) -> None:
             f"{', '.join(known) or 'none'}",
             {"field": "body.provider_type", "known_types": known},
         )
+    if not config.endpoint_url and not types[config.provider_type].in_process:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid request: body.endpoint_url: is required "
+            f"(provider_type {config.provider_type!r} does not run in-process)",
+            [{"field": "body.endpoint_url", "message": "is required"}],
+        )
     try:
-        adapter = state.registry.create_adapter(config)
+        adapter = registry.create_adapter(config)
     except (DetectflowError, ValueError, TypeError) as exc:
         message = getattr(exc, "message", None) or str(exc)
         raise ApiError(422, "invalid_provider_config", message) from None
     await adapter.aclose()
     try:
-        await check_provider_url(
-            config.endpoint_url, allow_link_local=allow_link_local(state.settings)
-        )
+        await check_provider_url(config.endpoint_url, allow_link_local=link_local)
     except UnsafeProviderUrlError as exc:
         raise ApiError(422, exc.code, exc.message, {"field": "body.endpoint_url"}) from None
 
@@ -126,6 +143,7 @@ async def create_provider(request: Request) -> JSONResponse:
     Query(request).check()
     fields = read_provider_fields(await _read_body(request), creating=True)
     now = utcnow()
+    fields.setdefault("endpoint_url", "")  # an in-process type's; refused for the rest
     config = ProviderConfig(id=new_id(), created_at=now, updated_at=now, **fields)
     await _check_buildable(state, config)
     created = await in_thread(state.database.create_provider, config)

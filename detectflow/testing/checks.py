@@ -178,8 +178,12 @@ async def check_concurrent_answers(target: ConformanceTarget) -> None:
                 raise ConformanceFailure(f"healthy provider failed frame {index}: {exc}") from None
         if len({tuple(answer) for answer in alone}) < 2:
             raise ConformanceFailure(
-                f"the healthy provider gave one answer for all {count} frames, so mixed-up "
-                "answers cannot be detected; make its answers depend on the frame"
+                f"the healthy provider gave one answer for all {count} frames. This check "
+                "sends different frames at once and compares each answer with the one its "
+                "frame gets alone; when every frame gets the same answer, an answer delivered "
+                "to the wrong frame (cross-talk) looks right, so a constant answer proves "
+                "nothing and fails. Make the healthy provider's answers depend on the frame, "
+                "as a real detector's do (a stand-in can derive its box from frame.image)"
             )
         together = await asyncio.gather(
             *(adapter.detect(frame) for frame in frames), return_exceptions=True

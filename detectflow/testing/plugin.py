@@ -6,7 +6,12 @@ as ``test_x.py::AdapterConformance::test_...``, unless it already subclasses
 that class itself. Defining the fixture in a ``conftest.py`` instead collects
 nothing by itself (the suite would otherwise run once per module below it),
 so the terminal summary says so when no conformance test was collected.
-(PYTEST_DONT_REWRITE: see the package docstring.)
+
+Loaded in every pytest run of an environment with detectflow (entry point
+``pytest11``), it stays inactive until used: it imports the suite only on
+meeting the fixture and the fault server only when a test asks for it, and
+adds nothing to a run that does neither. (PYTEST_DONT_REWRITE: see the
+package docstring.)
 """
 
 from __future__ import annotations
@@ -14,18 +19,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
-from detectflow.testing.faults import HttpFaultServer
-from detectflow.testing.suite import FIXTURE_NAME, AdapterConformance
+if TYPE_CHECKING:
+    from detectflow.testing.faults import HttpFaultServer
+    from detectflow.testing.suite import AdapterConformance
 
 __all__ = [
+    "FIXTURE_NAME",
     "detectflow_http_faults",
     "pytest_collection_modifyitems",
     "pytest_pycollect_makeitem",
     "pytest_terminal_summary",
 ]
+
+FIXTURE_NAME = "detectflow_target"
+"""The fixture a vendor defines to ask for the suite."""
+
+_SUITE = ("detectflow.testing.suite", "AdapterConformance")
 
 _conftests_with_target = pytest.StashKey[list[str]]()
 _suite_collected = pytest.StashKey[bool]()
@@ -35,6 +48,8 @@ class _CollectedSuite(pytest.Class):
     """The suite class, collected into a module that never imported it."""
 
     def _getobj(self) -> type[AdapterConformance]:
+        from detectflow.testing.suite import AdapterConformance
+
         return AdapterConformance
 
 
@@ -45,11 +60,18 @@ def _is_target_fixture(obj: object) -> bool:
     return is_fixture and getattr(obj, "__name__", None) == FIXTURE_NAME
 
 
+def _is_suite(cls: object) -> bool:
+    """The suite class or a subclass, known by name: the suite module is imported only
+    once a module uses it (and pytester's sub-sessions may import it afresh)."""
+    return isinstance(cls, type) and any(
+        (base.__module__, base.__qualname__) == _SUITE for base in cls.__mro__
+    )
+
+
 def _subclasses_suite(module: ModuleType) -> bool:
     return any(
-        isinstance(value, type) and issubclass(value, AdapterConformance)
+        _is_suite(value) and (value.__module__, value.__qualname__) != _SUITE
         for value in vars(module).values()
-        if value is not AdapterConformance
     )
 
 
@@ -62,7 +84,7 @@ def pytest_pycollect_makeitem(
         return None
     if _subclasses_suite(collector.obj):
         return None
-    return _CollectedSuite.from_parent(collector, name=AdapterConformance.__name__)
+    return _CollectedSuite.from_parent(collector, name="AdapterConformance")
 
 
 def pytest_collection_modifyitems(
@@ -77,10 +99,7 @@ def pytest_collection_modifyitems(
         and any(_is_target_fixture(value) for value in vars(plugin).values())
     ]
     config.stash[_suite_collected] = any(
-        isinstance(item, pytest.Function)
-        and item.cls is not None
-        and issubclass(item.cls, AdapterConformance)
-        for item in items
+        isinstance(item, pytest.Function) and _is_suite(item.cls) for item in items
     )
 
 
@@ -101,5 +120,7 @@ def pytest_terminal_summary(
 @pytest.fixture(scope="session")
 def detectflow_http_faults() -> Iterator[HttpFaultServer]:
     """A session-wide :class:`HttpFaultServer` on loopback for HTTP adapters' fault factories."""
+    from detectflow.testing.faults import HttpFaultServer
+
     with HttpFaultServer() as server:
         yield server

@@ -19,21 +19,28 @@ import pytest
 from detectflow.core.errors import PermanentProviderError, TransientProviderError
 from detectflow.testing import checks
 from detectflow.testing._harness import CheckSkipped, ConformanceFailure
+from detectflow.testing.plugin import FIXTURE_NAME
 from detectflow.testing.target import ConformanceTarget
 
 __all__ = ["FIXTURE_NAME", "AdapterConformance", "run_check"]
 
-FIXTURE_NAME = "detectflow_target"
-
 
 def run_check(check: Coroutine[Any, Any, None]) -> None:
-    """Run one check; a broken rule fails the test with the check's message alone."""
+    """Run one check; a broken rule fails the test with the check's message, once.
+
+    The skip or failure is raised after the ``except`` block, not inside it:
+    raised inside, pytest would print the message twice, as the failure and
+    as the exception it happened "during the handling of".
+    """
     try:
         asyncio.run(check)
-    except CheckSkipped as exc:
-        pytest.skip(str(exc))
-    except ConformanceFailure as exc:
-        pytest.fail(str(exc), pytrace=False)
+    except (CheckSkipped, ConformanceFailure) as exc:
+        outcome = exc
+    else:
+        return
+    if isinstance(outcome, CheckSkipped):
+        pytest.skip(str(outcome))
+    pytest.fail(str(outcome), pytrace=False)
 
 
 class AdapterConformance:

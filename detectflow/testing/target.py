@@ -4,8 +4,10 @@ The kit cannot know how a vendor's provider is reached or how to make it
 misbehave, so the vendor describes it once as a :class:`ConformanceTarget`:
 one factory per situation, each called with the timeout the check needs and
 returning a fresh adapter facing that situation. A situation the vendor cannot
-produce (an in-process model is never "unreachable") is left as ``None`` and
-the checks that need it are skipped with that reason, never passed silently.
+produce is left as ``None`` and the checks that need it are skipped with that
+reason, never passed silently. An adapter class that declares ``in_process``
+(a model inside detectflow, never "unreachable") has its network faults
+skipped by the kit itself, whatever the target gives for them.
 """
 
 from __future__ import annotations

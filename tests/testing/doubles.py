@@ -14,10 +14,18 @@ from typing import Any
 
 from detectflow.core.adapter import FunctionAdapter, ProviderAdapter, probe_frame
 from detectflow.core.errors import PermanentProviderError, TransientProviderError
+from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, ProbeResult, RawDetection
 from detectflow.testing import ConformanceTarget
 
-__all__ = ["BROKEN", "answer_for", "good_target"]
+__all__ = [
+    "BROKEN",
+    "InProcessAdapter",
+    "LocalAdapter",
+    "LocalPlugin",
+    "answer_for",
+    "good_target",
+]
 
 Handler = Callable[[Frame], Awaitable[list[RawDetection]]]
 LABELS = ("person", "face", "car", "truck")
@@ -114,6 +122,30 @@ class RaisingHealthAdapter(FunctionAdapter):
 
 class NoTypeAdapter(FunctionAdapter):
     provider_type = ""
+
+
+class InProcessAdapter(FunctionAdapter):
+    """A local detector: it declares in_process, so network faults cannot reach it."""
+
+    provider_type = "local-double"
+    in_process = True
+
+
+class LocalAdapter(ProviderAdapter):
+    """An in-process provider type for a registry (built from a config alone, as
+    plugins' adapters are): its configs need no endpoint_url."""
+
+    provider_type = "local-test"
+    in_process = True
+
+    async def detect(self, frame: Frame) -> list[RawDetection]:
+        return answer_for(frame)
+
+
+class LocalPlugin:
+    @hookimpl
+    def detectflow_provider_types(self) -> list[type[ProviderAdapter]]:
+        return [LocalAdapter]
 
 
 async def pixels_as_fractions(frame: Frame) -> list[RawDetection]:

@@ -1,4 +1,5 @@
-"""bounded() tells an adapter's own TimeoutError from the kit's deadline, and never hangs."""
+"""bounded() tells an adapter's own TimeoutError from the kit's deadline, and never hangs;
+open_adapter() skips network faults for an adapter that declares itself in-process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import asyncio
 import pytest
 
 from detectflow.core.adapter import FunctionAdapter
-from detectflow.testing import CheckSkipped, ConformanceFailure, ConformanceTarget
+from detectflow.core.errors import PermanentProviderError, TransientProviderError
+from detectflow.testing import CheckSkipped, ConformanceFailure, ConformanceTarget, checks
 from detectflow.testing._harness import bounded, open_adapter
 from tests.testing import doubles
 
@@ -89,3 +91,57 @@ def test_open_adapter_skips_a_missing_factory() -> None:
 
     with pytest.raises(CheckSkipped, match="no 'slow' factory"):
         asyncio.run(use())
+
+
+NETWORK_CHECKS = {
+    "transient_fault": lambda target: checks.check_fault(
+        target, "transient_fault", TransientProviderError
+    ),
+    "permanent_fault": lambda target: checks.check_fault(
+        target, "permanent_fault", PermanentProviderError
+    ),
+    "malformed_answer": lambda target: checks.check_fault(
+        target, "malformed_answer", PermanentProviderError
+    ),
+    "unreachable": lambda target: checks.check_fault(target, "unreachable", TransientProviderError),
+    "unreachable health": lambda target: checks.check_health(target, "unreachable", False),
+}
+
+
+@pytest.mark.parametrize("check", sorted(NETWORK_CHECKS))
+def test_an_in_process_adapter_skips_network_faults_with_no_factories(check: str) -> None:
+    target = ConformanceTarget(healthy=lambda t: doubles.InProcessAdapter(doubles.healthy))
+    with pytest.raises(CheckSkipped, match=r"InProcessAdapter runs in-process \(in_process"):
+        asyncio.run(NETWORK_CHECKS[check](target))
+
+
+@pytest.mark.parametrize("check", sorted(NETWORK_CHECKS))
+def test_an_in_process_adapter_skips_network_faults_even_given_factories(check: str) -> None:
+    """The CONTRIBUTING trap: fault URLs handed to a detector that never uses a URL."""
+    local = lambda t: doubles.InProcessAdapter(doubles.healthy)  # noqa: E731
+    target = ConformanceTarget(
+        healthy=local,
+        transient_fault=local,
+        permanent_fault=local,
+        malformed_answer=local,
+        unreachable=local,
+    )
+    with pytest.raises(CheckSkipped, match="cannot happen"):
+        asyncio.run(NETWORK_CHECKS[check](target))
+
+
+@pytest.mark.parametrize("check", sorted(NETWORK_CHECKS))
+def test_a_network_adapter_without_a_fault_factory_is_told_which(check: str) -> None:
+    target = ConformanceTarget(healthy=doubles.factory(doubles.healthy))
+    with pytest.raises(CheckSkipped, match=r"the conformance target gives no '\w+' factory"):
+        asyncio.run(NETWORK_CHECKS[check](target))
+
+
+def test_an_in_process_adapter_still_runs_the_timeout_check() -> None:
+    """A local model can be slow: the timeout rule is not a network fault."""
+    target = ConformanceTarget(
+        healthy=lambda t: doubles.InProcessAdapter(doubles.healthy),
+        slow=lambda t: doubles.InProcessAdapter(doubles.ignores_timeout),
+    )
+    with pytest.raises(ConformanceFailure, match="the timeout is not honoured"):
+        asyncio.run(checks.check_timeout(target))

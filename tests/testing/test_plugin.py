@@ -1,12 +1,16 @@
-"""The plugin collects the suite where the fixture is, once, and says when it cannot."""
+"""The plugin loads without `-p`, stays inactive until used, collects the suite where the
+fixture is, once, and says when it cannot."""
 
 from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
-SUB_SESSION = ("-p", "detectflow.testing", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+SUB_SESSION = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider", "-p", "no:schemathesis")
 SUITE_SIZE = 12
 
 GOOD_FIXTURE = """
@@ -58,7 +62,7 @@ def test_a_subclass_needs_no_plugin(sub: pytest.Pytester) -> None:
         + "\nfrom detectflow.testing import AdapterConformance\n\n"
         + "class TestAcme(AdapterConformance):\n    pass\n"
     )
-    result = sub.runpytest_inprocess("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+    result = sub.runpytest_inprocess(*SUB_SESSION, "-p", "no:detectflow.testing")
     result.assert_outcomes(passed=SUITE_SIZE)
 
 
@@ -160,3 +164,83 @@ def test_faults(detectflow_http_faults):
     )
     result = sub.runpytest_inprocess(*SUB_SESSION)
     result.assert_outcomes(passed=1)
+
+
+# -- loading: an installed pytest11 plugin, inactive until used ---------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_distribution_declares_the_kit_under_pytest11() -> None:
+    found = [
+        (ep.value, ep.dist.name if ep.dist else None)
+        for ep in metadata.entry_points(group="pytest11", name="detectflow.testing")
+    ]
+    assert found == [("detectflow.testing", "detectflow")]
+
+
+@pytest.fixture
+def fresh(sub: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """Sub-sessions in a new interpreter: nothing imported by this run can help them."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    return sub
+
+
+def test_a_new_process_collects_the_suite_without_dash_p(fresh: pytest.Pytester) -> None:
+    fresh.makepyfile(test_vendor=GOOD_FIXTURE)
+    result = fresh.runpytest_subprocess(*SUB_SESSION)
+    result.assert_outcomes(passed=SUITE_SIZE)
+
+
+def test_the_plugin_is_inactive_until_its_fixture_is_used(fresh: pytest.Pytester) -> None:
+    fresh.makepyfile(
+        test_other="""
+import sys
+
+def test_the_kit_is_loaded_but_nothing_of_it_ran():
+    loaded = {name for name in sys.modules if name.startswith("detectflow.testing")}
+    assert loaded == {"detectflow.testing", "detectflow.testing.plugin"}, loaded
+    assert "aiohttp" not in sys.modules
+"""
+    )
+    result = fresh.runpytest_subprocess(*SUB_SESSION)
+    result.assert_outcomes(passed=1)
+    assert "detectflow.testing:" not in result.stdout.str()  # no summary note either
+
+
+@pytest.mark.parametrize(
+    "enable",
+    [
+        pytest.param(("-p", "detectflow.testing"), id="dash-p-package"),
+        pytest.param(("-p", "detectflow.testing.plugin"), id="dash-p-module"),
+    ],
+)
+def test_enabling_the_kit_explicitly_as_before_still_works(
+    sub: pytest.Pytester, enable: tuple[str, str]
+) -> None:
+    sub.makepyfile(test_vendor=GOOD_FIXTURE)
+    result = sub.runpytest_inprocess(*SUB_SESSION, *enable)
+    result.assert_outcomes(passed=SUITE_SIZE)
+
+
+def test_a_conftest_naming_the_kit_still_works(sub: pytest.Pytester) -> None:
+    sub.makeconftest('pytest_plugins = ["detectflow.testing"]\n')
+    sub.makepyfile(test_vendor=GOOD_FIXTURE)
+    result = sub.runpytest_inprocess(*SUB_SESSION)
+    result.assert_outcomes(passed=SUITE_SIZE)
+
+
+def test_with_autoload_disabled_dash_p_enables_it(
+    sub: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    sub.makepyfile(test_vendor=GOOD_FIXTURE)
+    assert sub.runpytest_inprocess(*SUB_SESSION).ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result = sub.runpytest_inprocess(*SUB_SESSION, "-p", "detectflow.testing")
+    result.assert_outcomes(passed=SUITE_SIZE)
+
+
+def test_dash_p_no_turns_the_kit_off(sub: pytest.Pytester) -> None:
+    sub.makepyfile(test_vendor=GOOD_FIXTURE)
+    result = sub.runpytest_inprocess(*SUB_SESSION, "-p", "no:detectflow.testing")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED

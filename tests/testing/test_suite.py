@@ -9,8 +9,8 @@ from tests.testing import doubles
 
 pytest_plugins = ["pytester"]
 
-# The kit as a vendor enables it; the other third-party plugins only cost time here.
-SUB_SESSION = ("-p", "detectflow.testing", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+# No `-p detectflow.testing`: the kit is a pytest11 plugin. The others only cost time here.
+SUB_SESSION = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 
 ALL_TESTS = {name for name in vars(AdapterConformance) if name.startswith("test_")}
 
@@ -38,7 +38,8 @@ FAILURE_TEXT = {
     "bad_confidence": "*answer does not normalize: confidence must be within [[]0, 1]*",
     "close_once": "*second aclose() raised builtins.RuntimeError: already closed*",
     "raising_health": "*health() raised *TransientProviderError: refused*",
-    "one_answer_for_all": "*gave one answer for all 100 frames*",
+    "one_answer_for_all": "*gave one answer for all 100 frames*cross-talk*looks right, so a "
+    "constant answer proves nothing and fails*",
     "no_provider_type": "*provider_type must be a non-empty str*",
 }
 
@@ -80,3 +81,14 @@ def test_broken_adapter_fails_its_rule(pytester: pytest.Pytester, target: str) -
     assert outcomes.get("passed", 0) == len(ALL_TESTS) - len(failed)
     assert "errors" not in outcomes
     result.stdout.fnmatch_lines([f"*{FAILURE_TEXT[target]}*"])
+
+
+def test_a_failure_is_printed_once_without_a_chained_traceback(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(test_vendor=_module_for("one_answer_for_all"))
+    node = "test_vendor.py::AdapterConformance::test_concurrent_calls_get_own_answers"
+    result = pytester.runpytest_inprocess(*SUB_SESSION, "-rf", node)
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert output.count("gave one answer for all 100 frames") == 1, output
+    assert "During handling of the above exception" not in output

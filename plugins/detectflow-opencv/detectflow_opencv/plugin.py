@@ -1,7 +1,8 @@
 """Provider type ``opencv``: detection inside the detectflow process.
 
 Registered through the ``detectflow`` entry point, exactly like any vendor's
-plugin. ``endpoint_url`` is not used (``local`` by convention). Options (all
+plugin. It declares ``in_process``: a config needs no ``endpoint_url`` (one
+given is ignored), and the conformance kit skips its network faults. Options (all
 optional) tune the detectors, see
 :class:`~detectflow_opencv.detector.DetectorSettings`, plus ``max_workers``:
 how many frames are detected at once (default 2, the cores of a small box).
@@ -49,6 +50,7 @@ class OpenCVAdapter(ProviderAdapter):
     """
 
     provider_type = "opencv"
+    in_process = True
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)

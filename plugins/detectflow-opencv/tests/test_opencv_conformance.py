@@ -1,8 +1,8 @@
 """detectflow's conformance kit, run against the OpenCV adapter.
 
 An in-process detector cannot be unreachable, refuse a valid image, answer
-nonsense or fail transiently, so those factories are None and the kit skips
-their checks, saying so. What it can do wrong (bad boxes, ignored timeouts,
+nonsense or fail transiently: the adapter declares ``in_process`` and the
+kit skips those checks by itself, saying so. What it can do wrong (bad boxes, ignored timeouts,
 answers crossing between concurrent frames, a fragile ``aclose``) is checked.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -180,10 +181,15 @@ def test_the_readme_command_adds_an_active_opencv_provider(tmp_path):
     env = {"DETECTFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'detectflow.db'}"}
     upgrade = _python("-m", "detectflow.cli", "db", "upgrade", env=env)
     assert upgrade.returncode == 0, upgrade.stderr
-    args = ["provider", "add", "--type", "opencv", "--url", "local", "--activate"]
+    args = ["provider", "add", "--type", "opencv", "--activate", "--option", "max_workers=3"]
     added = _python("-m", "detectflow.cli", *args, env=env)
     assert added.returncode == 0, added.stderr
     assert "[active]" in added.stdout
+    shown = _python("-m", "detectflow.cli", "provider", "show", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    config = json.loads(shown.stdout)
+    assert (config["provider_type"], config["endpoint_url"]) == ("opencv", "")
+    assert config["options"] == {"max_workers": 3}
 
 
 def test_max_workers_is_an_adapter_option_not_a_detector_option():
