@@ -111,7 +111,7 @@ def run_demo(
             ensure_demo_provider(stack.database, handle.detect_url("detectflow"))
             source = f"a SIMULATED provider (synthetic detections) on {handle.url}"
         else:
-            ensure_demo_provider(stack.database, "local", provider_type=provider, options={})
+            ensure_demo_provider(stack.database, "", provider_type=provider, options={})
             source = f"the {provider} provider (real detection of synthetic frames)"
         _, admin_key = stack.database.create_api_key("admin", "demo", replace=True)
         stack.start_flow()

@@ -34,8 +34,12 @@ def detectflow_provider_types() -> Iterable[type[ProviderAdapter]]:
     vendor's own such as ``opencv``); a provider config whose
     ``provider_type`` matches is served by that class. When two plugins claim
     the same type, the one registered last wins and a warning names both.
+    A class that runs its model in this process sets ``in_process = True``:
+    its configs need no ``endpoint_url`` and the conformance kit skips the
+    network fault checks for it.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``in_process``
     """
 
 
