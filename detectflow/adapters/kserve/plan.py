@@ -116,7 +116,7 @@ def resolve_plan(metadata: ModelMetadata, options: Mapping[str, Any]) -> ModelPl
     """Decide how to call the model; raises :class:`PermanentProviderError` when it cannot."""
     labels = resolve_labels(options.get("labels"))
     source, batch = _resolve_input(metadata, options)
-    decoder = _resolve_decoder(metadata, options, labels)
+    decoder = _resolve_decoder(metadata, options, labels, source.batched)
     return ModelPlan(source, decoder, labels, batch)
 
 
@@ -257,7 +257,7 @@ def _flag(options: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def _resolve_decoder(
-    metadata: ModelMetadata, options: Mapping[str, Any], labels: Sequence[str]
+    metadata: ModelMetadata, options: Mapping[str, Any], labels: Sequence[str], batched: bool
 ) -> Decoder:
     name = options.get("decoder")
     if name is not None and name not in DECODERS:
@@ -276,7 +276,7 @@ def _resolve_decoder(
             f"set options decoder and outputs; found: {_found(metadata.outputs)}"
         )
     spec = by_name[wanted[0]] if wanted else metadata.outputs[0]
-    item = spec.shape[1:] if len(spec.shape) == 3 else spec.shape
+    item = spec.shape[1:] if batched or len(spec.shape) == 3 else spec.shape
     suppression = _suppression(options)
     if len(item) != 2:
         raise PermanentProviderError(
