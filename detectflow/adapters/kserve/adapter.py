@@ -52,7 +52,12 @@ from detectflow.adapters.kserve.preprocess import (
 )
 from detectflow.adapters.kserve.rest import RestClient
 from detectflow.adapters.kserve.tensors import InferRequest, InferResult, Tensor
-from detectflow.core.errors import InvalidFrameError, PermanentProviderError, ProviderError
+from detectflow.core.errors import (
+    InvalidFrameError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, ProbeResult, ProviderConfig, RawDetection
 
@@ -102,6 +107,10 @@ class KServeAdapter(BatchingAdapter):
             self._plan_lock = asyncio.Lock()
         async with self._plan_lock:
             if self._plan is None and self._refusal is None:
+                # Some servers (KServe's gRPC) run a model that is not ready:
+                # ask first, so no frame is answered by a model still loading.
+                if not await self.client.ready():
+                    raise TransientProviderError(f"model {self.endpoint.describe()} is not ready")
                 metadata = await self.client.metadata()
                 try:
                     self._plan = resolve_plan(metadata, self.config.options)
@@ -155,7 +164,10 @@ class KServeAdapter(BatchingAdapter):
         try:
             if not await self.client.ready():
                 return ProbeResult(
-                    False, took(), "Model not ready", f"{self.endpoint.describe()} is not ready"
+                    False,
+                    took(),
+                    "Model not ready",
+                    f"model {self.endpoint.describe()} is not ready",
                 )
             plan = await self.plan()
         except ProviderError as exc:

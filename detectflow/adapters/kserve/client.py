@@ -22,7 +22,7 @@ class InferClient(Protocol):
         """The model's inputs and outputs."""
 
     async def ready(self) -> bool:
-        """Whether the model is ready for inference (False: up but not ready)."""
+        """Whether the model is ready (False: up, not ready); no such model is permanent."""
 
     async def infer(self, request: InferRequest) -> InferResult:
         """One inference call."""

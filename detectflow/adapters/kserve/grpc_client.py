@@ -87,9 +87,7 @@ class GrpcClient:
                 request, timeout=self.timeout, metadata=self.metadata_pairs
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return False
-            raise error_for_rpc(exc) from None
+            raise error_for_rpc(exc) from None  # NOT_FOUND (no such model) is permanent
         return bool(response is not None and response.ready)
 
     async def infer(self, request: InferRequest) -> InferResult:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -36,6 +37,15 @@ from detectflow.core.errors import PermanentProviderError, ProviderError, Transi
 __all__ = ["RestClient"]
 
 _USER_AGENT = "detectflow-kserve-adapter"
+_CHUNK = 1 << 20
+"""Bodies past this go out in chunks of it: aiohttp warns that one large bytes
+write may hold the event loop, and an image batch is several megabytes."""
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(body)
+    for start in range(0, len(view), _CHUNK):
+        yield bytes(view[start : start + _CHUNK])
 
 
 class RestClient:
@@ -82,11 +92,14 @@ class RestClient:
         content: bytes = b"",
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        all_headers = {**self._headers, **(headers or {})}
+        if len(content) > _CHUNK:
+            all_headers["Content-Length"] = str(len(content))
         request = httpx.Request(
             method,
             url,
-            content=content,
-            headers={**self._headers, **(headers or {})},
+            content=_chunks(content) if len(content) > _CHUNK else content,
+            headers=all_headers,
             extensions=self._extensions,
         )
         transport = self._pool()
@@ -124,12 +137,13 @@ class RestClient:
 
     async def ready(self) -> bool:
         response = await self._send("GET", self._ready_url)
-        if response.status_code == 200:
+        status = response.status_code
+        if 200 <= status < 300:
             return True
-        if response.status_code in (400, 404) or response.status_code >= 500:
+        if status == 429 or status >= 500:  # up, but not (yet) serving this model
             return False
-        _check(response, "model readiness")
-        return True
+        _check(response, "model readiness")  # 404: no such model, a permanent error
+        return False
 
     async def infer(self, request: InferRequest) -> InferResult:
         body, header_length = encode_rest_request(request, binary=self.binary)
