@@ -17,7 +17,8 @@ proves what the adapter sent, not a canned reply.
   y1 x1 y2 x2 like the TF Object Detection API), ``detection_scores``,
   ``detection_classes``, ``num_detections``.
 - ``batch``: zero work on FP32 [-1, 3, 64, 64]; appends each batch size it
-  sees to $PEER_BATCH_LOG; sleeps $PEER_COST_MS + $PEER_PER_IMAGE_MS per image.
+  sees to $PEER_BATCH_LOG; sleeps $PEER_COST_MS + $PEER_PER_IMAGE_MS per image,
+  at most $PEER_INSTANCES calls at once (default 1), as a GPU would run them.
 - ``zero``: zero work on FP32 [-1, 3, 64, 64], for the benchmark.
 - ``fixed``: like ``batch`` with a fixed batch of 1 (no batching possible).
 - ``wrongshape``: metadata promises [-1, 84, 16]; answers [84, 16] without
@@ -82,6 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", required=True)
     own, _ = parser.parse_known_args()
+
+    semaphore: list[asyncio.Semaphore] = []
+
+    def instances() -> asyncio.Semaphore:
+        if not semaphore:  # made on first use, inside the server's event loop
+            semaphore.append(asyncio.Semaphore(int(os.environ.get("PEER_INSTANCES", "1"))))
+        return semaphore[0]
 
     def respond(request: InferRequest, name: str, outputs: dict[str, np.ndarray]) -> InferResponse:
         infer_outputs = []
@@ -194,7 +202,8 @@ def main() -> None:
             cost = float(os.environ.get("PEER_COST_MS", "0"))
             per_image = float(os.environ.get("PEER_PER_IMAGE_MS", "0"))
             if cost or per_image:
-                await asyncio.sleep((cost + per_image * n) / 1000)
+                async with instances():  # like a GPU: this many calls run at once
+                    await asyncio.sleep((cost + per_image * n) / 1000)
             result = np.zeros((n, 84, 8), dtype=np.float32)
             # echo each image's mean brightness as a person score, so answers
             # can be told apart and matched back to their frames
