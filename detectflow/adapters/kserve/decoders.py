@@ -105,17 +105,23 @@ def _single(outputs: Mapping[str, npt.NDArray[Any]], name: str, rank: int) -> np
 
 
 @dataclass(frozen=True, slots=True)
-class YoloV8Decoder:
-    """``[4 + C, A]`` (``channels_first``) or ``[A, 4 + C]``; None: the smaller dim is 4 + C."""
+class _OneOutput:
+    """A YOLO layout: one output holding every anchor, NMS left to the client."""
 
     output: str
-    channels_first: bool | None = None
     suppression: Suppression = field(default_factory=Suppression)
-    name: str = "yolov8"
 
     @property
     def outputs(self) -> tuple[str, ...]:
         return (self.output,)
+
+
+@dataclass(frozen=True, slots=True)
+class YoloV8Decoder(_OneOutput):
+    """``[4 + C, A]`` (``channels_first``) or ``[A, 4 + C]``; None: the smaller dim is 4 + C."""
+
+    channels_first: bool | None = None
+    name: str = "yolov8"
 
     def decode(
         self,
@@ -142,16 +148,10 @@ class YoloV8Decoder:
 
 
 @dataclass(frozen=True, slots=True)
-class YoloV5Decoder:
+class YoloV5Decoder(_OneOutput):
     """``[A, 5 + C]``: boxes, objectness, class scores."""
 
-    output: str
-    suppression: Suppression = field(default_factory=Suppression)
     name: str = "yolov5"
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return (self.output,)
 
     def decode(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from detectflow.adapters.kserve.tensors import read_tensor_header
 from detectflow.adapters.kserve.v2 import grpc_predict_v2_pb2 as pb
 from detectflow.core.errors import PermanentProviderError
 
@@ -39,18 +40,7 @@ class ModelMetadata:
 
 
 def _spec(entry: Any, what: str) -> TensorSpec:
-    if not isinstance(entry, Mapping):
-        raise PermanentProviderError(f"malformed model metadata: an {what} is not an object")
-    name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
-    if not (
-        isinstance(name, str)
-        and isinstance(datatype, str)
-        and isinstance(shape, list)
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-    ):
-        raise PermanentProviderError(
-            f"malformed model metadata: {what} {entry!r} needs a name, datatype and integer shape"
-        )
+    name, datatype, shape = read_tensor_header(entry, f"model metadata {what}")
     return TensorSpec(name, datatype.upper(), tuple(shape))
 
 

@@ -288,17 +288,17 @@ def _resolve_decoder(
         return YoloV5Decoder(spec.name, suppression)
     if name == "yolov8":
         first = None if a < 0 or b < 0 else a <= b
-        return YoloV8Decoder(spec.name, first, suppression)
+        return YoloV8Decoder(spec.name, suppression, channels_first=first)
     # The class count from the labels tells the layouts apart; failing that,
     # anchors (thousands) outnumber channels (4 + classes).
     if a == 4 + len(labels):
-        return YoloV8Decoder(spec.name, True, suppression)
+        return YoloV8Decoder(spec.name, suppression, channels_first=True)
     if b == 4 + len(labels):
-        return YoloV8Decoder(spec.name, False, suppression)
+        return YoloV8Decoder(spec.name, suppression, channels_first=False)
     if b == 5 + len(labels):
         return YoloV5Decoder(spec.name, suppression)
     if a > 4 and (b < 0 or a < b):
-        return YoloV8Decoder(spec.name, True if b > 0 else None, suppression)
+        return YoloV8Decoder(spec.name, suppression, channels_first=True if b > 0 else None)
     raise PermanentProviderError(
         f"output {spec.describe()} could be yolov8 [A, 4+C] or yolov5 [A, 5+C] and its size "
         f"fits neither with {len(labels)} labels; set option decoder (and labels)"

@@ -42,6 +42,7 @@ __all__ = [
     "from_raw",
     "grpc_request",
     "grpc_response",
+    "read_tensor_header",
     "request_from_grpc",
     "result_from_grpc",
     "to_raw",
@@ -261,24 +262,30 @@ def _split(body: bytes, header_length: int | None, what: str) -> tuple[dict[str,
     return header, body[end:]
 
 
+def read_tensor_header(entry: Any, what: str) -> tuple[str, str, list[int]]:
+    """A JSON tensor's name, datatype and shape (in metadata, requests and answers alike)."""
+    if not isinstance(entry, Mapping):
+        raise PermanentProviderError(f"malformed {what}: a tensor is not an object")
+    name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
+    if not (
+        isinstance(name, str)
+        and isinstance(datatype, str)
+        and isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+    ):
+        raise PermanentProviderError(
+            f"malformed {what}: tensor {entry!r:.200} needs a name, datatype and integer shape"
+        )
+    return name, datatype, shape
+
+
 def _read_tensors(entries: Any, tail: bytes, what: str) -> list[Tensor]:
     if not isinstance(entries, list):
         raise PermanentProviderError(f"malformed {what}: tensors must be a list")
     tensors: list[Tensor] = []
     offset = 0
     for entry in entries:
-        if not isinstance(entry, dict):
-            raise PermanentProviderError(f"malformed {what}: a tensor is not an object")
-        name, datatype, shape = entry.get("name"), entry.get("datatype"), entry.get("shape")
-        if not (
-            isinstance(name, str)
-            and isinstance(datatype, str)
-            and isinstance(shape, list)
-            and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        ):
-            raise PermanentProviderError(
-                f"malformed {what}: a tensor needs a name, datatype and integer shape"
-            )
+        name, datatype, shape = read_tensor_header(entry, what)
         parameters = entry.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:

@@ -176,10 +176,10 @@ def test_yolov8_decodes_channels_first_and_transposed_alike() -> None:
     found = [(50, 60, 20, 40, 2, 0.9), (51, 60, 20, 40, 2, 0.8), (10, 10, 4, 4, 0, 0.2)]
     out = yolov8_output(found, anchors=100)
     for decoder, tensor in (
-        (YoloV8Decoder("o", True), out),
-        (YoloV8Decoder("o", False), out.T),
-        (YoloV8Decoder("o", None), out),  # guessed: anchors outnumber channels
-        (YoloV8Decoder("o", None), out.T),
+        (YoloV8Decoder("o", channels_first=True), out),
+        (YoloV8Decoder("o", channels_first=False), out.T),
+        (YoloV8Decoder("o", channels_first=None), out),  # guessed: anchors outnumber channels
+        (YoloV8Decoder("o", channels_first=None), out.T),
     ):
         decoded = decoder.decode({"o": tensor}, threshold=0.5)
         assert decoded.classes.tolist() == [2]  # the duplicate suppressed, the weak one dropped
