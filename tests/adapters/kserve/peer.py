@@ -90,7 +90,15 @@ def running_peer(models: str, env: Mapping[str, str] | None = None) -> Iterator[
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+                env={
+                    **os.environ,
+                    **(env or {}),
+                    "PYTHONUNBUFFERED": "1",
+                    # the opencv model wraps the plugin's detector, from this checkout
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(ROOT), str(ROOT / "plugins" / "detectflow-opencv")]
+                    ),
+                },
                 cwd=tmp,
             )
         peer = Peer(http_port, grpc_port, process, log)

@@ -16,6 +16,10 @@ proves what the adapter sent, not a canned reply.
   Pillow; the same rectangles answered as ``detection_boxes`` (fractions,
   y1 x1 y2 x2 like the TF Object Detection API), ``detection_scores``,
   ``detection_classes``, ``num_detections``.
+- ``opencv``: detectflow's OpenCV plugin detector (faces) on a ``BYTES``
+  input, answering ``boxes`` (xyxy pixels), ``scores``, ``classes`` (0
+  person, 1 face) and ``count``; needs the repository on PYTHONPATH, which
+  :func:`peer.running_peer` sets.
 - ``batch``: zero work on FP32 [-1, 3, 64, 64]; appends each batch size it
   sees to $PEER_BATCH_LOG; sleeps $PEER_COST_MS + $PEER_PER_IMAGE_MS per image,
   at most $PEER_INSTANCES calls at once (default 1), as a GPU would run them.
@@ -184,6 +188,41 @@ def main() -> None:
                 },
             )
 
+    class OpenCV(Peer):
+        """detectflow's OpenCV plugin detector behind the open protocol (faces only)."""
+
+        inputs: ClassVar[list[dict]] = [{"name": "jpeg", "datatype": "BYTES", "shape": [-1]}]
+        outputs: ClassVar[list[dict]] = [
+            {"name": "boxes", "datatype": "FP32", "shape": [-1, 10, 4]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, 10]},
+            {"name": "classes", "datatype": "FP32", "shape": [-1, 10]},
+            {"name": "count", "datatype": "FP32", "shape": [-1]},
+        ]
+        names = ("person", "face")
+
+        def load(self) -> bool:
+            from detectflow_opencv.detector import DetectorSettings, OpenCVDetector
+
+            self.detector = OpenCVDetector(DetectorSettings(people=False))
+            return True
+
+        async def predict(self, payload: InferRequest, headers=None, response_headers=None):
+            images = payload.inputs[0].as_numpy().reshape(-1)
+            boxes = np.zeros((len(images), 10, 4), dtype=np.float32)
+            scores = np.zeros(boxes.shape[:2], dtype=np.float32)
+            classes = np.zeros(boxes.shape[:2], dtype=np.float32)
+            counts = np.zeros(len(images), dtype=np.float32)
+            for i, encoded in enumerate(images):
+                found = self.detector.detect(bytes(encoded))[:10]
+                for k, raw in enumerate(found):  # xywh pixels -> xyxy pixels
+                    x, y, w, h = raw.box
+                    boxes[i, k] = (x, y, x + w, y + h)
+                    scores[i, k] = raw.confidence
+                    classes[i, k] = self.names.index(raw.label)
+                counts[i] = len(found)
+            outputs = {"boxes": boxes, "scores": scores, "classes": classes, "count": counts}
+            return respond(payload, self.name, outputs)
+
     class Batch(Peer):
         inputs: ClassVar[list[dict]] = [
             {"name": "images", "datatype": "FP32", "shape": [-1, 3, 64, 64]}
@@ -241,6 +280,7 @@ def main() -> None:
         "yolo": Yolo,
         "yolo_nhwc": YoloNhwc,
         "boxes": Boxes,
+        "opencv": OpenCV,
         "batch": Batch,
         "zero": Batch,
         "fixed": Fixed,

@@ -72,7 +72,7 @@ def batch_log() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def peer(batch_log: Path) -> Iterator[Peer]:
-    models = "yolo,yolo_nhwc,boxes,batch,fixed,wrongshape,notready,text"
+    models = "yolo,yolo_nhwc,boxes,opencv,batch,fixed,wrongshape,notready,text"
     with running_peer(models, {"PEER_BATCH_LOG": str(batch_log)}) as running:
         yield running
 
@@ -362,3 +362,24 @@ async def test_tritonclient_sending_the_same_tensor_gets_the_same_answer(
         detections = await adapter.detect(frame_of(encode(picture(WIDTH, HEIGHT), "PNG")))
     np.testing.assert_array_equal(ours.outputs["output0"].data, theirs)
     assert_person_and_car(detections)
+
+
+async def test_the_opencv_plugin_served_over_the_protocol_finds_the_astronauts_face(
+    peer: Peer,
+) -> None:
+    """An encoded (BYTES) input and the boxes decoder, against a real detector."""
+    from skimage import data
+
+    astronaut = data.astronaut()  # 512 x 512 RGB
+    frame = make_frame("cam-1", encode(astronaut, "JPEG"), max_bytes=1 << 22)
+    options = {"outputs": "boxes,scores,classes,count", "labels": "person,face"}
+    async with KServeAdapter(
+        config(peer.grpc_url("opencv"), options=options, confidence_threshold=0.3)
+    ) as adapter:
+        detections = await adapter.detect(frame)
+    faces = [d for d in detections if d.label == "face"]
+    assert faces, detections
+    x1, y1, x2, y2 = (v * 512 for v in faces[0].box)
+    # the face lies in rows 20-260, columns 100-340 (the crop the OpenCV plugin tests use)
+    assert 100 < (x1 + x2) / 2 < 340 and 20 < (y1 + y2) / 2 < 260
+    assert normalize_detections(frame, faces).detections[0].detection_type == "face"
