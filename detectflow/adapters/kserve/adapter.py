@@ -97,7 +97,7 @@ class KServeAdapter(BatchingAdapter):
 
     # -- the model ---------------------------------------------------------
 
-    async def plan(self) -> ModelPlan:
+    async def plan(self, *, ask_ready: bool = True) -> ModelPlan:
         """How to call the model, read from its metadata once (a refusal is kept too)."""
         if self._plan is not None:
             return self._plan
@@ -109,7 +109,7 @@ class KServeAdapter(BatchingAdapter):
             if self._plan is None and self._refusal is None:
                 # Some servers (KServe's gRPC) run a model that is not ready:
                 # ask first, so no frame is answered by a model still loading.
-                if not await self.client.ready():
+                if ask_ready and not await self.client.ready():
                     raise TransientProviderError(f"model {self.endpoint.describe()} is not ready")
                 metadata = await self.client.metadata()
                 try:
@@ -169,7 +169,7 @@ class KServeAdapter(BatchingAdapter):
                     "Model not ready",
                     f"model {self.endpoint.describe()} is not ready",
                 )
-            plan = await self.plan()
+            plan = await self.plan(ask_ready=False)  # readiness was just asked
         except ProviderError as exc:
             return ProbeResult(False, took(), "Connection failed", exc.message)
         return ProbeResult(True, took(), f"Connection successful (model ready; {plan.describe()})")
