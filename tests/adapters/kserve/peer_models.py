@@ -25,6 +25,7 @@ proves what the adapter sent, not a canned reply.
   at most $PEER_INSTANCES calls at once (default 1), as a GPU would run them.
 - ``zero``: zero work on FP32 [-1, 3, 64, 64], for the benchmark.
 - ``fixed``: like ``batch`` with a fixed batch of 1 (no batching possible).
+- ``slow``: ``batch`` that takes a minute to answer.
 - ``wrongshape``: metadata promises [-1, 84, 16]; answers [84, 16] without
   the batch dimension.
 - ``notready``: registered but never ready.
@@ -258,6 +259,11 @@ def main() -> None:
             {"name": "output0", "datatype": "FP32", "shape": [1, 84, 8]}
         ]
 
+    class Slow(Batch):
+        async def predict(self, payload: InferRequest, headers=None, response_headers=None):
+            await asyncio.sleep(60)  # far past any timeout a test gives
+            return await super().predict(payload, headers, response_headers)
+
     class WrongShape(Yolo):
         async def predict(self, payload: InferRequest, headers=None, response_headers=None):
             result = np.zeros((84, ANCHORS), dtype=np.float32)
@@ -284,6 +290,7 @@ def main() -> None:
         "batch": Batch,
         "zero": Batch,
         "fixed": Fixed,
+        "slow": Slow,
         "wrongshape": WrongShape,
         "notready": NotReady,
         "crash": Crash,

@@ -5,8 +5,8 @@ mean brightness as a score, so answers are deterministic per frame and
 differ between frames); with batching on, the kit's 100 concurrent calls mix
 cameras in one batch, and each answer must still come back to its own frame.
 REST faults come from the kit's HTTP fault server behind the model path;
-gRPC faults from the real peer's bad models (not ready: transient; an answer
-of the wrong shape: malformed; a model that does not fit: permanent).
+gRPC faults from the real peer's bad models (too slow; not ready: transient;
+an answer of the wrong shape: malformed; a model that does not fit: permanent).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def factory(url: str, **options: Any) -> Callable[[float], KServeAdapter]:
 
 @pytest.fixture(scope="module")
 def peer() -> Iterator[Peer]:
-    with running_peer("batch,wrongshape,notready,text") as running:
+    with running_peer("batch,slow,wrongshape,notready,text") as running:
         yield running
 
 
@@ -74,6 +74,7 @@ def rest_target(peer: Peer, faults: HttpFaultServer) -> ConformanceTarget:
 def grpc_target(peer: Peer, faults: HttpFaultServer) -> ConformanceTarget:
     return ConformanceTarget(
         healthy=factory(peer.grpc_url("batch"), **BATCHING),
+        slow=factory(peer.grpc_url("slow")),
         transient_fault=factory(peer.grpc_url("notready")),
         permanent_fault=factory(peer.grpc_url("text")),
         malformed_answer=factory(peer.grpc_url("wrongshape")),
