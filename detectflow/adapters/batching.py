@@ -100,7 +100,7 @@ def _number(options: Mapping[str, Any], key: str, default: float, kind: type) ->
     return value
 
 
-def one_for_each(error: BaseException) -> BaseException:
+def _one_for_each(error: BaseException) -> BaseException:
     """A fresh copy of a provider error for each frame of a failed batch.
 
     Raising one exception object from many tasks chains their tracebacks
@@ -196,7 +196,7 @@ class Batcher(Generic[T, R]):
             except Exception as exc:
                 for _, future in live:
                     if not future.done():
-                        future.set_exception(one_for_each(exc))
+                        future.set_exception(_one_for_each(exc))
                 return
             for (_, future), result in zip(live, results, strict=True):
                 if future.done():
