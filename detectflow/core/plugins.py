@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.http",
     "detectflow.adapters.grpc.adapter",
+    "detectflow.adapters.kserve.adapter",
     "detectflow.adapters.mqtt",
 )
 """Built-in provider adapters, registered when the registry loads."""
