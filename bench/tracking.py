@@ -205,7 +205,7 @@ def compare_scipy(count: int, objects: int) -> None:
     for chunk in frames(Scene(objects), count):
         for f, raws in chunk:
             current = candidates(normalize_detections(f, raws, now=T0).detections)
-            if previous:
+            if previous and current:
                 problems.append(([c.box for c in previous], [c.kind for c in previous], current))
             previous = current
 

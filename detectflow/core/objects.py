@@ -280,7 +280,12 @@ class CameraObjects:
     def push(
         self, frame_id: str, time: datetime, detections: Sequence[Detection]
     ) -> list[FrameObjects]:
-        """A frame's detections finished; returns the frames now ready, in order."""
+        """A frame's detections finished; returns the frames now ready, in order.
+
+        ``time`` is the frame's own timestamp (timezone-aware), never the arrival time.
+        """
+        if time.tzinfo is None:
+            raise ValueError(f"frame {frame_id!r} has a naive timestamp; frame times are UTC")
         t = time.timestamp()
         row: _Row = [
             frame_id,
@@ -420,7 +425,7 @@ class CameraObjects:
         entries: list[ZoneEntry],
     ) -> bool:
         """Fold one matched detection into its object; True when it became the best."""
-        label, _, score, *_, person_id, person_name = row
+        label, score, person_id, person_name = row[0], row[2], row[7], row[8]
         changes = obj.pending
         lines = self.config.lines
         b = obj.box
@@ -436,9 +441,13 @@ class CameraObjects:
             obj.person_name = person_name
         became_best = False
         if high:
-            obj.scores.append(score)
-            del obj.scores[:-_SCORES_KEPT]
-            obj.top_score = max(obj.top_score, obj.median())
+            scores = obj.scores
+            scores.append(score)
+            if len(scores) > _SCORES_KEPT:
+                del scores[0]
+            median = obj.median()
+            if median > obj.top_score:
+                obj.top_score = median
             obj.vote(label, score)
             kept = obj.best
             area = (box[2] - box[0]) * (box[3] - box[1])

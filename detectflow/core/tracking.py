@@ -16,7 +16,9 @@ bend the prediction). Association runs in ByteTrack's order:
 
 Boxes only match tracks of their own ``kind`` (the detection type), so a face
 inside a person never steals the person's track. Matching is a
-maximum-weight matching on IoU (:mod:`detectflow.core.assignment`).
+maximum-weight matching on IoU in pure Python
+(:mod:`detectflow.core.assignment`, which says why not scipy, with the
+measured cost of both).
 
 Frame time decides everything: a track is removed once unseen for
 ``max_lost_seconds`` of frame time, never of wall clock, so a replayed file
@@ -139,8 +141,9 @@ class TrackUpdate:
 def gated_ious(
     kinds: Sequence[str], boxes: Sequence[Box], cands: Sequence[Candidate], gate: float
 ) -> list[tuple[int, int, float]]:
-    """The (box, candidate, IoU) pairs of the same kind with IoU at or above ``gate``,
-    sorted; ``kinds[i]`` is the kind of ``boxes[i]`` (a track's, where it is predicted).
+    """The (box, candidate, weight) pairs of the same kind with IoU at or above ``gate``,
+    sorted, weighted by how far the IoU clears the gate; ``kinds[i]`` is the kind of
+    ``boxes[i]`` (a track's, where it is predicted).
 
     In a busy frame each track looks only at the boxes whose left edge lies
     within a box width of its own (candidates sorted by left edge, bisect), not
@@ -178,7 +181,10 @@ def gated_ious(
             inter = w * h
             iou = inter / (area + (bx1 - bx0) * (by1 - by0) - inter)
             if iou >= gate:
-                edges.append((i, j, iou))
+                # ByteTrack's objective (lapjv with cost_limit = 1 - gate): the most
+                # total IoU *above the gate*; the epsilon keeps a pair exactly at the
+                # gate matchable.
+                edges.append((i, j, iou - gate + 1e-9))
     if sweep:
         edges.sort()
     return edges
@@ -213,33 +219,17 @@ class Tracker:
         cfg = self.config
         ids: list[str | None] = [None] * len(cands)
         tracks = list(self._tracks.values())
-        predicted = {t.id: t.predict(time, cfg.max_predict_seconds) for t in tracks}
         matched: set[str] = set()
-
-        def associate(pool: list[Track], slots: list[int], gate: float) -> list[int]:
-            """Match the candidates at ``slots`` to ``pool``; return the slots left over."""
-            if not pool or not slots:
-                return slots
-            boxes = [cands[k] for k in slots]
-            edges = gated_ious([t.kind for t in pool], [predicted[t.id] for t in pool], boxes, gate)
-            taken = set()
-            for i, j in max_weight_matching(len(pool), len(boxes), edges):
-                track = pool[i]
-                track.observe(boxes[j].box, time, cfg.velocity_smoothing)
-                if track.state != TENTATIVE or track.hits >= cfg.min_hits:
-                    track.state = TRACKED
-                ids[slots[j]] = track.id
-                matched.add(track.id)
-                taken.add(j)
-            return [k for j, k in enumerate(slots) if j not in taken]
-
         high = [k for k, c in enumerate(cands) if c.high]
-        low = [k for k, c in enumerate(cands) if not c.high]
+        low = [k for k, c in enumerate(cands) if not c.high] if len(high) < len(cands) else []
         confirmed = [t for t in tracks if t.state != TENTATIVE]
-        high = associate(confirmed, high, cfg.match_iou)
-        recent = [t for t in confirmed if t.state == TRACKED and t.id not in matched]
-        associate(recent, low, cfg.low_match_iou)
-        high = associate([t for t in tracks if t.state == TENTATIVE], high, cfg.tentative_match_iou)
+        high = self._match(confirmed, cands, high, cfg.match_iou, time, ids, matched)
+        if low:
+            recent = [t for t in confirmed if t.state == TRACKED and t.id not in matched]
+            self._match(recent, cands, low, cfg.low_match_iou, time, ids, matched)
+        if high and len(confirmed) < len(tracks):
+            tentative = [t for t in tracks if t.state == TENTATIVE]
+            high = self._match(tentative, cands, high, cfg.tentative_match_iou, time, ids, matched)
 
         ended: list[str] = []
         dropped: list[str] = []
@@ -264,6 +254,39 @@ class Tracker:
             self._tracks[track.id] = track
             ids[k] = track.id
         return TrackUpdate(tuple(ids), tuple(ended), tuple(dropped))
+
+    def _match(
+        self,
+        pool: list[Track],
+        cands: Sequence[Candidate],
+        slots: list[int],
+        gate: float,
+        time: float,
+        ids: list[str | None],
+        matched: set[str],
+    ) -> list[int]:
+        """Match the candidates at ``slots`` to ``pool`` (where each track is predicted
+        to be at ``time``); record the ids; return the slots left over."""
+        if not pool or not slots:
+            return slots
+        cfg = self.config
+        horizon = cfg.max_predict_seconds
+        boxes = [cands[k] for k in slots]
+        edges = gated_ious(
+            [t.kind for t in pool], [t.predict(time, horizon) for t in pool], boxes, gate
+        )
+        if not edges:
+            return slots
+        taken = set()
+        for i, j in max_weight_matching(len(pool), len(boxes), edges):
+            track = pool[i]
+            track.observe(boxes[j].box, time, cfg.velocity_smoothing)
+            if track.state != TENTATIVE or track.hits >= cfg.min_hits:
+                track.state = TRACKED
+            ids[slots[j]] = track.id
+            matched.add(track.id)
+            taken.add(j)
+        return [k for j, k in enumerate(slots) if j not in taken]
 
     def end_all(self) -> list[str]:
         """The camera stopped: every track goes; returns the confirmed ones' ids."""

@@ -485,6 +485,11 @@ def test_stopping_the_camera_ends_objects_in_progress():
     assert cam.in_progress == []
 
 
+def test_a_naive_frame_time_is_refused():
+    with pytest.raises(ValueError, match="naive timestamp"):
+        CameraObjects("cam-1").push("f", datetime(2025, 1, 1), [])
+
+
 def test_resume_refuses_a_state_it_cannot_read():
     with pytest.raises(ValueError, match="invalid objects state"):
         CameraObjects.resume({"version": 1, "camera_id": "cam-1"})
