@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -24,6 +23,7 @@ from detectflow.core.objects import (
     FrameObjects,
     ObjectEvent,
 )
+from tests.core.scenes import Walker
 
 T0 = datetime(2025, 11, 5, 12, 0, tzinfo=UTC)
 DT = 0.2  # 5 frames a second
@@ -36,22 +36,6 @@ ISSUE_OPTIONS = {
     "objects": ["person", "vehicle"],
     "required_zones": [],
 }
-
-
-@dataclass(frozen=True)
-class Walker:
-    x: float
-    y: float
-    vx: float = 0.0
-    vy: float = 0.0
-    w: float = 0.1
-    h: float = 0.3
-    label: str = "person"
-    kind: str = "person"
-    score: float = 0.9
-
-    def box(self, t: float) -> tuple[float, float, float, float]:
-        return (self.x + self.vx * t, self.y + self.vy * t, self.w, self.h)
 
 
 def frame_id(k: int) -> str:
@@ -79,7 +63,7 @@ def scene(walkers: list[Walker], frames: range, hidden=lambda k, i: False):
     for k in frames:
         t = k * DT
         boxes = [
-            (w.label, w.kind, w.score, w.box(t)) for i, w in enumerate(walkers) if not hidden(k, i)
+            (w.label, w.kind, w.score, w.xywh(t)) for i, w in enumerate(walkers) if not hidden(k, i)
         ]
         out.append((k, T0 + timedelta(seconds=t), detections(k, boxes)))
     return out

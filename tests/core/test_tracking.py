@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -12,26 +11,10 @@ from hypothesis import strategies as st
 
 from detectflow.core.ids import track_id
 from detectflow.core.tracking import Candidate, Tracker, TrackerConfig
+from tests.core.scenes import Walker
 
 DT = 0.2  # 5 frames a second
 T0 = 1_750_000_000.0
-
-
-@dataclass(frozen=True)
-class Walker:
-    """An object moving at constant velocity (fractions of the frame per second)."""
-
-    x: float
-    y: float
-    vx: float = 0.0
-    vy: float = 0.0
-    w: float = 0.1
-    h: float = 0.3
-    kind: str = "person"
-
-    def box(self, t: float) -> tuple[float, float, float, float]:
-        x, y = self.x + self.vx * t, self.y + self.vy * t
-        return (x, y, x + self.w, y + self.h)
 
 
 def frame(k: int) -> str:
@@ -46,7 +29,7 @@ def run(
     for k in frames:
         t = k * DT
         cands = [
-            Candidate(w.box(t), w.kind, score >= 0.5, i)
+            Candidate(w.corners(t), w.kind, score >= 0.5, i)
             for i, w in enumerate(walkers)
             if not hidden(k, i)
         ]
@@ -126,7 +109,7 @@ def test_weak_boxes_keep_a_track_alive_but_never_start_one():
     # Ten weak frames (2 s, four times the lost horizon): still the same track.
     for k in range(5, 15):
         update = tracker.update(
-            frame(k), T0 + k * DT, [Candidate(walker.box(k * DT), "person", False, 0)]
+            frame(k), T0 + k * DT, [Candidate(walker.corners(k * DT), "person", False, 0)]
         )
         assert update.track_ids == (track_id("cam-1", frame(0), 0),)
     fresh = Tracker("cam-1")
