@@ -477,3 +477,65 @@ def test_a_naive_frame_time_is_refused():
 def test_resume_refuses_a_state_it_cannot_read():
     with pytest.raises(ValueError, match="invalid objects state"):
         CameraObjects.resume({"version": 1, "camera_id": "cam-1"})
+
+
+# -- properties over random scenes ------------------------------------------------------
+
+random_walkers = st.builds(
+    Walker,
+    x=st.floats(0.0, 0.8),
+    y=st.floats(0.0, 0.6),
+    vx=st.floats(-0.2, 0.2),
+    vy=st.floats(-0.1, 0.1),
+    w=st.floats(0.05, 0.2),
+    h=st.floats(0.1, 0.4),
+    label=st.sampled_from(["person", "car"]),
+    score=st.floats(0.3, 1.0),
+)
+random_scenes = st.tuples(
+    st.lists(random_walkers, min_size=1, max_size=5),
+    st.sets(st.tuples(st.integers(0, 39), st.integers(0, 4)), max_size=40),  # missed boxes
+)
+FULL = ObjectsConfig.from_options(
+    {
+        **ZONE_OPTIONS,
+        "lines": ISSUE_OPTIONS["lines"],
+        "masks": ISSUE_OPTIONS["masks"],
+        "tracking": {"max_disappeared_seconds": 1.5},
+    }
+)
+
+
+def random_scene(walkers, hidden):
+    return scene(walkers, range(40), lambda k, i: (k, i) in hidden)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_scenes)
+def test_every_object_starts_once_then_updates_then_ends_once(case):
+    frames, events = feed(CameraObjects("cam-1", FULL), random_scene(*case))
+    assert [f.frame_id for f in frames] == sorted(f.frame_id for f in frames)  # in order
+    by_object: dict[str, list[str]] = {}
+    for e in events:
+        by_object.setdefault(e.object_id, []).append(e.type)
+    for kinds in by_object.values():
+        assert kinds[0] == OBJECT_STARTED and kinds[-1] == OBJECT_ENDED
+        assert kinds.count(OBJECT_STARTED) == 1 and kinds.count(OBJECT_ENDED) == 1
+    tracked = {tid for f in frames for tid in f.track_ids if tid is not None}
+    assert set(by_object) <= tracked  # events only for tracks the detections carry
+    for e in of_type(events, OBJECT_UPDATED):
+        assert e.changes and e.before != e.after
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_scenes, st.integers(1, 39))
+def test_snapshot_and_resume_anywhere_in_a_random_scene_change_nothing(case, split):
+    frames = random_scene(*case)
+    straight = CameraObjects("cam-1", FULL)
+    expected = feed(straight, frames)
+    cam = CameraObjects("cam-1", FULL)
+    before, _ = feed(cam, frames[:split], stop=False)
+    resumed = CameraObjects.resume(json.loads(json.dumps(cam.snapshot())), FULL)
+    after, after_events = feed(resumed, frames[split:])
+    assert (before + after, [e for f in before for e in f.events] + after_events) == expected
+    assert resumed.counts == straight.counts
