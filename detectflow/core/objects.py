@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from detectflow.core.geometry import Box, bottom_centre
+from detectflow.core.geometry import Box
 from detectflow.core.ids import event_id
 from detectflow.core.models import Detection
 from detectflow.core.object_config import ObjectsConfig
@@ -332,6 +332,7 @@ class CameraObjects:
         faces: list[tuple[float, int]] = []
         rules = self._rules
         low = cfg.low_score
+        masks = cfg.masks
         for index, (label, kind, score, x0, y0, x1, y1, _, _) in enumerate(rows):
             rule = rules.get((label, kind))
             if rule is None:
@@ -348,11 +349,9 @@ class CameraObjects:
                 counts["filtered"] += 1
                 continue
             box = (x0, y0, x1, y1)
-            if cfg.masks:
-                foot = bottom_centre(box)
-                if any(m.contains(foot) for m in cfg.masks):
-                    counts["masked"] += 1
-                    continue
+            if masks and any(m.contains(((x0 + x1) * 0.5, y1)) for m in masks):  # its feet
+                counts["masked"] += 1
+                continue
             if kind == "face":
                 faces.append((-score, index))
             cands.append(Candidate(box, kind, score >= min_score, index))
@@ -467,18 +466,25 @@ class CameraObjects:
         if old_label and obj.label != old_label and "label" not in changes:
             changes.append("label")
         foot = ((box[0] + box[2]) * 0.5, box[3])  # bottom_centre, inlined (hot)
-        zones = obj.zones
+        fx, fy = foot
+        zones = obj.zones  # only zones the object is in or entering: most are neither
         for zone in self.config.zones:
+            x0, y0, x1, y1 = zone.area.exterior.bounds
+            inside = x0 <= fx <= x1 and y0 <= fy <= y1 and zone.area.contains(foot)
             state = zones.get(zone.name)
             if state is None:
+                if not inside:
+                    continue
                 state = zones[zone.name] = [False, 0]
-            if zone.area.contains(foot) == state[0]:
+            if inside == state[0]:
                 state[1] = 0
                 continue
             state[1] += 1
             if state[1] < zone.inertia:
                 continue
             state[0], state[1] = not state[0], 0
+            if not state[0]:
+                del zones[zone.name]
             if "zones" not in changes:
                 changes.append("zones")
             if state[0]:
@@ -490,6 +496,8 @@ class CameraObjects:
                     obj.crossings.append(["zone", zone.name, frame_id, t])
         if previous_foot is not None:
             for named in lines:
+                if previous_foot == foot:
+                    break
                 way = named.line.crossing(previous_foot, foot)
                 if way:
                     direction = "in" if way > 0 else "out"
