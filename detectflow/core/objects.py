@@ -16,8 +16,8 @@ caused. Its steps, in order:
    ``min_score`` lead, weaker ones only keep tracks alive;
 4. the lifecycle, as Frigate has it: an object **starts** once its track is
    confirmed (``min_hits`` frames), the median of its last 10 scores reaches
-   the label's ``threshold`` and, with ``required_zones``, it is in one of
-   them; it is **updated** when its zones, label or best detection change, at
+   the label's ``threshold`` and, with ``required_zones``, it has entered one
+   of them; it is **updated** when its zones, label or best detection change, at
    most once per ``update_interval_seconds``; it **ends** when unseen for
    ``max_disappeared_seconds`` or when the camera stops. Zone entries and line
    crossings made before the start are reported at the start, so a false
@@ -36,14 +36,14 @@ meaning is the same (``id``, ``camera``, ``label``, ``sub_label``, ``score``,
 ``current_zones``, ``entered_zones``, ``has_snapshot``), with boxes as
 ``[x_min, y_min, x_max, y_max]`` in frame fractions and times in unix
 seconds. ``has_snapshot`` says a best detection was chosen: the flow keeps
-that frame's image, told by :attr:`FrameObjects.best`.
+that frame's image, told by
+:attr:`~detectflow.core.object_events.FrameObjects.best`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -51,23 +51,20 @@ from detectflow.core.geometry import Box
 from detectflow.core.ids import event_id
 from detectflow.core.models import Detection
 from detectflow.core.object_config import ObjectsConfig
+from detectflow.core.object_events import (
+    OBJECT_ENDED,
+    OBJECT_STARTED,
+    OBJECT_UPDATED,
+    FrameObjects,
+    LineCrossing,
+    ObjectEvent,
+    ZoneEntry,
+)
 from detectflow.core.reorder import ReorderBuffer
 from detectflow.core.tracking import Candidate, Tracker, TrackerConfig
 
-__all__ = [
-    "OBJECT_ENDED",
-    "OBJECT_STARTED",
-    "OBJECT_UPDATED",
-    "CameraObjects",
-    "FrameObjects",
-    "LineCrossing",
-    "ObjectEvent",
-    "ZoneEntry",
-]
+__all__ = ["CameraObjects"]
 
-OBJECT_STARTED = "object_started"
-OBJECT_UPDATED = "object_updated"
-OBJECT_ENDED = "object_ended"
 _STATE_VERSION = 1
 _SCORES_KEPT = 10  # Frigate's score history: the median of the last 10
 _PATH_POINTS = 64  # path kept at most; when full, every other point goes
@@ -75,62 +72,6 @@ _PATH_POINTS = 64  # path kept at most; when full, every other point goes
 # A buffered frame: [frame_id, time, [[label, kind, score, x0, y0, x1, y1, person_id,
 # person_name], ...]] -- plain values, so the reorder buffer snapshots as plain data.
 _Row = list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectEvent:
-    """``object_started`` / ``object_updated`` / ``object_ended`` for one object.
-
-    ``changes`` names what an update changed (``zones``, ``label``, ``snapshot``).
-    ``frame_id`` is the frame that caused it (for an end at camera stop, the
-    camera's last frame).
-    """
-
-    id: str
-    type: str
-    object_id: str
-    camera_id: str
-    frame_id: str
-    time: float
-    before: dict[str, Any]
-    after: dict[str, Any]
-    changes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LineCrossing:
-    line: str
-    direction: str  # "in" | "out"
-    label: str
-    object_id: str
-    frame_id: str
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneEntry:
-    zone: str
-    label: str
-    object_id: str
-    frame_id: str
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class FrameObjects:
-    """One frame after tracking. ``track_ids`` lines up with the detections pushed
-    (None: dropped, or a weak box no track wanted; all None when ``late``).
-    ``best`` lists ``(object_id, detection_index)`` whose best detection is now in
-    this frame: keep this frame's image for their snapshots."""
-
-    frame_id: str
-    time: float
-    late: bool
-    track_ids: tuple[str | None, ...]
-    events: tuple[ObjectEvent, ...] = ()
-    crossings: tuple[LineCrossing, ...] = ()
-    zone_entries: tuple[ZoneEntry, ...] = ()
-    best: tuple[tuple[str, int], ...] = ()
 
 
 class _Object:

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from detectflow.core.ids import track_id
 from detectflow.core.models import BBox, Detection, ProviderConfig
 from detectflow.core.object_config import LabelFilter, ObjectsConfig
-from detectflow.core.objects import (
+from detectflow.core.object_events import (
     OBJECT_ENDED,
     OBJECT_STARTED,
     OBJECT_UPDATED,
-    CameraObjects,
     FrameObjects,
     ObjectEvent,
 )
+from detectflow.core.objects import CameraObjects
 from tests.core.scenes import Walker
 
 T0 = datetime(2025, 11, 5, 12, 0, tzinfo=UTC)
