@@ -74,34 +74,38 @@ _PATH_POINTS = 64  # path kept at most; when full, every other point goes
 _Row = list[Any]
 
 
+_FIELDS = (
+    "best",
+    "box",
+    "crossings",
+    "emitted",
+    "entered",
+    "first_time",
+    "frames",
+    "id",
+    "kind",
+    "label",
+    "labels",
+    "last_emit",
+    "last_time",
+    "path",
+    "path_every",
+    "pending",
+    "person_id",
+    "person_name",
+    "score",
+    "scores",
+    "started",
+    "top_score",
+    "zones",
+)
+"""Every piece of an object's state, in the order its snapshot lists them."""
+
+
 class _Object:
     """The lifecycle state of one track (internal; plain via :meth:`plain`)."""
 
-    __slots__ = (
-        "best",
-        "box",
-        "crossings",
-        "emitted",
-        "entered",
-        "first_time",
-        "frames",
-        "id",
-        "kind",
-        "label",
-        "labels",
-        "last_emit",
-        "last_time",
-        "path",
-        "path_every",
-        "pending",
-        "person_id",
-        "person_name",
-        "score",
-        "scores",
-        "started",
-        "top_score",
-        "zones",
-    )
+    __slots__ = _FIELDS
 
     def __init__(self, object_id: str, kind: str, time: float) -> None:
         self.id = object_id
@@ -169,14 +173,14 @@ class _Object:
         }
 
     def plain(self) -> list[Any]:
-        return [getattr(self, name) for name in _Object.__slots__]
+        return [getattr(self, name) for name in _FIELDS]
 
     @classmethod
     def from_plain(cls, values: list[Any]) -> _Object:
-        if len(values) != len(cls.__slots__):
+        if len(values) != len(_FIELDS):
             raise ValueError("object state has the wrong number of fields")
-        obj = cls.__new__(cls)
-        for name, value in zip(cls.__slots__, values, strict=True):
+        obj = cls("", "", 0.0)  # every field is set below
+        for name, value in zip(_FIELDS, values, strict=True):
             setattr(obj, name, value)
         return obj
 
