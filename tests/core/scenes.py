@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Walker"]
+from hypothesis import strategies as st
+
+__all__ = ["Walker", "walkers"]
 
 
 @dataclass(frozen=True)
@@ -28,3 +30,20 @@ class Walker:
 
     def xywh(self, t: float) -> tuple[float, float, float, float]:
         return (self.x + self.vx * t, self.y + self.vy * t, self.w, self.h)
+
+
+def walkers(
+    speed: float = 0.2, scores: tuple[float, float] = (0.9, 0.9)
+) -> st.SearchStrategy[Walker]:
+    """Random walkers, people or cars, at most ``speed`` of the frame a second."""
+    return st.builds(
+        lambda kind, **fields: Walker(label=kind[0], kind=kind[1], **fields),
+        kind=st.sampled_from([("person", "person"), ("car", "vehicle")]),
+        x=st.floats(0.0, 0.8),
+        y=st.floats(0.0, 0.6),
+        vx=st.floats(-speed, speed),
+        vy=st.floats(-speed / 2, speed / 2),
+        w=st.floats(0.05, 0.2),
+        h=st.floats(0.1, 0.4),
+        score=st.floats(*scores),
+    )

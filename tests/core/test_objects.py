@@ -23,7 +23,7 @@ from detectflow.core.object_events import (
     ObjectEvent,
 )
 from detectflow.core.objects import CameraObjects
-from tests.core.scenes import Walker
+from tests.core.scenes import Walker, walkers
 
 T0 = datetime(2025, 11, 5, 12, 0, tzinfo=UTC)
 DT = 0.2  # 5 frames a second
@@ -481,19 +481,8 @@ def test_resume_refuses_a_state_it_cannot_read():
 
 # -- properties over random scenes ------------------------------------------------------
 
-random_walkers = st.builds(
-    Walker,
-    x=st.floats(0.0, 0.8),
-    y=st.floats(0.0, 0.6),
-    vx=st.floats(-0.2, 0.2),
-    vy=st.floats(-0.1, 0.1),
-    w=st.floats(0.05, 0.2),
-    h=st.floats(0.1, 0.4),
-    label=st.sampled_from(["person", "car"]),
-    score=st.floats(0.3, 1.0),
-)
 random_scenes = st.tuples(
-    st.lists(random_walkers, min_size=1, max_size=5),
+    st.lists(walkers(scores=(0.3, 1.0)), min_size=1, max_size=5),
     st.sets(st.tuples(st.integers(0, 39), st.integers(0, 4)), max_size=40),  # missed boxes
 )
 FULL = ObjectsConfig.from_options(

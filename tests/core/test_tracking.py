@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from detectflow.core.ids import track_id
 from detectflow.core.tracking import Candidate, Tracker, TrackerConfig
-from tests.core.scenes import Walker
+from tests.core.scenes import Walker, walkers
 
 DT = 0.2  # 5 frames a second
 T0 = 1_750_000_000.0
@@ -151,18 +151,8 @@ def test_bad_tracker_config_is_a_clear_value_error(kwargs, message):
 
 # -- properties over random scenes ----------------------------------------------------
 
-walkers = st.builds(
-    Walker,
-    x=st.floats(0.0, 0.8),
-    y=st.floats(0.0, 0.6),
-    vx=st.floats(-0.1, 0.1),
-    vy=st.floats(-0.05, 0.05),
-    w=st.floats(0.05, 0.2),
-    h=st.floats(0.1, 0.4),
-    kind=st.sampled_from(["person", "vehicle"]),
-)
 scenes = st.tuples(
-    st.lists(walkers, min_size=1, max_size=6),
+    st.lists(walkers(speed=0.1), min_size=1, max_size=6),
     st.sets(st.tuples(st.integers(0, 29), st.integers(0, 5)), max_size=20),  # hidden
 )
 
