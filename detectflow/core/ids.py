@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-__all__ = ["detection_id", "event_id", "frame_id_for", "new_id"]
+__all__ = ["detection_id", "event_id", "frame_id_for", "new_id", "track_id"]
 
 _NAMESPACE = uuid.UUID("6f1c1f5e-3f0a-4d8e-9a39-2f6f0c6b7d10")
 _NAMESPACE_HASH = hashlib.sha1(_NAMESPACE.bytes, usedforsecurity=False)
@@ -50,3 +50,9 @@ def detection_id(frame_id: str, index: int) -> str:
 
 def event_id(frame_id: str, event_type: str, discriminator: str | int = "") -> str:
     return _uuid5(f"event:{frame_id}:{event_type}:{discriminator}")
+
+
+def track_id(camera_id: str, frame_id: str, index: int) -> str:
+    """A tracked object's id: the camera, the frame it was first seen in and the
+    box's position there, so a replay tracks the same objects under the same ids."""
+    return _uuid5(f"track:{camera_id}:{frame_id}:{index}")
