@@ -81,6 +81,15 @@ BENCHES: dict[str, Bench] = {
         ],
     ),
     "ingest": Bench("bench.ingest", ("--seconds", "1"), _ingest),
+    "kserve": Bench(
+        "bench.kserve",
+        ("--seconds", "1"),
+        lambda f: [
+            ("kserve gRPC adapter / bare client", f["grpc_adapter_vs_bare"], 0.8),
+            ("kserve batched / ceiling", f["batched_vs_ceiling"], 0.85),
+            ("kserve batched / unbatched", f["batched_vs_unbatched"], 3.0),
+        ],
+    ),
 }
 
 _RUNNER = (

@@ -217,12 +217,13 @@ async def _batching(peer: Peer, seconds: float, instances: int) -> dict[str, flo
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--instances", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    figures: dict[str, float] = {}
 
     import tempfile
 
@@ -239,6 +240,7 @@ def main() -> None:
     for wire in ("grpc", "rest"):
         bare = max(r for n, r in rates.items() if n.startswith(wire) and "adapter" not in n)
         ratio = rates[f"{wire}: kserve adapter"] / bare
+        figures[f"{wire}_adapter_vs_bare"] = ratio
         print(f"  {wire}: adapter / best bare client = {ratio:.2f} (target >= 0.8)")
 
     env = {
@@ -260,6 +262,9 @@ def main() -> None:
     print(
         f"  batched / unbatched = {batching['batched'] / batching['unbatched']:.1f}x (target >= 3x)"
     )
+    figures["batched_vs_ceiling"] = batching["batched"] / ceiling
+    figures["batched_vs_unbatched"] = batching["batched"] / batching["unbatched"]
+    return figures
 
 
 if __name__ == "__main__":

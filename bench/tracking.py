@@ -248,12 +248,12 @@ def compare_scipy(count: int, objects: int) -> None:
     print(f"  ratio ours / scipy: {ours_cpu / theirs_cpu:.2f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--objects", type=int, default=30)
     parser.add_argument("--compare-scipy", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load = os.getloadavg()
     r = run(args.frames, args.objects)
     print(f"scene: {args.objects} objects, {args.frames:,} frames at {FPS} fps")
@@ -269,6 +269,7 @@ def main() -> None:
     print(f"load average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f}")
     if args.compare_scipy:
         compare_scipy(args.frames, args.objects)
+    return r
 
 
 if __name__ == "__main__":
