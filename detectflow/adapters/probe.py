@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import Protocol
 
 import anyio
@@ -33,6 +34,7 @@ from detectflow.core.errors import DetectflowError, NormalizationError, Provider
 from detectflow.core.models import ProbeResult, ProviderConfig
 from detectflow.core.normalize import normalize_detections
 from detectflow.core.plugins import PluginRegistry
+from detectflow.core.redact import redact_text
 
 __all__ = ["AdapterOpener", "ProviderTestRecorder", "build_adapter", "probe_provider"]
 
@@ -78,13 +80,20 @@ async def probe_provider(
     meanwhile is logged, and the result still returned.
     """
     limit = timeout if timeout is not None else config.timeout_seconds
-    result = await _round_trip(config, open_adapter, limit, allow_link_local, resolver)
+    result = _redacted(await _round_trip(config, open_adapter, limit, allow_link_local, resolver))
     if recorder is not None:
         try:
             await anyio.to_thread.run_sync(recorder.record_provider_test, config.id, result)
         except KeyError:
             log.warning("provider %s was deleted before its test result could be stored", config.id)
     return result
+
+
+def _redacted(result: ProbeResult) -> ProbeResult:
+    """The result with the URL credentials its messages may quote redacted: it is
+    shown to the caller and stored as ``last_error``."""
+    error = redact_text(result.error) if result.error is not None else None
+    return replace(result, message=redact_text(result.message), error=error)
 
 
 async def _round_trip(

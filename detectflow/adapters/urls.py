@@ -9,9 +9,10 @@ refused unless the operator opts in with ``allow_link_local=True`` (setting
 networks stay allowed: simulators, tests and LAN detectors live there.
 
 The host is *resolved* and every address it resolves to is checked, so
-``http://2852039166/`` (169.254.169.254 as a decimal), IPv4-mapped IPv6 and
-names that merely point at a metadata address are caught as well as the
-literal. A host that does not resolve is not refused here (nothing can be
+``http://2852039166/`` (169.254.169.254 as a decimal), every IPv6 form that
+embeds an IPv4 address (mapped, compatible, 6to4, Teredo, NAT64:
+:func:`embedded_ipv4`) and names that merely point at a metadata address
+are caught as well as the literal. A host that does not resolve is not refused here (nothing can be
 reached through it now); the check runs again on every provider test. What
 it cannot stop is a name re-pointed after the check (DNS rebinding), since
 the adapters resolve again when they connect.
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from detectflow.core.errors import PermanentProviderError
+from detectflow.core.redact import redact_text
 from detectflow.core.settings import Settings
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "UnsafeProviderUrlError",
     "allow_link_local",
     "check_provider_url",
+    "embedded_ipv4",
     "refusal_reason",
 ]
 
@@ -75,7 +78,9 @@ METADATA_ADDRESSES = frozenset(
 )
 """Metadata services; the ones outside link-local ranges are why a list is needed."""
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 (deprecated, still routed)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """``(host, port) -> addresses``; the default asks the system resolver."""
@@ -92,16 +97,33 @@ def allow_link_local(settings: Settings) -> bool:
     return settings.allow_link_local_provider_urls
 
 
-def _unwrap(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address hidden in an IPv4-mapped or NAT64 IPv6 address, if any."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address in _NAT64:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def embedded_ipv4(address: Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address an IPv6 address carries, by each standard embedding.
+
+    IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), 6to4
+    (``2002:AABB:CCDD::``), Teredo (``2001:0::``, server and client), and
+    NAT64 (``64:ff9b::a.b.c.d`` and the local-use ``64:ff9b:1::/48``). A
+    stack or translator on the way may deliver any of them to the IPv4
+    address inside, so the guard checks each one as well as the IPv6 form.
+    """
+    if isinstance(address, ipaddress.IPv4Address):
+        return ()
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or address in _NAT64_LOCAL:
+        found.append(low32)
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: nor ::1
+        found.append(low32)
+    return tuple(found)
 
 
 def refusal_reason(address: str) -> str | None:
@@ -110,11 +132,12 @@ def refusal_reason(address: str) -> str | None:
         parsed = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return None
-    plain = _unwrap(parsed)
-    if plain in METADATA_ADDRESSES or parsed in METADATA_ADDRESSES:
-        return f"{address} is a cloud metadata address"
-    if plain.is_link_local or parsed.is_link_local:
-        return f"{address} is link-local"
+    forms = (parsed, *embedded_ipv4(parsed))
+    inside = "" if len(forms) == 1 else " (or embeds one)"
+    if any(form in METADATA_ADDRESSES for form in forms):
+        return f"{address} is a cloud metadata address{inside}"
+    if any(form.is_link_local for form in forms):
+        return f"{address} is link-local{inside}"
     return None
 
 
@@ -163,6 +186,6 @@ def _check_all(url: str, addresses: Iterable[str]) -> None:
 
 def _refuse(url: str, reason: str) -> None:
     raise UnsafeProviderUrlError(
-        f"provider URL {url!r} refused: {reason}; set "
+        f"provider URL {redact_text(url)!r} refused: {reason}; set "
         f"DETECTFLOW_{SETTING_NAME.upper()}=true to allow link-local and metadata addresses"
     )

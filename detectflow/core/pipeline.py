@@ -29,6 +29,7 @@ from detectflow.core.models import (
 )
 from detectflow.core.normalize import DEFAULT_LABEL_MAP, normalize_detections
 from detectflow.core.plugins import PluginRegistry
+from detectflow.core.redact import redact_text
 
 __all__ = ["RetryPolicy", "failed_result", "run_frame"]
 
@@ -59,7 +60,12 @@ class RetryPolicy:
 def failed_result(
     frame: Frame, reason: str, *, attempts: int = 0, elapsed_ms: int = 0, source: str = "detectflow"
 ) -> FrameResult:
-    """The record of a frame that ends failed: no detections, one failure event."""
+    """The record of a frame that ends failed: no detections, one failure event.
+
+    ``reason`` often quotes the provider's URL; its credentials are redacted
+    here, once, before the text reaches events, the live cache or a client.
+    """
+    reason = redact_text(reason)
     event = DetectionEvent(
         id=event_id(frame.frame_id, EventType.DETECTION_FAILED),
         camera_id=frame.camera_id,

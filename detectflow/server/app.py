@@ -1,5 +1,9 @@
 """The Starlette application: one routes list, one lifespan.
 
+``ENDPOINTS`` declares every endpoint once (:mod:`detectflow.server.endpoints`):
+``routes``, the OpenAPI document and the scope each request needs all come
+from it.
+
 The lifespan opens whatever the caller did not pass in (the database,
 migrated to head; the cache and bus: Redis when a Redis URL is set, else
 the in-process twins),
@@ -19,21 +23,33 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from detectflow.adapters.detector import Detector
 from detectflow.adapters.failover import BreakerBoard
 from detectflow.core.plugins import PluginRegistry, get_registry
+from detectflow.core.redact import install_log_redaction
 from detectflow.core.settings import Settings
-from detectflow.server import detections, page, providers, statistics, status, websocket
-from detectflow.server.auth import AuthMiddleware
+from detectflow.server import (
+    detections,
+    metrics,
+    page,
+    providers,
+    statistics,
+    status,
+    websocket,
+)
 from detectflow.server.detections import SOURCE_SYSTEM
+from detectflow.server.endpoints import Endpoint, Operation, http
 from detectflow.server.errors import CatchAllMiddleware, exception_handlers
 from detectflow.server.hub import Hub
 from detectflow.server.inline import record_inline_results
-from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware, metrics_endpoint
-from detectflow.server.openapi import openapi_endpoint, route_table
-from detectflow.server.state import STATE_KEY, ProviderRoutes, ServerState, in_thread
+from detectflow.server.key_watch import DEFAULT_INTERVAL_SECONDS, KEY_WATCH_KEY, KeyWatch
+from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware
+from detectflow.server.openapi import build_spec
+from detectflow.server.params import Query
+from detectflow.server.state import STATE_KEY, ProviderRoutes, ServerState, in_thread, server_state
 from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
@@ -41,36 +57,52 @@ from detectflow.store.group_commit import GroupCommit
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
 
-__all__ = ["DEFAULT_WS_QUEUE_SIZE", "create_app", "routes"]
+__all__ = ["DEFAULT_WS_QUEUE_SIZE", "ENDPOINTS", "create_app", "openapi_document", "routes"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WS_QUEUE_SIZE = 256
 
-# Fixed paths before "/{detection_id}", which would match any single segment.
-routes = [
-    Mount(
-        "/api/v1",
-        routes=[
-            *status.health_routes,
-            Mount(
-                "/detections",
-                routes=[
-                    *detections.routes,
-                    *providers.routes,
-                    *status.summary_routes,
-                    *statistics.routes,
-                    *websocket.routes,
-                    *page.frame_routes,
-                    *detections.detail_routes,
-                ],
-            ),
-        ],
+_DOCUMENTS: dict[bool, dict[str, Any]] = {}
+
+
+def openapi_document(*, reads_open: bool = True) -> dict[str, Any]:
+    """The OpenAPI document of this app (built once per auth mode)."""
+    if reads_open not in _DOCUMENTS:
+        _DOCUMENTS[reads_open] = build_spec(ENDPOINTS, reads_open=reads_open)
+    return _DOCUMENTS[reads_open]
+
+
+async def _openapi(request: Request) -> JSONResponse:
+    Query(request).check()
+    reads_open = server_state(request).settings.auth_mode == "reads-open"
+    return JSONResponse(openapi_document(reads_open=reads_open))
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *status.endpoints,
+    *providers.endpoints,
+    *statistics.endpoints,
+    *websocket.endpoints,
+    *page.frame_endpoints,
+    *detections.endpoints,  # ends with /{detection_id}
+    *page.page_endpoints,
+    *metrics.endpoints,
+    http(
+        "/openapi.json",
+        Operation(
+            "GET",
+            "openapi",
+            "This document.",
+            None,  # the contract holds no data; clients read it before they have a key
+            {200: {"type": "object"}},
+            _openapi,
+            tag="operations",
+        ),
     ),
-    *page.page_routes,
-    Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-    Route("/metrics", metrics_endpoint, methods=["GET"]),
-]
+)
+
+routes = [endpoint.route for endpoint in ENDPOINTS]
 
 
 def _open_cache_and_bus(settings: Settings) -> tuple[Cache, Bus]:
@@ -88,15 +120,18 @@ def create_app(
     registry: PluginRegistry | None = None,
     ws_queue_size: int = DEFAULT_WS_QUEUE_SIZE,
     metrics: Metrics | None = None,
+    key_check_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> Starlette:
     """Build the app; nothing is opened until the lifespan starts.
 
     Pass ``metrics`` to add series of your own to ``/metrics`` (the one-process
-    runner adds the dataflow's).
+    runner adds the dataflow's). ``key_check_seconds`` is how often open
+    WebSockets' keys are checked for revocation.
     """
     settings = settings or Settings.from_env()
-    metrics = metrics or Metrics()
-    templates = {id(info.route): info.path for info in route_table(routes)}
+    install_log_redaction()  # provider URLs may carry credentials; logs never show them
+    app_metrics = metrics or Metrics()
+    templates = {id(endpoint.route): endpoint.path for endpoint in ENDPOINTS}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -122,11 +157,13 @@ def create_app(
             )
             stack.push_async_callback(detector.aclose)
             live = LiveView(the_cache, the_bus)
-            hub = Hub(the_bus, queue_size=ws_queue_size, on_lag=metrics.observe_lag)
-            metrics.watch(hub)
-            stack.callback(metrics.watch, None)
+            hub = Hub(the_bus, queue_size=ws_queue_size, on_lag=app_metrics.observe_lag)
+            app_metrics.watch(hub)
+            stack.callback(app_metrics.watch, None)
+            key_watch = KeyWatch(db, interval=key_check_seconds)
             tasks = await stack.enter_async_context(anyio.create_task_group())
             await tasks.start(hub.run)
+            await tasks.start(key_watch.run)
             stack.callback(tasks.cancel_scope.cancel)
             recorder = Recorder(db, live=live, stats=live.stats, registry=plugins)
             state = ServerState(
@@ -140,14 +177,13 @@ def create_app(
                 results=GroupCommit(partial(record_inline_results, db, recorder)),
                 routes=ProviderRoutes(db),
             )
-            yield {STATE_KEY: state, METRICS_KEY: metrics}
+            yield {STATE_KEY: state, METRICS_KEY: app_metrics, KEY_WATCH_KEY: key_watch}
 
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics, routes=routes, templates=templates),
+            Middleware(MetricsMiddleware, metrics=app_metrics, routes=routes, templates=templates),
             Middleware(CatchAllMiddleware),
-            Middleware(AuthMiddleware, settings=settings),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

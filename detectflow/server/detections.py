@@ -14,39 +14,50 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import CAMERA_ID_PATTERN, make_frame, parse_timestamp
-from detectflow.core.models import Frame, Severity, utcnow
+from detectflow.core.models import EventType, Frame, Severity, utcnow
 from detectflow.core.serialize import detection_to_dict, event_to_dict, isoformat
+from detectflow.server.endpoints import (
+    BODY_ERRORS,
+    READ_ERRORS,
+    UUID_PATTERN,
+    Operation,
+    PathParam,
+    http,
+)
 from detectflow.server.errors import ApiError, not_found
 from detectflow.server.inline import detect_and_record
-from detectflow.server.params import Body, Query, read_json
+from detectflow.server.openapi import (
+    CAMERA_QUERY,
+    LIMIT,
+    OFFSET,
+    enveloped,
+    paged,
+    query,
+    ref,
+)
+from detectflow.server.params import MAX_OFFSET, Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 
 __all__ = [
+    "FRAME_ID_PATTERN",
     "LIVE_WINDOW",
-    "MAX_OFFSET",
-    "RESERVED_NAMES",
     "SOURCE_SYSTEM",
-    "detail_routes",
+    "endpoints",
     "max_body_bytes",
     "page_meta",
-    "routes",
 ]
 
 SOURCE_SYSTEM = "detectflow.server"
 LIVE_WINDOW = timedelta(seconds=60)
 """On a live-cache miss, the database answers with detections this recent."""
-MAX_OFFSET = 2**31 - 1
-"""Paging stops here: a larger OFFSET overflows SQLite's integers (a 500, found by schemathesis)."""
 
 FRAME_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.:\- ]{1,128}")
 _DATA_URL = re.compile(r"data:[\w/+.-]*;base64,", re.IGNORECASE)
 """Matched only at the start: searching a multi-megabyte base64 text for it cost ~7 ms."""
 
@@ -272,8 +283,6 @@ async def by_person(request: Request) -> JSONResponse:
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
     offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     query.check()
-    if len(person_id) > 128:
-        raise ApiError(422, "validation_error", "person_id must be at most 128 characters")
     rows, total = await in_thread(
         state.database.list_detections, person_id=person_id, limit=limit, offset=offset
     )
@@ -286,56 +295,136 @@ async def get_detection(request: Request) -> JSONResponse:
     state = server_state(request)
     Query(request).check()
     detection_id = request.path_params["detection_id"]
-    detection = None
-    if len(detection_id) <= 64:
-        detection = await in_thread(state.database.get_detection, detection_id)
+    detection = await in_thread(state.database.get_detection, detection_id)
     if detection is None:
         raise not_found("detection", detection_id)
     return JSONResponse({"data": detection_to_dict(detection)})
 
 
-# Fixed paths first: "/{detection_id}" would otherwise swallow "/live" and friends.
-routes = [
-    Route("/send-frame", send_frame, methods=["POST"]),
-    Route("/live", live, methods=["GET"]),
-    Route("/events", events, methods=["GET"]),
-    Route("/queue-stats", queue_stats, methods=["GET"]),
-    Route("/recent", recent, methods=["GET"]),
-    Route("/by-person/{person_id}", by_person, methods=["GET"]),
-]
-
-
-RESERVED_NAMES = (
-    "by-person",
-    "events",
-    "frames",
-    "live",
-    "provider",
-    "providers",
-    "queue-stats",
-    "recent",
-    "send-frame",
-    "statistics",
-    "summary",
-    "test-provider",
-    "ws",
+_DETECTION_ID = PathParam(
+    "detection_id",
+    UUID_PATTERN,
+    description="A detection id (a UUID). Fixed names (live, events, ...) are other routes.",
 )
-"""Fixed path names that are never detection ids, so ``GET /send-frame`` is a 405
-and ``GET /statistics`` a 404 for the route, not a lookup of a detection so named."""
 
-
-class _DetectionIdConvertor(Convertor[str]):
-    regex = "(?!(?:" + "|".join(re.escape(n) for n in RESERVED_NAMES) + ")$)[^/]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("detectflow_detection_id", _DetectionIdConvertor())
-
-detail_routes = [
-    Route("/{detection_id:detectflow_detection_id}", get_detection, methods=["GET"]),
+endpoints = [
+    http(
+        "/api/v1/detections/send-frame",
+        Operation(
+            "POST",
+            "send_frame",
+            "Detect a frame now (inline, the default) or queue it for the dataflow (mode=queue).",
+            KeyScope.WRITE,
+            {200: enveloped(ref("FrameResult")), 202: enveloped(ref("QueuedFrame"))},
+            send_frame,
+            errors=(*BODY_ERRORS, 409),
+            parameters=(
+                query(
+                    "mode",
+                    {"type": "string", "enum": ["", "inline", "queue"], "default": "inline"},
+                    "inline needs an active provider (409 otherwise).",
+                ),
+            ),
+            body=ref("SendFrame"),
+        ),
+    ),
+    http(
+        "/api/v1/detections/live",
+        Operation(
+            "GET",
+            "live_detections",
+            "The newest detections: from the live cache when it has them, else from SQL.",
+            KeyScope.READ,
+            {200: enveloped(ref("LiveDetections"))},
+            live,
+            parameters=(
+                CAMERA_QUERY,
+                query("detection_type", {"type": "string", "maxLength": 64}),
+                query(
+                    "min_confidence",
+                    {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                ),
+                LIMIT,
+                OFFSET,
+                query("use_cache", {"type": "boolean", "default": True}),
+            ),
+        ),
+    ),
+    http(
+        "/api/v1/detections/events",
+        Operation(
+            "GET",
+            "list_events",
+            "Detection events, newest first, paged.",
+            KeyScope.READ,
+            {200: paged(ref("Event"))},
+            events,
+            parameters=(
+                CAMERA_QUERY,
+                query("event_type", {"type": "string", "maxLength": 64}),
+                query("severity", {"type": "string", "enum": ["", *(str(s) for s in Severity)]}),
+                query("person_id", {"type": "string", "maxLength": 128}),
+                LIMIT,
+                OFFSET,
+            ),
+            extra={"x-event-types": [str(e) for e in EventType]},
+        ),
+    ),
+    http(
+        "/api/v1/detections/queue-stats",
+        Operation(
+            "GET",
+            "queue_stats",
+            "Processing-queue counts by status.",
+            KeyScope.READ,
+            {200: enveloped(ref("QueueStats"))},
+            queue_stats,
+        ),
+    ),
+    http(
+        "/api/v1/detections/recent",
+        Operation(
+            "GET",
+            "recent_detections",
+            "Detections of the last `minutes`, newest first, paged.",
+            KeyScope.READ,
+            {200: paged(ref("Detection"))},
+            recent,
+            parameters=(
+                query("minutes", {"type": "integer", "minimum": 1, "maximum": 1440, "default": 5}),
+                CAMERA_QUERY,
+                LIMIT,
+                OFFSET,
+            ),
+        ),
+    ),
+    http(
+        "/api/v1/detections/by-person/{person_id}",
+        Operation(
+            "GET",
+            "detections_by_person",
+            "Detections linked to one person, newest first, paged.",
+            KeyScope.READ,
+            {200: paged(ref("Detection"))},
+            by_person,
+            errors=(404, *READ_ERRORS),  # 404: a segment that routes nowhere (".", "..")
+            parameters=(LIMIT, OFFSET),
+        ),
+        params=[PathParam("person_id", max_length=128)],
+    ),
+    http(
+        "/api/v1/detections/{detection_id}",
+        Operation(
+            "GET",
+            "get_detection",
+            "One detection by id.",
+            KeyScope.READ,
+            {200: enveloped(ref("Detection"))},
+            get_detection,
+            errors=(404, *READ_ERRORS),
+        ),
+        params=[_DETECTION_ID],
+    ),
 ]
+"""Declared last: ``/{detection_id}`` matches UUIDs only, so order no longer
+decides which route a fixed name reaches, but the catch-all stays at the end."""

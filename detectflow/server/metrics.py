@@ -7,12 +7,23 @@ dataflow) never clash over metric names. Latency is labelled by route
 scan of random ids cannot blow up the number of series; a request no route
 matched is labelled ``unmatched``. The hub's counters are read at scrape
 time rather than mirrored, so they cannot drift from what ``/health`` says.
+
+Series with a ``camera`` label (the dataflow's frames per camera) are bounded
+the same way: cameras named in a provider's ``options.cameras`` keep their
+name, other cameras get one while fewer than ``max_cameras`` have one (the
+first seen keep theirs for good, so a series never changes name), and every
+camera after that is counted under ``camera="_other"``. Made-up camera ids
+therefore add at most one series, however many there are.
+
+``/metrics`` is a read: open in the default auth mode, and in ``required``
+mode it needs a key of any scope (Prometheus sends one with
+``authorization: {credentials: <key>}`` in its scrape config).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -24,16 +35,24 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from detectflow.server.endpoints import Operation, http
 from detectflow.server.hub import Hub
+from detectflow.server.params import Query
+from detectflow.server.state import in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 from detectflow.store.outages import OutageCollector
 
 __all__ = [
+    "CAMERA_LABEL",
     "CONTENT_TYPE",
+    "DEFAULT_MAX_CAMERAS",
     "METRICS_KEY",
+    "OTHER_CAMERAS",
     "UNMATCHED",
+    "CameraLabels",
     "Metrics",
     "MetricsMiddleware",
-    "metrics_endpoint",
+    "endpoints",
 ]
 
 METRICS_KEY = "detectflow_metrics"
@@ -42,6 +61,10 @@ METRICS_KEY = "detectflow_metrics"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The classic text format, which generate_latest writes and every Prometheus reads."""
 UNMATCHED = "unmatched"
+CAMERA_LABEL = "camera"
+OTHER_CAMERAS = "_other"
+"""The one series every camera past the cap is counted in (not a valid camera id)."""
+DEFAULT_MAX_CAMERAS = 64
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -73,10 +96,60 @@ class _HubCollector(Collector):
             yield counter
 
 
+class CameraLabels:
+    """Which cameras keep their own series; see the module docstring."""
+
+    def __init__(self, max_cameras: int = DEFAULT_MAX_CAMERAS) -> None:
+        if max_cameras < 0:
+            raise ValueError("max_cameras must not be negative")
+        self.max_cameras = max_cameras
+        self._named: set[str] = set()
+
+    def label(self, camera: str, configured: Collection[str] = ()) -> str:
+        if camera in configured or camera in self._named:
+            return camera
+        if len(self._named) < self.max_cameras:
+            self._named.add(camera)
+            return camera
+        return OTHER_CAMERAS
+
+
+def _folded(families: Iterable[Metric], label: Callable[[str], str]) -> Iterator[Metric]:
+    """``families`` with every ``camera`` label passed through ``label``; samples
+    that end up with the same labels are added up (counts, buckets and sums all add)."""
+    for family in families:
+        if not any(CAMERA_LABEL in sample.labels for sample in family.samples):
+            yield family
+            continue
+        merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if CAMERA_LABEL in labels:
+                labels[CAMERA_LABEL] = label(labels[CAMERA_LABEL])
+            key = (sample.name, tuple(labels.items()))
+            merged[key] = merged.get(key, 0.0) + sample.value
+        folded = Metric(family.name, family.documentation, family.type, family.unit)
+        for (name, labels_items), value in merged.items():
+            folded.add_sample(name, dict(labels_items), value)
+        yield folded
+
+
+class _BoundedView:
+    """The registry as /metrics shows it: camera labels bounded."""
+
+    def __init__(self, registry: CollectorRegistry, label: Callable[[str], str]) -> None:
+        self._registry = registry
+        self._label = label
+
+    def collect(self) -> Iterable[Metric]:
+        return _folded(self._registry.collect(), self._label)
+
+
 class Metrics:
     """The metrics of one app, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_cameras: int = DEFAULT_MAX_CAMERAS) -> None:
+        self.cameras = CameraLabels(max_cameras)
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
             "detectflow_http_request_duration_seconds",
@@ -107,8 +180,13 @@ class Metrics:
             max(0.0, seconds)
         )
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, configured_cameras: Collection[str] = ()) -> bytes:
+        """The text exposition; ``configured_cameras`` always keep their names."""
+
+        def label(camera: str) -> str:
+            return self.cameras.label(camera, configured_cameras)
+
+        return generate_latest(_BoundedView(self.registry, label))
 
 
 def _find_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
@@ -181,7 +259,37 @@ class MetricsMiddleware:
             )
 
 
+def _configured_cameras(configs: Iterable[Any]) -> frozenset[str]:
+    names: set[str] = set()
+    for config in configs:
+        cameras = config.options.get("cameras")
+        if isinstance(cameras, list):
+            names.update(c for c in cameras if isinstance(c, str))
+    return frozenset(names)
+
+
 async def metrics_endpoint(request: Request) -> Response:
+    Query(request).check()
     metrics: Any = getattr(request.state, METRICS_KEY)
     assert isinstance(metrics, Metrics)
-    return Response(metrics.render(), media_type=CONTENT_TYPE)
+    configs = await in_thread(server_state(request).database.list_providers)
+    body = await in_thread(metrics.render, _configured_cameras(configs))
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+endpoints = [
+    http(
+        "/metrics",
+        Operation(
+            "GET",
+            "metrics",
+            "Prometheus metrics (text exposition format). A read: needs a key when "
+            "DETECTFLOW_AUTH_MODE=required.",
+            KeyScope.READ,
+            {200: None},
+            metrics_endpoint,
+            tag="operations",
+            extra={"x-content-type": ("text/plain",)},
+        ),
+    )
+]

@@ -18,16 +18,17 @@ from importlib.resources import files
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from detectflow.core.images import image_info
 from detectflow.server.detections import FRAME_ID_PATTERN
+from detectflow.server.endpoints import READ_ERRORS, Operation, PathParam, http, static_files
 from detectflow.server.errors import ApiError
 from detectflow.server.params import Query
 from detectflow.server.state import in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 
-__all__ = ["CONTENT_SECURITY_POLICY", "frame_routes", "page_routes"]
+__all__ = ["CONTENT_SECURITY_POLICY", "frame_endpoints", "page_endpoints"]
 
 _STATIC_PACKAGE = ("detectflow.server", "static")
 
@@ -62,10 +63,6 @@ async def frame_image(request: Request) -> Response:
     state = server_state(request)
     Query(request).check()
     frame_id = request.path_params["frame_id"]
-    if not FRAME_ID_PATTERN.fullmatch(frame_id):
-        raise ApiError(
-            422, "validation_error", "frame_id must be 1-128 of the characters A-Z a-z 0-9 _ . : -"
-        )
     item = await in_thread(state.database.get_queue_item, frame_id)
     if item is None or not item.frame_data:
         raise ApiError(
@@ -85,13 +82,55 @@ async def frame_image(request: Request) -> Response:
     )
 
 
-page_routes: list[BaseRoute] = [
-    Route("/", index, methods=["GET"]),
-    Mount("/static", app=StaticFiles(packages=[_STATIC_PACKAGE]), name="static"),
+_MEDIA = "x-content-type"
+
+page_endpoints = [
+    http(
+        "/",
+        Operation(
+            "GET",
+            "live_page",
+            "The live page (HTML; it reads only the public API).",
+            None,  # code, no data: the page asks for a key when reads need one
+            {200: None},
+            index,
+            errors=(500,),
+            tag="page",
+            extra={_MEDIA: ("text/html",)},
+        ),
+    ),
+    static_files(
+        "/static",
+        StaticFiles(packages=[_STATIC_PACKAGE]),
+        Operation(
+            "GET",
+            "static_file",
+            "The live page's scripts and styles.",
+            None,
+            {200: None},
+            errors=(404, 422, 500),
+            tag="page",
+            extra={_MEDIA: ("text/javascript", "text/css", "text/html")},
+        ),
+        name="static",
+    ),
 ]
 """At the root of the app: the page and its files."""
 
-frame_routes: list[BaseRoute] = [
-    Route("/frames/{frame_id}", frame_image, methods=["GET"]),
+frame_endpoints = [
+    http(
+        "/api/v1/detections/frames/{frame_id}",
+        Operation(
+            "GET",
+            "get_frame_image",
+            "A frame's image bytes, when the store kept them (queued and failed frames).",
+            KeyScope.READ,
+            {200: None},
+            frame_image,
+            errors=(404, *READ_ERRORS),
+            extra={_MEDIA: ("image/jpeg", "image/png", "image/webp")},
+        ),
+        params=[PathParam("frame_id", valid=FRAME_ID_PATTERN.pattern)],
+    ),
 ]
-"""Under ``/api/v1/detections``, before the ``/{detection_id}`` catch-all."""
+"""A frame's image, under ``/api/v1/detections`` with the rest of the API."""

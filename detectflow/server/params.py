@@ -5,6 +5,14 @@ out-of-range number, an unknown field or a malformed body is always a 4xx
 envelope listing *all* the problems at once, never a traceback and never a
 silently ignored typo. No validation library: the API is small enough that
 a few explicit readers are clearer than a schema layer.
+
+Two checks run before any reader, once for every request:
+:func:`query_control_errors` on query strings (with the path parameters'
+bounds, by :func:`detectflow.server.endpoints.check_request`), and
+:func:`parse_json` on every JSON body and WebSocket message. PostgreSQL
+refuses NUL in text, and a 1,000-deep array overflows the parser's
+recursion, so both are refused here with a 4xx rather than found by the
+database or the interpreter as a 500.
 """
 
 from __future__ import annotations
@@ -15,11 +23,31 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from detectflow.server.errors import ApiError
 
-__all__ = ["Body", "Query", "read_json"]
+__all__ = [
+    "CONTROL_CHARACTERS",
+    "MAX_JSON_DEPTH",
+    "MAX_MESSAGE_CHARS",
+    "MAX_OFFSET",
+    "Body",
+    "Query",
+    "parse_json",
+    "query_control_errors",
+    "read_json",
+    "validation_error",
+]
+
+MAX_OFFSET = 2**31 - 1
+"""Paging stops here: a larger OFFSET overflows SQLite's integers (a 500, found by schemathesis)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a body or message may have; ours need 3."""
+MAX_MESSAGE_CHARS = 64 * 1024
+"""Longest WebSocket message the server reads."""
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Unicode's Cc category: never part of an identifier, and NUL breaks PostgreSQL text."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -38,8 +66,7 @@ class _Fields:
 
     def _raise_if_errors(self) -> None:
         if self.errors:
-            summary = "; ".join(f"{e['field']}: {e['message']}" for e in self.errors)
-            raise ApiError(422, "validation_error", f"invalid request: {summary}", self.errors)
+            raise validation_error(self.errors)
 
 
 class Query(_Fields):
@@ -139,8 +166,8 @@ class Query(_Fields):
 
 class Body(_Fields):
     """Reads fields of a JSON object strictly: JSON types must match exactly
-    (``true`` is not an integer, ``"5"`` is not a number); :meth:`check` also
-    rejects fields never read."""
+    (``true`` is not an integer, ``"5"`` is not a number, ``null`` is not an
+    absent field); :meth:`check` also rejects fields never read."""
 
     location = "body"
 
@@ -156,12 +183,14 @@ class Body(_Fields):
         return name in self.data
 
     def _get(self, name: str, required: bool) -> Any:
+        """The value, or None when absent. ``null`` is refused: no field the readers
+        below serve is nullable (a caller that allows null checks for it first)."""
         self._read.add(name)
         if name not in self.data:
             if required:
                 self.error(name, "is required")
             return None
-        if self.data[name] is None and required:
+        if self.data[name] is None:
             self.error(name, "must not be null")
         return self.data[name]
 
@@ -283,6 +312,87 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _shown(name: str) -> str:
+    """A client's name, printable in a message whatever it holds."""
+    return name.encode("unicode_escape").decode("ascii")[:64]
+
+
+def query_control_errors(conn: HTTPConnection) -> list[dict[str, str]]:
+    """A field error for every query parameter whose name or value has a control character."""
+    return [
+        {"field": f"query.{_shown(name)}", "message": "has control characters"}
+        for name, value in conn.query_params.multi_items()
+        if CONTROL_CHARACTERS.search(name) or CONTROL_CHARACTERS.search(value)
+    ]
+
+
+def validation_error(errors: list[dict[str, str]]) -> ApiError:
+    """The 422 for field errors: every one named in the message and in ``details``."""
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return ApiError(422, "validation_error", f"invalid request: {summary}", errors)
+
+
+# A JSON string, unrolled (no backtracking): a 1 MB frame is one C-speed match.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(raw: bytes, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit``, found without parsing
+    (the parser is what a deep document overflows). Strings are cut out first,
+    so brackets inside them do not count."""
+    depth = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if match[0] in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _nul_field(data: Any, location: str) -> str | None:
+    """The dotted path of the first string (key or value) holding NUL, if any."""
+    stack: list[tuple[str, Any]] = [(location, data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{_shown(key)}"
+                if "\x00" in key:
+                    return name
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def parse_json(raw: bytes | str, *, location: str = "body", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse one JSON document a client sent: 400 when it is not JSON or nests
+    deeper than ``max_depth``, 422 when any string in it holds NUL."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _too_deep(data, max_depth):
+        raise ApiError(
+            400,
+            "too_deeply_nested",
+            f"JSON nests arrays/objects deeper than {max_depth} levels",
+        )
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        what = "request body" if location == "body" else "message"
+        raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
+    if b"\\u0000" in data:  # NUL can only arrive escaped: a raw one is invalid JSON
+        where = _nul_field(value, location)
+        if where is not None:
+            raise validation_error([{"field": where, "message": "has a NUL character"}])
+    return value
+
+
 async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = False) -> Any:
     """Read and parse a JSON body of at most ``max_bytes``.
 
@@ -324,7 +434,4 @@ async def read_json(request: Request, *, max_bytes: int, allow_empty: bool = Fal
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_json", "request body is empty; expected a JSON object")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    return parse_json(raw)

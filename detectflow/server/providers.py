@@ -21,7 +21,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from detectflow.adapters.probe import probe_provider
 from detectflow.adapters.urls import UnsafeProviderUrlError, allow_link_local, check_provider_url
@@ -29,15 +28,20 @@ from detectflow.core.errors import DetectflowError
 from detectflow.core.ids import new_id
 from detectflow.core.models import ProviderConfig, utcnow
 from detectflow.core.plugins import PluginRegistry
+from detectflow.core.redact import redact_text
 from detectflow.core.routing import assignment_errors
 from detectflow.core.serialize import provider_to_dict
+from detectflow.server.endpoints import BODY_ERRORS, READ_ERRORS, Operation, PathParam, http
 from detectflow.server.errors import ApiError, not_found
+from detectflow.server.openapi import enveloped, ref
 from detectflow.server.params import Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 
-__all__ = ["MAX_CONFIG_BYTES", "check_provider_config", "read_provider_fields", "routes"]
+__all__ = ["MAX_CONFIG_BYTES", "check_provider_config", "endpoints", "read_provider_fields"]
 
 MAX_CONFIG_BYTES = 64 * 1024
+_PROVIDERS = "/api/v1/detections/providers"
 _NO_SPACE = re.compile(r"\S+")
 
 
@@ -48,8 +52,6 @@ def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
     def put(name: str, value: Any) -> None:
         if value is not None:
             fields[name] = value
-        elif body.has(name) and body.data[name] is None:
-            body.error(name, "must not be null")
 
     name = body.text("provider_name", required=creating, min_length=1, max_length=255)
     put("provider_name", name)
@@ -86,8 +88,6 @@ def read_provider_fields(body: Body, *, creating: bool) -> dict[str, Any]:
         for message in assignment_errors(options):  # cameras, priority, breaker_*
             body.error("options", message)
         fields["options"] = options
-    elif body.has("options") and body.data["options"] is None:
-        body.error("options", "must not be null")
     body.check()
     return fields
 
@@ -125,7 +125,7 @@ async def check_provider_config(
     try:
         adapter = registry.create_adapter(config)
     except (DetectflowError, ValueError, TypeError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
+        message = redact_text(getattr(exc, "message", None) or str(exc))
         raise ApiError(422, "invalid_provider_config", message) from None
     await adapter.aclose()
     try:
@@ -148,7 +148,11 @@ async def create_provider(request: Request) -> JSONResponse:
     await _check_buildable(state, config)
     created = await in_thread(state.database.create_provider, config)
     state.routes.invalidate()
-    return JSONResponse({"data": provider_to_dict(created)}, status_code=201)
+    return JSONResponse(
+        {"data": provider_to_dict(created)},
+        status_code=201,
+        headers={"Location": f"{_PROVIDERS}/{created.id}"},
+    )
 
 
 async def list_providers(request: Request) -> JSONResponse:
@@ -178,10 +182,18 @@ async def _active(state: ServerState) -> ProviderConfig:
     return config
 
 
-async def _update(request: Request, state: ServerState, current: ProviderConfig) -> JSONResponse:
+async def _read_changes(request: Request) -> dict[str, Any]:
+    """The fields an update names, validated before anything is looked up: a bad
+    body is a 422 whether or not the provider exists."""
     fields = read_provider_fields(await _read_body(request), creating=False)
     if not fields:
         raise ApiError(422, "validation_error", "request body names no field to change")
+    return fields
+
+
+async def _update(
+    state: ServerState, current: ProviderConfig, fields: dict[str, Any]
+) -> JSONResponse:
     await _check_buildable(state, replace(current, **fields))
     try:
         updated = await in_thread(state.database.update_provider, current.id, fields)
@@ -201,8 +213,9 @@ async def get_provider(request: Request) -> JSONResponse:
 async def update_provider(request: Request) -> JSONResponse:
     state = server_state(request)
     Query(request).check()
+    fields = await _read_changes(request)
     current = await _get(state, request.path_params["provider_id"])
-    return await _update(request, state, current)
+    return await _update(state, current, fields)
 
 
 async def delete_provider(request: Request) -> Response:
@@ -225,7 +238,8 @@ async def get_active_config(request: Request) -> JSONResponse:
 async def update_active_config(request: Request) -> JSONResponse:
     state = server_state(request)
     Query(request).check()
-    return await _update(request, state, await _active(state))
+    fields = await _read_changes(request)
+    return await _update(state, await _active(state), fields)
 
 
 async def test_provider(request: Request) -> JSONResponse:
@@ -260,30 +274,124 @@ async def test_provider(request: Request) -> JSONResponse:
     return JSONResponse({"data": data})
 
 
-async def providers_collection(request: Request) -> Response:
-    if request.method == "POST":
-        return await create_provider(request)
-    return await list_providers(request)
+_PROVIDER_ID = PathParam("provider_id", max_length=64)
+_CREATED_ID = "$response.body#/data/id"
+_CREATED = {
+    "headers": {
+        "Location": {
+            "description": "The new configuration's URL.",
+            "schema": {"type": "string"},
+        }
+    },
+    "links": {
+        name: {"operationId": operation_id, "parameters": {"provider_id": _CREATED_ID}}
+        for name, operation_id in (
+            ("GetProvider", "get_provider"),
+            ("UpdateProvider", "update_provider"),
+            ("DeleteProvider", "delete_provider"),
+        )
+    },
+}
+"""What a 201 says about the configuration it created, for clients and stateful tests."""
 
-
-async def provider_item(request: Request) -> Response:
-    if request.method == "PUT":
-        return await update_provider(request)
-    if request.method == "DELETE":
-        return await delete_provider(request)
-    return await get_provider(request)
-
-
-async def active_config(request: Request) -> Response:
-    if request.method == "PUT":
-        return await update_active_config(request)
-    return await get_active_config(request)
-
-
-# One route per path, so a 405 names every allowed method.
-routes = [
-    Route("/providers", providers_collection, methods=["GET", "POST"]),
-    Route("/providers/{provider_id}", provider_item, methods=["GET", "PUT", "DELETE"]),
-    Route("/provider/config", active_config, methods=["GET", "PUT"]),
-    Route("/test-provider", test_provider, methods=["POST"]),
+endpoints = [
+    http(
+        _PROVIDERS,
+        Operation(
+            "GET",
+            "list_providers",
+            "Every provider configuration (api_key never included).",
+            KeyScope.ADMIN,
+            {200: enveloped({"type": "array", "items": ref("Provider")})},
+            list_providers,
+            tag="providers",
+        ),
+        Operation(
+            "POST",
+            "create_provider",
+            "Create a provider configuration; its adapter is built first, so a bad one is a 422.",
+            KeyScope.ADMIN,
+            {201: enveloped(ref("Provider"))},
+            create_provider,
+            errors=BODY_ERRORS,
+            body=ref("ProviderCreate"),
+            tag="providers",
+            response_extras={201: _CREATED},
+        ),
+    ),
+    http(
+        _PROVIDERS + "/{provider_id}",
+        Operation(
+            "GET",
+            "get_provider",
+            "One provider configuration.",
+            KeyScope.ADMIN,
+            {200: enveloped(ref("Provider"))},
+            get_provider,
+            errors=(404, *READ_ERRORS),
+            tag="providers",
+        ),
+        Operation(
+            "PUT",
+            "update_provider",
+            "Change some fields of a provider configuration.",
+            KeyScope.ADMIN,
+            {200: enveloped(ref("Provider"))},
+            update_provider,
+            errors=(404, *BODY_ERRORS),
+            body=ref("ProviderUpdate"),
+            tag="providers",
+        ),
+        Operation(
+            "DELETE",
+            "delete_provider",
+            "Delete a provider configuration.",
+            KeyScope.ADMIN,
+            {204: None},
+            delete_provider,
+            errors=(404, *READ_ERRORS),
+            tag="providers",
+        ),
+        params=[_PROVIDER_ID],
+    ),
+    http(
+        "/api/v1/detections/provider/config",
+        Operation(
+            "GET",
+            "get_active_provider",
+            "The active provider configuration (404 when none is active).",
+            KeyScope.ADMIN,
+            {200: enveloped(ref("Provider"))},
+            get_active_config,
+            errors=(404, *READ_ERRORS),
+            tag="providers",
+        ),
+        Operation(
+            "PUT",
+            "update_active_provider",
+            "Change some fields of the active provider configuration.",
+            KeyScope.ADMIN,
+            {200: enveloped(ref("Provider"))},
+            update_active_config,
+            errors=(404, *BODY_ERRORS),
+            body=ref("ProviderUpdate"),
+            tag="providers",
+        ),
+    ),
+    http(
+        "/api/v1/detections/test-provider",
+        Operation(
+            "POST",
+            "test_provider",
+            "Round-trip the built-in probe frame through a provider and record the outcome.",
+            KeyScope.ADMIN,
+            {200: enveloped(ref("ProviderTest"))},
+            test_provider,
+            errors=(404, 409, *BODY_ERRORS),
+            body=ref("TestProvider"),
+            body_required=False,
+            tag="providers",
+        ),
+    ),
 ]
+"""Provider configuration is operator data: every method needs the admin scope."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import CAMERA_ID_PATTERN, parse_timestamp
@@ -23,12 +22,15 @@ from detectflow.core.models import utcnow
 from detectflow.core.serialize import isoformat, window_stats_to_dict
 from detectflow.core.windows import WINDOW_KINDS
 from detectflow.server.detections import page_meta
+from detectflow.server.endpoints import NO_CONTROL_PATTERN, Operation, http
+from detectflow.server.openapi import CAMERA_QUERY, LIMIT, enveloped, query, ref
 from detectflow.server.params import Query
 from detectflow.server.state import in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 from detectflow.store.live import STATS_TTL
 from detectflow.store.stats import DetectionStatistics
 
-__all__ = ["cache_ttl", "routes", "statistics_to_dict"]
+__all__ = ["cache_ttl", "endpoints", "statistics_to_dict"]
 
 _MIN_TTL = 1.0
 
@@ -98,7 +100,47 @@ async def windows(request: Request) -> JSONResponse:
     return JSONResponse({"data": data, "meta": page_meta(limit, offset, total)})
 
 
-routes = [
-    Route("/statistics", statistics, methods=["GET"]),
-    Route("/statistics/windows", windows, methods=["GET"]),
+endpoints = [
+    http(
+        "/api/v1/detections/statistics",
+        Operation(
+            "GET",
+            "statistics",
+            "Detection statistics from the dataflow's windows (cached up to 300 s).",
+            KeyScope.READ,
+            {200: enveloped(ref("Statistics"))},
+            statistics,
+            parameters=(CAMERA_QUERY,),
+        ),
+    ),
+    http(
+        "/api/v1/detections/statistics/windows",
+        Operation(
+            "GET",
+            "statistics_windows",
+            "Per-camera, per-type window rows, newest first, paged.",
+            KeyScope.READ,
+            {200: ref("WindowPage")},
+            windows,
+            parameters=(
+                CAMERA_QUERY,
+                query("detection_type", {"type": "string", "maxLength": 64}),
+                query("kind", {"type": "string", "enum": ["", *WINDOW_KINDS]}),
+                query(
+                    "since",
+                    {
+                        "type": "string",
+                        "maxLength": 64,
+                        "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
+                        "pattern": NO_CONTROL_PATTERN,
+                    },
+                ),
+                LIMIT,
+                query(
+                    "offset",
+                    {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0},
+                ),
+            ),
+        ),
+    ),
 ]

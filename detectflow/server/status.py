@@ -26,17 +26,19 @@ from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from detectflow import __version__
 from detectflow.core.models import ProviderConfig, utcnow
 from detectflow.core.routing import DEFAULT_PRIORITY
+from detectflow.server.endpoints import Operation, http
+from detectflow.server.openapi import enveloped, ref
 from detectflow.server.params import Query
 from detectflow.server.state import ServerState, in_thread, server_state
 from detectflow.store.cache import CacheUnavailableError
 from detectflow.store.heartbeat import HEARTBEAT_STALE, HEARTBEAT_TTL, WorkerBeat
+from detectflow.store.keys import Scope as KeyScope
 
-__all__ = ["PART_STATUSES", "health_routes", "summary_routes"]
+__all__ = ["PART_STATUSES", "endpoints"]
 
 log = logging.getLogger(__name__)
 
@@ -255,5 +257,28 @@ async def summary(request: Request) -> JSONResponse:
     return JSONResponse({"data": data})
 
 
-health_routes = [Route("/health", health, methods=["GET"])]
-summary_routes = [Route("/summary", summary, methods=["GET"])]
+endpoints = [
+    http(
+        "/api/v1/health",
+        Operation(
+            "GET",
+            "health",
+            "Each part ok / degraded / down; 503 only when the database does not answer.",
+            None,  # load balancers ask without a key, in every auth mode
+            {200: enveloped(ref("Health")), 503: enveloped(ref("Health"))},
+            health,
+            tag="operations",
+        ),
+    ),
+    http(
+        "/api/v1/detections/summary",
+        Operation(
+            "GET",
+            "summary",
+            "Provider, queue and detection counts at a glance.",
+            KeyScope.READ,
+            {200: enveloped(ref("Summary"))},
+            summary,
+        ),
+    ),
+]

@@ -7,37 +7,50 @@ also says when a key is needed and how a socket without one is refused).
 Server messages: ``subscription``, ``unsubscription``,
 ``pong``, ``stats``, ``error``, and the ``detection`` / ``event``
 broadcasts the hub forwards, plus ``lagged`` when this client's outbox
-overflowed. A bad message gets an ``error`` reply; the connection stays open.
+overflowed. A bad message gets an ``error`` reply; the connection stays open,
+except for one the server will not parse at all (longer than
+``MAX_MESSAGE_CHARS``, or nested deeper than ``MAX_JSON_DEPTH``): that one
+gets an ``error`` and the socket closes with 1007. A socket whose key is
+revoked gets an ``unauthorized`` error and closes with 4401
+(:mod:`detectflow.server.key_watch`).
 
-A receiver and a sender run in one task group (as in encode/broadcaster's
-example): either one ending (client gone, send failed) cancels the other.
+A receiver, a sender and the key's watcher run in one task group (as in
+encode/broadcaster's example): any one ending (client gone, send failed,
+key revoked) cancels the others.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import anyio
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.models import utcnow
 from detectflow.core.serialize import isoformat
-from detectflow.server.auth import auth_reply, authenticate_websocket
+from detectflow.server.auth import (
+    WS_INVALID_PAYLOAD,
+    auth_reply,
+    authenticate_websocket,
+    close_unauthorized,
+)
+from detectflow.server.endpoints import Operation, PathParam, websocket
 from detectflow.server.errors import ApiError
 from detectflow.server.hub import Client
+from detectflow.server.key_watch import KEY_WATCH_KEY, KeyWatch, Ticket
+from detectflow.server.openapi import WEBSOCKET_MESSAGES, query
 from detectflow.server.outbox import Outbox
-from detectflow.server.params import Body
+from detectflow.server.params import MAX_MESSAGE_CHARS, Body, parse_json
 from detectflow.server.state import ServerState, in_thread, server_state
+from detectflow.store.keys import Scope as KeyScope
 
-__all__ = ["MAX_MESSAGE_CHARS", "routes"]
+__all__ = ["MAX_MESSAGE_CHARS", "endpoints"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 64 * 1024
 MAX_EVENT_TYPES = 64
 _POLICY_VIOLATION = 1008
 
@@ -102,15 +115,30 @@ def _unsubscribe(client: Client, body: Body) -> dict[str, Any]:
     }
 
 
-async def _handle(state: ServerState, client: Client, text: str) -> dict[str, Any]:
-    """One client message in, one reply out; ApiError becomes an ``error`` reply."""
+class _Unreadable(Exception):
+    """A message the server will not parse: the socket closes with 1007."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _parse(text: str) -> Any:
     if len(text) > MAX_MESSAGE_CHARS:
-        raise ApiError(413, "payload_too_large", f"message longer than {MAX_MESSAGE_CHARS}")
+        raise _Unreadable(
+            ApiError(413, "payload_too_large", f"message longer than {MAX_MESSAGE_CHARS}")
+        )
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise ApiError(400, "invalid_json", "message is not valid JSON") from None
-    body = Body(data)
+        return parse_json(text, location="message")
+    except ApiError as exc:
+        if exc.code == "too_deeply_nested":
+            raise _Unreadable(exc) from None
+        raise
+
+
+async def _handle(state: ServerState, client: Client, ticket: Ticket, text: str) -> dict[str, Any]:
+    """One client message in, one reply out; ApiError becomes an ``error`` reply."""
+    body = Body(_parse(text))
     kind = body.text("type", required=True, max_length=32)
     if kind is None:
         body.check()
@@ -125,7 +153,9 @@ async def _handle(state: ServerState, client: Client, text: str) -> dict[str, An
         body.check()
         return {"type": "stats", "queue_stats": await in_thread(state.database.queue_stats)}
     if kind == "auth":
-        return await auth_reply(state, body.data.get("token"))
+        reply, key = await auth_reply(state, body.data.get("token"))
+        ticket.key = key  # the socket now stands on this key: its revocation closes it
+        return reply
     raise ApiError(
         422,
         "unknown_type",
@@ -133,7 +163,9 @@ async def _handle(state: ServerState, client: Client, text: str) -> dict[str, An
     )
 
 
-async def _receiver(websocket: WebSocket, state: ServerState, client: Client) -> None:
+async def _receiver(
+    websocket: WebSocket, state: ServerState, client: Client, ticket: Ticket
+) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -142,7 +174,12 @@ async def _receiver(websocket: WebSocket, state: ServerState, client: Client) ->
         try:
             if text is None:
                 raise ApiError(400, "bad_request", "expected a text message holding JSON")
-            reply = await _handle(state, client, text)
+            reply = await _handle(state, client, ticket, text)
+        except _Unreadable as exc:
+            error = {"type": "error", "code": exc.error.code, "message": exc.error.message}
+            await websocket.send_text(json.dumps(error))
+            await websocket.close(code=WS_INVALID_PAYLOAD, reason=exc.error.code)
+            return
         except ApiError as exc:
             reply = {"type": "error", "code": exc.code, "message": exc.message}
         except Exception:  # our fault (a store outage): say so, keep the connection
@@ -160,6 +197,16 @@ async def _sender(websocket: WebSocket, client: Client, outbox: Outbox) -> None:
         client.mark_sent(text)
 
 
+async def _close_when_revoked(websocket: WebSocket, ticket: Ticket) -> None:
+    await ticket.revoked.wait()
+    key_id = ticket.key.id if ticket.key is not None else "?"
+    await close_unauthorized(websocket, f"API key {key_id} was revoked")
+
+
+def _key_watch(socket: WebSocket) -> KeyWatch:
+    return cast(KeyWatch, getattr(socket.state, KEY_WATCH_KEY))
+
+
 async def detections_ws(websocket: WebSocket) -> None:
     state = server_state(websocket)
     client_id = websocket.path_params["client_id"]
@@ -167,8 +214,11 @@ async def detections_ws(websocket: WebSocket) -> None:
         await websocket.close(code=_POLICY_VIOLATION, reason="bad client_id")
         return
     await websocket.accept()
-    if not await authenticate_websocket(websocket, state):
+    standing = await authenticate_websocket(websocket, state)
+    if standing is None:
         return
+    watch = _key_watch(websocket)
+    ticket = watch.watch(standing.key)
     client, outbox = state.hub.connect(client_id)
     try:
         async with anyio.create_task_group() as tg:
@@ -181,11 +231,44 @@ async def detections_ws(websocket: WebSocket) -> None:
                 finally:
                     tg.cancel_scope.cancel()
 
-            tg.start_soon(run, _receiver, websocket, state, client)
+            tg.start_soon(run, _receiver, websocket, state, client, ticket)
             tg.start_soon(run, _sender, websocket, client, outbox)
+            tg.start_soon(run, _close_when_revoked, websocket, ticket)
     finally:
+        watch.forget(ticket)
         state.hub.disconnect(client)
         outbox.close()
 
 
-routes = [WebSocketRoute("/ws/{client_id}", detections_ws)]
+endpoints = [
+    websocket(
+        "/api/v1/detections/ws/{client_id}",
+        detections_ws,
+        Operation(
+            "GET",
+            "detections_websocket",
+            "The WebSocket: subscribe / unsubscribe / ping / get_stats in, detection and event "
+            "broadcasts out (message schemas under x-websocket-messages). A client_id outside "
+            "[A-Za-z0-9_.:-]{1,128} is closed with code 1008; a message longer than "
+            f"{MAX_MESSAGE_CHARS} characters or nested too deep with 1007; revoking the key "
+            "the socket authenticated with closes it with 4401 within seconds.",
+            KeyScope.READ,
+            {101: None},
+            errors=(404,),
+            parameters=(
+                query(
+                    "token",
+                    {"type": "string"},
+                    "An API key, for browsers that cannot set Authorization on a WebSocket; "
+                    "or send an auth message first. A socket without a valid key where one is "
+                    "needed gets an unauthorized error message and close code 4401.",
+                ),
+            ),
+            tag="websocket",
+            extra={"x-websocket-messages": WEBSOCKET_MESSAGES},
+        ),
+        # The router takes any segment; the handler closes a bad client_id with 1008,
+        # which a WebSocket client can tell from "no such route".
+        params=[PathParam("client_id", valid=CAMERA_ID_PATTERN.pattern)],
+    )
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from detectflow.adapters.urls import (
     UnsafeProviderUrlError,
     allow_link_local,
     check_provider_url,
+    embedded_ipv4,
     refusal_reason,
 )
 from detectflow.core.errors import PermanentProviderError
@@ -154,3 +157,47 @@ def test_every_loopback_and_private_address_is_allowed(address: object) -> None:
 def test_refusal_reason_ignores_what_is_not_an_address() -> None:
     assert refusal_reason("example.com") is None
     assert refusal_reason("fe80::1%eth0") == "fe80::1%eth0 is link-local"
+
+
+# -- every IPv6 form that embeds an IPv4 address ----------------------------------------
+
+link_local_v4 = st.integers(min_value=0, max_value=0xFFFF).map(
+    lambda n: ipaddress.IPv4Address((169 << 24) | (254 << 16) | n)
+)
+
+
+def _embeddings(v4: ipaddress.IPv4Address) -> list[str]:
+    n = int(v4)
+    return [
+        f"::ffff:{v4}",  # IPv4-mapped
+        f"::{v4}",  # IPv4-compatible
+        str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80) | 1)),  # 6to4
+        f"64:ff9b::{v4}",  # NAT64, well-known prefix
+        str(ipaddress.IPv6Address((0x0064FF9B0001 << 80) | n)),  # NAT64, local-use prefix
+        # Teredo: server 65.54.227.120, client obfuscated (bits flipped) in the low 32 bits
+        str(ipaddress.IPv6Address((0x20010000 << 96) | (0x4136E378 << 64) | (n ^ 0xFFFFFFFF))),
+    ]
+
+
+@given(link_local_v4)
+def test_every_ipv6_embedding_of_a_link_local_address_is_refused(v4: ipaddress.IPv4Address) -> None:
+    for address in _embeddings(v4):
+        assert refusal_reason(address) is not None, address
+        assert v4 in embedded_ipv4(ipaddress.IPv6Address(address)), address
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1).map(ipaddress.IPv4Address))
+def test_an_embedding_is_refused_exactly_when_its_ipv4_is(v4: ipaddress.IPv4Address) -> None:
+    plain = refusal_reason(str(v4)) is not None
+    for address in _embeddings(v4):
+        assert (refusal_reason(address) is not None) == plain, address
+
+
+@pytest.mark.parametrize("address", ["::", "::1", "2001:db8::1", "::ffff:10.0.0.1", "::10.0.0.1"])
+def test_plain_and_private_ipv6_forms_stay_allowed(address: str) -> None:
+    assert refusal_reason(address) is None
+
+
+async def test_the_reviews_ipv4_compatible_probe_is_refused() -> None:
+    with pytest.raises(UnsafeProviderUrlError, match="metadata"):
+        await check_provider_url("http://[::169.254.169.254]/")

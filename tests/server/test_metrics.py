@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -17,7 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from detectflow.server.hub import Hub
-from detectflow.server.metrics import UNMATCHED, Metrics, MetricsMiddleware
+from detectflow.server.metrics import (
+    OTHER_CAMERAS,
+    UNMATCHED,
+    CameraLabels,
+    Metrics,
+    MetricsMiddleware,
+)
 from detectflow.store.memory import MemoryBus
 from tests.server.support import API, TestClient, sqlite_only
 
@@ -37,7 +45,8 @@ def _count(text: str, method: str, route: str, status: str) -> float:
 
 @sqlite_only
 def test_latency_is_labelled_by_route_template_not_raw_path(client: TestClient) -> None:
-    for ident in ("abc", "def"):
+    unknown = ("0b6c3b1e-0000-4000-8000-00000000abcd", "0b6c3b1e-0000-4000-8000-00000000def0")
+    for ident in unknown:
         assert client.get(f"{API}/{ident}").status_code == 404
     assert client.get(f"{API}/by-person/p-7").status_code == 200
     assert client.get("/no/such/route").status_code == 404
@@ -48,7 +57,7 @@ def test_latency_is_labelled_by_route_template_not_raw_path(client: TestClient) 
     assert _count(text, "GET", f"{API}/{{detection_id}}", "404") == 2
     assert _count(text, "GET", f"{API}/by-person/{{person_id}}", "200") == 1
     assert _count(text, "GET", UNMATCHED, "404") == 1
-    for raw in ("abc", "def", "p-7", "no/such"):
+    for raw in (*unknown, "p-7", "no/such"):
         assert raw not in text
 
 
@@ -163,3 +172,22 @@ def test_dropped_broadcasts_stay_counted_after_the_client_leaves() -> None:
     assert samples[("detectflow_websocket_dropped_messages_total", frozenset())] == 2
     assert samples[("detectflow_websocket_received_messages_total", frozenset())] == 3
     assert samples[("detectflow_websocket_clients", frozenset())] == 0
+
+
+@given(
+    st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=60),
+    st.sets(st.text(alphabet="abc", min_size=1, max_size=3), max_size=5),
+    st.integers(min_value=0, max_value=8),
+)
+def test_camera_labels_are_bounded_and_never_change(
+    seen: list[str], configured: set[str], cap: int
+) -> None:
+    labels = CameraLabels(cap)
+    first = {camera: labels.label(camera, configured) for camera in seen}
+    again = {camera: labels.label(camera, configured) for camera in seen}
+    assert first == again  # a camera's series keeps its name
+    named = {label for label in first.values() if label != OTHER_CAMERAS}
+    assert len(named - configured) <= cap
+    assert all(first[c] == c for c in seen if c in configured)
+    if len(set(seen) - configured) <= cap:
+        assert OTHER_CAMERAS not in first.values()

@@ -11,36 +11,34 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
 
 from detectflow.core.settings import Settings
 from detectflow.server import create_app
+from detectflow.server.app import ENDPOINTS, openapi_document
 from detectflow.server.app import routes as app_routes
-from detectflow.server.openapi import OPERATIONS, build_spec, route_table
+from detectflow.server.endpoints import Operation, PathParam, http
 from detectflow.store import Database
+from detectflow.store.keys import Scope
 from detectflow.store.memory import MemoryBus
 from tests.server.support import API, TestClient, add_provider, frame_body, sqlite_only
 
-SPEC = build_spec()
-
-
-def _undescribed(routes: Any, spec: dict[str, Any]) -> tuple[set[Any], set[Any]]:
-    """(served but not in the spec, in the spec but not served)."""
-    served = {(r.path, m.lower()) for r in route_table(routes) for m in r.methods}
-    described = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    return served - described, described - served
+SPEC = openapi_document()
 
 
 def test_every_served_route_is_described_and_nothing_else() -> None:
-    assert _undescribed(app_routes, SPEC) == (set(), set())
+    described = {path for path, ops in SPEC["paths"].items() for _ in ops}
+    assert described == {endpoint.path for endpoint in ENDPOINTS}
+    assert [endpoint.route for endpoint in ENDPOINTS] == app_routes
 
 
-def test_a_route_added_without_a_description_is_reported() -> None:
+def test_an_endpoint_cannot_name_a_path_parameter_it_does_not_declare() -> None:
     async def extra(request: Any) -> PlainTextResponse:
         return PlainTextResponse("")
 
-    grown = [*app_routes, Mount("/api/v1", routes=[Route("/extra/{n:int}", extra)])]
-    assert _undescribed(grown, SPEC) == ({("/api/v1/extra/{n}", "get")}, set())
+    op = Operation("GET", "extra", "Extra.", Scope.READ, {200: None}, extra)
+    with pytest.raises(ValueError, match="path parameters"):
+        http("/api/v1/extra/{n}", op)
+    assert http("/api/v1/extra/{n}", op, params=[PathParam("n")]).path == "/api/v1/extra/{n}"
 
 
 def test_the_document_is_valid_openapi_3_1_and_every_ref_resolves() -> None:
@@ -52,7 +50,7 @@ def test_the_document_is_valid_openapi_3_1_and_every_ref_resolves() -> None:
         node: Any = SPEC
         for part in ref[2:].split("/"):
             node = node[part]
-    ids = [op.operation_id for op in OPERATIONS]
+    ids = [op.operation_id for endpoint in ENDPOINTS for op in endpoint.operations]
     assert len(ids) == len(set(ids))
 
 
@@ -87,7 +85,7 @@ def test_served_document_follows_the_auth_mode(
 ) -> None:
     with client_factory() as client:
         served = client.get("/openapi.json").json()
-    assert served == json.loads(json.dumps(build_spec(reads_open=True)))
+    assert served == json.loads(json.dumps(openapi_document(reads_open=True)))
     live = served["paths"][f"{API}/live"]["get"]
     assert {} in live["security"] and live["x-required-scope"] == "read"
     create = served["paths"][f"{API}/providers"]["post"]
@@ -110,8 +108,11 @@ def _bounded_query_params() -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
+_EXAMPLE_IDS = {"detection_id": "3f2a6a4e-8c1b-4a55-9f0e-1234567890ab"}
+
+
 def _concrete(path: str) -> str:
-    return re.sub(r"{[^}]+}", "x-1", path)
+    return re.sub(r"{([^}]+)}", lambda m: _EXAMPLE_IDS.get(m[1], "x-1"), path)
 
 
 @sqlite_only

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 
 from detectflow.server.errors import ApiError
-from detectflow.server.params import Body, Query, read_json
+from detectflow.server.params import (
+    CONTROL_CHARACTERS,
+    MAX_JSON_DEPTH,
+    Body,
+    Query,
+    parse_json,
+    query_control_errors,
+    read_json,
+)
 
 json_values = st.recursive(
     st.none()
@@ -54,9 +62,7 @@ def test_body_integer_accepts_exactly_in_range_integers(value: Any) -> None:
     body = Body({"n": value})
     got = body.integer("n", minimum=-5, maximum=5)
     is_int = isinstance(value, int) and not isinstance(value, bool)
-    if value is None:
-        assert got is None and not body.errors
-    elif is_int and -5 <= value <= 5:
+    if is_int and -5 <= value <= 5:
         assert got == value and not body.errors
     else:
         assert got is None and [e["field"] for e in body.errors] == ["body.n"]
@@ -67,9 +73,7 @@ def test_body_number_accepts_exactly_in_range_numbers(value: Any) -> None:
     body = Body({"x": value})
     got = body.number("x", minimum=0.0, maximum=1.0)
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if value is None:
-        assert got is None and not body.errors
-    elif numeric and 0.0 <= value <= 1.0:
+    if numeric and 0.0 <= value <= 1.0:
         assert got == float(value) and not body.errors
     else:
         assert got is None and len(body.errors) == 1
@@ -82,8 +86,7 @@ def test_body_text_and_boolean_check_types_strictly(value: Any) -> None:
     flag = body.boolean("b")
     assert text == (value if isinstance(value, str) and len(value) <= 10 else None)
     assert flag == (value if isinstance(value, bool) else None)
-    expected_errors = (value is not None and text is None) + (value is not None and flag is None)
-    assert len(body.errors) == expected_errors
+    assert len(body.errors) == (text is None) + (flag is None)  # null is an error too
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), json_values, max_size=5))
@@ -154,13 +157,82 @@ def test_query_check_rejects_unknown_and_repeated_parameters() -> None:
     assert [d["field"] for d in caught.value.details] == ["query.limit", "query.colour"]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 @given(json_values, st.integers(min_value=1, max_value=7))
 def test_read_json_round_trips_any_json_in_any_chunking(value: Any, pieces: int) -> None:
     raw = json.dumps(value).encode()
     size = max(1, len(raw) // pieces)
     chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
-    got = anyio.run(lambda: read_json(_request(chunks=chunks), max_bytes=len(raw)))
-    assert got == value
+    if _has_nul(value):  # NUL anywhere, key or value: refused
+        with pytest.raises(ApiError) as caught:
+            anyio.run(lambda: read_json(_request(chunks=chunks), max_bytes=len(raw)))
+        assert caught.value.status == 422 and "NUL" in caught.value.details[0]["message"]
+    else:
+        got = anyio.run(lambda: read_json(_request(chunks=chunks), max_bytes=len(raw)))
+        assert got == value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+nested = st.recursive(
+    st.text(alphabet='[]{}\\"ab', max_size=6) | st.integers(),
+    lambda children: (
+        st.lists(children, max_size=2)
+        | st.dictionaries(st.text(alphabet='[]{"', max_size=3), children, max_size=2)
+    ),
+    max_leaves=40,
+)
+
+
+@given(nested, st.integers(min_value=0, max_value=12))
+def test_parse_json_refuses_exactly_what_nests_deeper_than_the_limit(
+    value: Any, limit: int
+) -> None:
+    """Brackets inside strings (and escaped quotes) never count toward the depth."""
+    raw = json.dumps(value)
+    if _depth(value) > limit:
+        with pytest.raises(ApiError) as caught:
+            parse_json(raw, max_depth=limit)
+        assert (caught.value.status, caught.value.code) == (400, "too_deeply_nested")
+    else:
+        assert parse_json(raw, max_depth=limit) == value
+
+
+def test_parse_json_refuses_a_100000_deep_document_without_recursing() -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_json("[" * 100_000 + "]" * 100_000)
+    assert caught.value.code == "too_deeply_nested"
+    assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+
+
+def test_a_nul_is_named_by_where_it_is() -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_json('{"a": [1, {"b\\u0000": 2}]}')
+    assert caught.value.details == [{"field": "body.a[1].b\\x00", "message": "has a NUL character"}]
+    assert parse_json('{"a": "\\\\u0000"}') == {"a": "\\u0000"}  # an escaped backslash
+
+
+@given(st.text(max_size=10), st.text(max_size=10))
+def test_query_control_characters_are_refused_by_name(name: str, value: str) -> None:
+    request = _request({name or "n": value})
+    errors = query_control_errors(request)
+    bad = CONTROL_CHARACTERS.search(name or "n") or CONTROL_CHARACTERS.search(value)
+    assert len(errors) == (1 if bad else 0)
 
 
 @given(st.binary(min_size=1, max_size=200), st.integers(min_value=0, max_value=199))
