@@ -83,9 +83,18 @@ class KeyWatch:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Check every ``interval`` seconds until cancelled; a failed look is logged and retried."""
         task_status.started()
+        failing = False
         while True:
             await anyio.sleep(self._interval)
             try:
                 await self.check()
             except Exception:
-                log.exception("checking WebSocket keys failed; trying again in %ss", self._interval)
+                if not failing:  # once per outage, not every interval
+                    log.warning(
+                        "checking WebSocket keys failed; retrying every %ss",
+                        self._interval,
+                        exc_info=True,
+                    )
+                failing = True
+            else:
+                failing = False

@@ -22,6 +22,7 @@ mode it needs a key of any scope (Prometheus sends one with
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -54,6 +55,8 @@ __all__ = [
     "MetricsMiddleware",
     "endpoints",
 ]
+
+log = logging.getLogger(__name__)
 
 METRICS_KEY = "detectflow_metrics"
 """Where the lifespan state keeps the app's :class:`Metrics`."""
@@ -272,7 +275,11 @@ async def metrics_endpoint(request: Request) -> Response:
     Query(request).check()
     metrics: Any = getattr(request.state, METRICS_KEY)
     assert isinstance(metrics, Metrics)
-    configs = await in_thread(server_state(request).database.list_providers)
+    try:
+        configs = await in_thread(server_state(request).database.list_providers)
+    except Exception:  # a database outage must not take the scrape down with it
+        log.warning("metrics: cannot read the configured cameras", exc_info=True)
+        configs = []
     body = await in_thread(metrics.render, _configured_cameras(configs))
     return Response(body, media_type=CONTENT_TYPE)
 

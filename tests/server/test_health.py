@@ -20,7 +20,7 @@ from detectflow.core.models import utcnow
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
 from detectflow.flows import run_flow
-from detectflow.server.openapi import build_spec
+from detectflow.server.app import openapi_document
 from detectflow.store import Database
 from detectflow.store.entries import dump_entry
 from detectflow.store.heartbeat import HEARTBEAT_INDEX_KEY, HEARTBEAT_STALE, heartbeat_key
@@ -30,7 +30,7 @@ from tests.databases import drop_postgres, migrated_database, throwaway_postgres
 from tests.server.support import TestClient, add_provider, health_client, sqlite_only
 
 _HEALTH_SCHEMA = jsonschema_rs.Draft202012Validator(
-    {"$ref": "#/components/schemas/Health", "components": build_spec()["components"]}
+    {"$ref": "#/components/schemas/Health", "components": openapi_document()["components"]}
 )
 
 

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import pytest
@@ -27,7 +28,8 @@ from detectflow.server.metrics import (
     MetricsMiddleware,
 )
 from detectflow.store.memory import MemoryBus
-from tests.server.support import API, TestClient, sqlite_only
+from tests.databases import drop_postgres, migrated_database, throwaway_postgres
+from tests.server.support import API, TestClient, health_client, sqlite_only
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -191,3 +193,17 @@ def test_camera_labels_are_bounded_and_never_change(
     assert all(first[c] == c for c in seen if c in configured)
     if len(set(seen) - configured) <= cap:
         assert OTHER_CAMERAS not in first.values()
+
+
+@pytest.mark.postgres
+def test_metrics_answer_while_the_database_is_gone(tmp_path: Path, secret_key: str) -> None:
+    """/metrics reads the configured cameras from SQL; an outage leaves them out, not a 500."""
+    with (
+        throwaway_postgres("detectflow_metrics") as url,
+        migrated_database(url, secret_key) as database,
+        health_client(database, tmp_path) as client,
+    ):
+        drop_postgres(url)
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert "detectflow_http_request_duration_seconds" in response.text

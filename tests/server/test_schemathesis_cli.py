@@ -27,7 +27,7 @@ from tests.server.support import API, TestClient, Uvicorn, add_provider, frame_b
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-MAX_EXAMPLES = os.environ.get("DETECTFLOW_SCHEMATHESIS_EXAMPLES", "15")
+MAX_EXAMPLES = os.environ.get("DETECTFLOW_SCHEMATHESIS_EXAMPLES", "10")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 """Where the schema cannot state a rule (an image, a plugin's provider types), and why."""
 

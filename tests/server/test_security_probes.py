@@ -31,7 +31,14 @@ from detectflow.server.app import openapi_document
 from detectflow.server.metrics import OTHER_CAMERAS, Metrics
 from detectflow.store import Database
 from tests import services
-from tests.server.support import API, TestClient, Uvicorn, assert_error, frame_body
+from tests.server.support import (
+    API,
+    TestClient,
+    Uvicorn,
+    add_provider,
+    assert_error,
+    frame_body,
+)
 
 postgres_only = pytest.mark.parametrize("database", ["postgres"], indirect=True)
 
@@ -338,16 +345,7 @@ def test_2000_made_up_cameras_add_one_series_per_outcome(
     made_up = [f"made-up-{i:04}" for i in range(2000)]
     metrics.registry.register(_CameraFrames(["lobby", *made_up]))
     with client_factory(metrics=metrics) as client:
-        created = client.post(
-            f"{API}/providers",
-            json={
-                "provider_name": "lobby only",
-                "provider_type": "scripted",
-                "endpoint_url": "scripted://local",
-                "options": {"cameras": ["lobby"]},
-            },
-        )
-        assert created.status_code == 201, created.text
+        add_provider(client, provider_name="lobby only", options={"cameras": ["lobby"]})
         text = client.get("/metrics").text
     series = [line for line in text.splitlines() if line.startswith("probe_frames_total{")]
     cameras = {line.split('camera="')[1].split('"')[0] for line in series}
