@@ -350,6 +350,9 @@ _attach_simulator()
 
 
 def main(argv: list[str] | None = None) -> None:
+    from detectflow.core.redact import install_log_redaction
+
+    install_log_redaction()  # flows and commands log provider URLs, which may hold credentials
     try:
         cli.main(args=argv, prog_name="detectflow")
     except KeyboardInterrupt:
