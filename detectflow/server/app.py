@@ -49,7 +49,14 @@ from detectflow.server.key_watch import DEFAULT_INTERVAL_SECONDS, KEY_WATCH_KEY,
 from detectflow.server.metrics import METRICS_KEY, Metrics, MetricsMiddleware
 from detectflow.server.openapi import build_spec
 from detectflow.server.params import Query
-from detectflow.server.state import STATE_KEY, ProviderRoutes, ServerState, in_thread, server_state
+from detectflow.server.state import (
+    STATE_KEY,
+    ProviderRoutes,
+    ServerState,
+    VerifiedKeys,
+    in_thread,
+    server_state,
+)
 from detectflow.store import Database, open_database
 from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
@@ -176,6 +183,7 @@ def create_app(
                 recorder=recorder,
                 results=GroupCommit(partial(record_inline_results, db, recorder)),
                 routes=ProviderRoutes(db),
+                keys=VerifiedKeys(db),
             )
             yield {STATE_KEY: state, METRICS_KEY: app_metrics, KEY_WATCH_KEY: key_watch}
 

@@ -40,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from detectflow.server.errors import ApiError
 from detectflow.server.params import MAX_MESSAGE_CHARS, parse_json
-from detectflow.server.state import ServerState, in_thread, server_state
+from detectflow.server.state import ServerState, server_state
 from detectflow.store.keys import ApiKey
 from detectflow.store.keys import Scope as KeyScope
 
@@ -99,7 +99,7 @@ async def authenticate(state: ServerState, token: str) -> ApiKey:
     if len(token) > 256:  # keys are 85 characters; do not hash megabytes
         key = None
     else:
-        key = await in_thread(state.database.verify_api_key, token)
+        key = await state.keys.verify(token)
     if key is None:
         raise _unauthorized("invalid or revoked API key", invalid_token=True)
     return key

@@ -25,11 +25,19 @@ from detectflow.core.settings import Settings
 from detectflow.server.hub import Hub
 from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.group_commit import GroupCommit
+from detectflow.store.keys import ApiKey, hash_key
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
 
-__all__ = ["STATE_KEY", "ProviderRoutes", "ServerState", "in_thread", "server_state"]
+__all__ = [
+    "STATE_KEY",
+    "ProviderRoutes",
+    "ServerState",
+    "VerifiedKeys",
+    "in_thread",
+    "server_state",
+]
 
 STATE_KEY = "detectflow"
 
@@ -70,6 +78,40 @@ class ProviderRoutes:
         self._table = None
 
 
+class VerifiedKeys:
+    """Keys verified in the last ``ttl`` seconds, so a client sending frames does not
+    cost a database lookup per request.
+
+    Measured (``bench/ingest.py``): the lookup, a thread hop and a query, was
+    the largest part of a queued frame's server time. A key revoked anywhere
+    (``detectflow keys revoke`` from another process, or the API) stops
+    working within ``ttl`` seconds, as open WebSockets are closed within
+    the key watch's interval. Unknown keys are never remembered, so a key
+    just created works at once.
+    """
+
+    def __init__(self, database: Database, *, ttl: float = 2.0, max_keys: int = 10_000) -> None:
+        self._database = database
+        self._ttl = ttl
+        self._max_keys = max_keys
+        self._known: dict[str, tuple[ApiKey, float]] = {}
+
+    async def verify(self, token: str) -> ApiKey | None:
+        digest = hash_key(token)
+        now = time.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and now - hit[1] < self._ttl:
+            return hit[0]
+        key = await in_thread(self._database.verify_api_key, token)
+        if key is None:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) >= self._max_keys:
+            self._known.pop(next(iter(self._known)))  # the oldest entry
+        self._known[digest] = (key, now)
+        return key
+
+
 @dataclass(frozen=True, slots=True)
 class ServerState:
     settings: Settings
@@ -84,6 +126,7 @@ class ServerState:
     results: GroupCommit[FrameResult]
     """Inline results on their way to the recorder, written in groups."""
     routes: ProviderRoutes
+    keys: VerifiedKeys
 
     async def record_breakers(self) -> None:
         """Record what inline send-frame changed in the breakers (events, live states)."""
