@@ -37,7 +37,7 @@ from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.pipeline import run_frame
 from detectflow.core.plugins import get_registry
 from detectflow.core.settings import Settings
-from detectflow.flows import FlowMetrics, run_flow
+from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.samples import sample_frame
 from detectflow.store import Database, load_or_create_secret_key
 from detectflow.store.live import LiveView
@@ -85,7 +85,9 @@ def _flow_rate(
     # the clock starts so the figure is the flow's, not the interpreter's.
     registry = get_registry(settings)
     start = time.perf_counter()
-    metrics = run_flow(settings, database=db, live=live, registry=registry, until_empty=True)
+    metrics = run_flow(
+        settings, FlowOptions(until_empty=True), database=db, live=live, registry=registry
+    )
     elapsed = time.perf_counter() - start
     stats = db.queue_stats()
     db.dispose()

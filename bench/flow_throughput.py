@@ -50,7 +50,7 @@ from detectflow.core.pipeline import run_frame
 from detectflow.core.plugins import get_registry
 from detectflow.core.serialize import event_message, frame_detections_message
 from detectflow.core.settings import Settings
-from detectflow.flows import FlowMetrics, run_flow
+from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from detectflow.store.dialects import insert_ignore
@@ -143,10 +143,10 @@ def _flow_rate(
         start = time.perf_counter()
         metrics = run_flow(
             settings,
+            FlowOptions(until_empty=True),
             database=db,
             live=live,
             registry=registry,
-            until_empty=True,
         )
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu

@@ -7,8 +7,10 @@ commands that need them: ``detectflow --help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -252,18 +254,44 @@ _attach_commands()
     show_default=True,
     help="Run the maintenance jobs: provider test hourly, 30-day cleanup daily.",
 )
+@click.option(
+    "--recovery-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Snapshot the dataflow's state here "
+    "[env DETECTFLOW_RECOVERY_DIR; default: DATA_DIR/recovery].",
+)
+@click.option(
+    "--no-recovery",
+    is_flag=True,
+    help="Keep no snapshots: a crash then loses open window statistics (never frames).",
+)
 @pass_state
-def up(state: _State, host: str | None, port: int | None, workers: int, schedule: bool) -> None:
+def up(
+    state: _State,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    schedule: bool,
+    recovery_dir: Path | None,
+    no_recovery: bool,
+) -> None:
     """Run the API server and the dataflow together, for real deployments.
 
     Uses the configured database and the active provider; no simulator and
-    no sample frames (see `detectflow demo` for those).
+    no sample frames (see `detectflow demo` for those). Crash-safe by
+    default: queued frames are leased, and the dataflow's state is
+    snapshotted under the data dir (see --no-recovery).
     """
-    from detectflow.cli.runner import open_stack
+    from detectflow.cli.runner import default_recovery_dir, open_stack
 
+    if no_recovery and recovery_dir is not None:
+        raise click.UsageError("--recovery-dir and --no-recovery contradict each other")
     settings = state.settings.with_overrides(host=host, port=port)
+    if no_recovery:
+        settings = dataclasses.replace(settings, recovery_dir=None)
     stack = open_stack(settings)
-    stack.start_flow(workers=workers)
+    recovery = None if no_recovery else recovery_dir or default_recovery_dir(settings)
+    stack.start_flow(workers=workers, recovery_dir=recovery)
     if schedule:
         from detectflow.cli.maintenance import run_schedule
 

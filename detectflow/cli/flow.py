@@ -74,7 +74,12 @@ def _addresses(
     help="Frames waiting per camera before older ones are skipped "
     "[env DETECTFLOW_FRAME_BACKLOG; 4].",
 )
-@click.option("--until-empty", is_flag=True, help="Stop once the source has nothing left.")
+@click.option(
+    "--until-empty",
+    is_flag=True,
+    help="Stop once the source has nothing left (the SQL queue: nothing pending or "
+    "processing); exit 1 if frames were left unfinished, saying how many and why.",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
@@ -110,8 +115,7 @@ def flow_run(
     import signal
     import threading
 
-    from detectflow.flows import run_flow
-    from detectflow.flows.dataflow import FlowError
+    from detectflow.flows import FlowError, FlowOptions, run_flow
     from detectflow.flows.metrics import FlowMetrics
     from detectflow.flows.observe import FlowStatus, expected_frames, serve_flow_metrics
     from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
@@ -134,19 +138,16 @@ def flow_run(
     exporter = serve_flow_metrics(metrics, metrics_port) if metrics_port else None
     try:
         with FlowStatus(metrics, total=total):
-            run_flow(
-                settings,
+            options = FlowOptions(
                 source_url=source_url,
                 workers=workers,
                 until_empty=until_empty,
-                live=LiveView(cache, bus),
-                stats=metrics,
-                stop=stop,
                 process_id=process_id,
                 addresses=addresses or None,
                 recovery_dir=recovery_dir,
                 snapshot_interval=snapshot_interval,
             )
+            run_flow(settings, options, live=LiveView(cache, bus), metrics=metrics, stop=stop)
     except FlowError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

@@ -13,11 +13,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
 from detectflow.core.settings import Settings
-from detectflow.flows import run_flow
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.observe import register_flow_metrics, sql_queue_depth
 from detectflow.server.app import create_app
@@ -27,7 +28,7 @@ from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
 
-__all__ = ["Stack", "open_stack"]
+__all__ = ["Stack", "default_recovery_dir", "open_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,20 @@ class Stack:
     def live(self) -> LiveView:
         return LiveView(self.cache, self.bus)
 
-    def start_flow(self, *, workers: int = 1, source_url: str = "sql") -> None:
+    def start_flow(
+        self, *, workers: int = 1, source_url: str = "sql", recovery_dir: Path | None = None
+    ) -> None:
+        """Run the dataflow in a thread; with ``recovery_dir``, a restart resumes its state."""
+        options = FlowOptions(source_url=source_url, workers=workers, recovery_dir=recovery_dir)
+
         def run() -> None:
             try:
                 run_flow(
                     self.settings,
-                    source_url=source_url,
-                    workers=workers,
+                    options,
                     database=self.database,
                     live=self.live,
-                    stats=self.metrics,
+                    metrics=self.metrics,
                     stop=self.stop,
                 )
             except BaseException as exc:
@@ -97,6 +102,11 @@ class Stack:
             thread.join(timeout=15)
         close_cache_and_bus(self.cache, self.bus)
         self.database.dispose()
+
+
+def default_recovery_dir(settings: Settings) -> Path:
+    """Where ``detectflow up`` keeps its recovery snapshots unless told otherwise."""
+    return settings.recovery_dir or settings.data_dir / "recovery"
 
 
 def open_stack(settings: Settings) -> Stack:

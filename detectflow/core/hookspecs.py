@@ -10,13 +10,25 @@ break existing plugins.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import pluggy
 
 if TYPE_CHECKING:
+    # Types only: the server imports this module and never loads Bytewax.
+    from bytewax.inputs import Source
+    from bytewax.outputs import Sink
+
     from detectflow.core.adapter import ProviderAdapter
-    from detectflow.core.models import Detection, DetectionEvent, Frame
+    from detectflow.core.models import Detection, DetectionEvent, Frame, FrameResult
+    from detectflow.core.settings import Settings
+
+    FrameSource: TypeAlias = Source[Frame | FrameResult]
+    """A Bytewax source of frames, and of failed results for input it refused."""
+    FrameSourceFactory: TypeAlias = Callable[..., FrameSource]
+    """``factory(url, settings, **context)``: context arguments are passed only
+    when the factory declares them (see :func:`detectflow_frame_sources`)."""
+    ResultSinkFactory: TypeAlias = Callable[[Settings], Sink[FrameResult]]
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -94,20 +106,22 @@ def detectflow_on_event(event: DetectionEvent) -> None:
 
 
 @hookspec
-def detectflow_frame_sources() -> Mapping[str, Callable[..., Any]]:
+def detectflow_frame_sources() -> Mapping[str, FrameSourceFactory]:
     """Return frame source factories keyed by URL scheme (``sql``, ``redis``...).
 
     ``detectflow flow run --source URL`` picks the factory for the URL's
-    scheme and calls it as ``factory(url, settings)``; it returns a Bytewax
-    source yielding :class:`~detectflow.core.models.Frame` objects (or
-    failures, see :mod:`detectflow.flows.sources`).
+    scheme and calls it as ``factory(url, settings)``, adding the context
+    arguments it declares (``database``, ``engine``, ``until_empty``,
+    ``stop``, ``metrics``); it returns a Bytewax source yielding
+    :class:`~detectflow.core.models.Frame` objects (or failed results for
+    input it refused, see :mod:`detectflow.flows.source_common`).
 
     .. versionadded:: 0.1
     """
 
 
 @hookspec
-def detectflow_sinks() -> Mapping[str, Callable[..., Any]]:
+def detectflow_sinks() -> Mapping[str, ResultSinkFactory]:
     """Return extra sink factories keyed by name, called as
     ``factory(settings)``; each returns a Bytewax sink that receives
     :class:`~detectflow.core.models.FrameResult` objects.

@@ -65,6 +65,7 @@ class EventType(enum.StrEnum):
     PROVIDER_TESTED = "provider_tested"
     PROVIDER_CIRCUIT_OPENED = "provider_circuit_opened"
     PROVIDER_CIRCUIT_CLOSED = "provider_circuit_closed"
+    QUEUE_LEASE_EXPIRED = "queue_lease_expired"
 
 
 class TestStatus(enum.StrEnum):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 
@@ -27,6 +27,7 @@ from detectflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from detectflow.core.adapter import ProviderAdapter
+    from detectflow.core.hookspecs import FrameSourceFactory, ResultSinkFactory
     from detectflow.core.models import Detection, DetectionEvent, Frame, ProviderConfig
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F")
+
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.http",
     "detectflow.adapters.grpc.adapter",
@@ -50,7 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 """Built-in provider adapters, registered when the registry loads."""
 
 SOURCE_PLUGINS: tuple[str, ...] = (
-    "detectflow.flows.sources",
+    "detectflow.flows.source_sql",
     "detectflow.flows.source_redis",
     "detectflow.flows.source_mqtt",
     "detectflow.flows.source_file",
@@ -227,19 +230,19 @@ class PluginRegistry:
                     self.load_module(name, name=name, package="detectflow", version=version)
             self._sources_loaded = True
 
-    def frame_sources(self) -> dict[str, Callable[..., Any]]:
+    def frame_sources(self) -> dict[str, FrameSourceFactory]:
         """Every source factory by URL scheme; a plugin's wins over a built-in's."""
         self.load_sources()
         impls = self.pm.hook.detectflow_frame_sources.get_hookimpls()
         builtin = [i for i in impls if i.plugin_name in SOURCE_PLUGINS]
         others = [i for i in impls if i.plugin_name not in SOURCE_PLUGINS]
-        merged: dict[str, Callable[..., Any]] = {}
+        merged: dict[str, FrameSourceFactory] = {}
         for impl in [*builtin, *others]:  # registration order: later ones win
-            found = cast(Mapping[str, Callable[..., Any]], impl.function() or {})
+            found = cast("Mapping[str, FrameSourceFactory]", impl.function() or {})
             merged.update(found)
         return merged
 
-    def sinks(self) -> dict[str, Callable[..., Any]]:
+    def sinks(self) -> dict[str, ResultSinkFactory]:
         return _merge(self.pm.hook.detectflow_sinks())
 
 
@@ -248,8 +251,8 @@ def _accepted(impl: pluggy.HookImpl, **kwargs: Any) -> dict[str, Any]:
     return {name: kwargs[name] for name in impl.argnames}
 
 
-def _merge(results: list[Mapping[str, Callable[..., Any]]]) -> dict[str, Callable[..., Any]]:
-    merged: dict[str, Callable[..., Any]] = {}
+def _merge(results: list[Mapping[str, F]]) -> dict[str, F]:
+    merged: dict[str, F] = {}
     for result in reversed(results):
         merged.update(result)
     return merged

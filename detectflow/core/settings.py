@@ -62,6 +62,12 @@ class Settings:
     recovery_dir: Path | None = None
     """Bytewax recovery store: a restarted flow resumes its frames in flight."""
     snapshot_interval_seconds: float = 10.0
+    queue_lease_seconds: float = 30.0
+    """A claimed queue row stays its holder's this long unless renewed: a crashed
+    run's frames go back to pending at most this long after it died."""
+    queue_max_deliveries: int = 5
+    """A queue frame handed out more often than this (it kills the worker that
+    takes it) is failed with the reason instead of being detected again."""
     store_retry_seconds: float = 300.0
     """How long the sinks retry a lost database connection before the flow stops."""
     auth_mode: str = "reads-open"

@@ -18,12 +18,16 @@ a recovery store resubmits them.
 
 Bytewax ends a flow as soon as every input has ended, dropping pending
 notifications, so sources must end only once their frames have come back
-(the SQL source waits for the engine's ``outstanding`` count to reach zero).
+(the SQL source waits for the engine's ``outstanding`` count to reach zero,
+and for every queue row to have its outcome).
 
 A source object may also have ``acknowledge(results)``, called by the
-recorder after each stored batch (Redis
-Streams and MQTT acknowledge their input only then), and ``close()``,
-called once when the flow has ended.
+recorder after each stored batch (Redis Streams and MQTT acknowledge their
+input only then); ``close()``, called once when the flow has ended;
+``resume(frames)``, which screens the frames a recovery snapshot would
+resubmit (the SQL queue drops those whose row is already final); and
+``unfinished()``, which a finite run asks at the end and reports as a
+:class:`FlowError` when it names frames left undone.
 """
 
 from __future__ import annotations
@@ -35,18 +39,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar, cast
 from urllib.parse import urlsplit
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import DynamicSource, Source, StatelessSourcePartition
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.run import cli_main as _cli_main
 from bytewax.testing import run_main as _run_main
 
 from detectflow.core.errors import DetectflowError
-from detectflow.core.models import Frame, FrameResult
+from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
@@ -54,16 +58,23 @@ from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.recovery import recovery_config
 from detectflow.flows.sinks import BackgroundWriter
 from detectflow.flows.steps import camera_key
-from detectflow.store.breakers import BreakerRecorder
+from detectflow.store.breakers import BreakerRecorder, EventStore
 from detectflow.store.heartbeat import Heartbeat
 from detectflow.store.live import LiveView
-from detectflow.store.recorder import LivePublisher, Recorder
+from detectflow.store.recorder import LivePublisher, Recorder, ResultStore
+
+if TYPE_CHECKING:
+    from detectflow.core.hookspecs import FrameSourceFactory
+    from detectflow.store import Database
 
 __all__ = [
     "DetectLogic",
+    "FlowDatabase",
     "FlowError",
+    "FlowOptions",
     "PartitionReader",
     "ReaderSource",
+    "ResumeScreen",
     "WriterSink",
     "build_dataflow",
     "run_flow",
@@ -84,6 +95,21 @@ class FlowError(DetectflowError):
     """The flow cannot start: unknown source, no provider in finite mode..."""
 
     code = "flow_error"
+
+
+class FlowDatabase(ResultStore, EventStore, Protocol):
+    """What :func:`run_flow` needs of :class:`detectflow.store.Database` (sources may
+    need more: the SQL source's ``QueueStore``)."""
+
+    def active_provider(self) -> ProviderConfig | None: ...
+
+    def list_providers(self) -> list[ProviderConfig]: ...
+
+    def queue_stats(self) -> dict[str, int]: ...
+
+
+ResumeScreen = Callable[[Sequence[Frame]], tuple[list[Frame], list[FrameResult]]]
+"""Frames a snapshot would resubmit -> (frames to detect again, results to record now)."""
 
 
 class PartitionReader(Protocol[X]):
@@ -118,8 +144,9 @@ class _ReaderPartition(StatelessSourcePartition[X]):
 class ReaderSource(DynamicSource[X]):
     """A Bytewax source whose partitions are built by ``build(worker_index, worker_count)``.
 
-    ``acknowledge`` hears each batch of results once stored and ``close``
-    runs when the flow ends (see the module docstring).
+    ``acknowledge`` hears each batch of results once stored, ``close`` runs
+    when the flow ends, ``resume`` screens resumed frames and ``unfinished``
+    names what a finite run left undone (see the module docstring).
     """
 
     def __init__(
@@ -128,10 +155,14 @@ class ReaderSource(DynamicSource[X]):
         *,
         acknowledge: Callable[[Sequence[FrameResult]], None] | None = None,
         close: Callable[[], None] | None = None,
+        resume: ResumeScreen | None = None,
+        unfinished: Callable[[], str | None] | None = None,
     ) -> None:
         self._build = build
         self._acknowledge = acknowledge
         self._close = close
+        self.resume = resume
+        self.unfinished = unfinished
         self.heartbeats: Callable[[int, int], Heartbeat] | None = None
         """Makes each worker's heartbeat, given (worker_index, worker_count); set by run_flow."""
 
@@ -214,13 +245,25 @@ class WriterSink(DynamicSink[FrameResult]):
 
 
 class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
-    """The detect step for one camera key: submit now, emit on later wake-ups."""
+    """The detect step for one camera key: submit now, emit on later wake-ups.
 
-    def __init__(self, engine: DetectEngine, resume: tuple[Frame, ...] | None = None) -> None:
+    Frames resumed from a snapshot go through ``screen`` first (the source's
+    ``resume``): what it returns as results is emitted on the first wake-up.
+    """
+
+    def __init__(
+        self,
+        engine: DetectEngine,
+        resume: tuple[Frame, ...] | None = None,
+        screen: ResumeScreen | None = None,
+    ) -> None:
         self._engine = engine
         self._lane: Lane = engine.lane()
+        self._ready: list[FrameResult] = []
         if resume:
-            self._lane.submit(resume)
+            frames, self._ready = screen(resume) if screen else (list(resume), [])
+            if frames:
+                self._lane.submit(frames)
 
     def on_batch(self, values: list[Frame]) -> tuple[Iterable[FrameResult], bool]:
         self._lane.submit(values)
@@ -233,6 +276,8 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
         return self._emit()
 
     def notify_at(self) -> datetime | None:
+        if self._ready:
+            return datetime.now(UTC)
         if self._lane.pending:
             return datetime.now(UTC) + timedelta(seconds=self._engine.wake_interval)
         return None
@@ -242,33 +287,45 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
 
     def _emit(self) -> tuple[Iterable[FrameResult], bool]:
         results = self._lane.poll()
+        if self._ready:
+            results, self._ready = [*self._ready, *results], []
         # Discard an idle camera's logic: state must not grow with the key space.
         done = self._lane.pending == 0
         return (results or _EMPTY), (self.DISCARD if done else self.RETAIN)
 
 
 def build_dataflow(
-    source: Any,
+    source: Source[Frame | FrameResult],
     engine: DetectEngine,
-    sink: Any,
+    sink: Sink[FrameResult],
     *,
     flow_id: str = "detectflow",
-    extra_sinks: Iterable[tuple[str, Any]] = (),
+    extra_sinks: Iterable[tuple[str, Sink[FrameResult]]] = (),
+    resume: ResumeScreen | None = None,
 ) -> Dataflow:
-    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras)."""
+    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras);
+    ``resume`` screens the frames a recovery snapshot resubmits."""
     flow = Dataflow(flow_id)
     items = op.input("source", flow, source)
-    checked = op.branch("validated", items, lambda item: isinstance(item, Frame))
+    checked = op.branch("validated", items, _is_frame)
+    # What is not a frame is a failed result (the source refused the input).
+    refused = cast("Stream[FrameResult]", checked.falses)
     keyed = op.key_on("by_camera", checked.trues, camera_key)
-    detected = op.stateful_batch("detect", keyed, lambda resume: DetectLogic(engine, resume))
-    results = op.merge("results", op.key_rm("unkey", detected), checked.falses)
+    detected = op.stateful_batch("detect", keyed, lambda state: DetectLogic(engine, state, resume))
+    results = op.merge("results", op.key_rm("unkey", detected), refused)
     op.output("store", results, sink)
     for name, extra in extra_sinks:
         op.output(f"sink_{name}", results, extra)
     return flow
 
 
-def _call_factory(factory: Callable[..., Any], url: str, settings: Settings, **context: Any) -> Any:
+def _is_frame(item: Frame | FrameResult) -> TypeGuard[Frame]:
+    return isinstance(item, Frame)
+
+
+def _call_factory(
+    factory: FrameSourceFactory, url: str, settings: Settings, **context: Any
+) -> Source[Frame | FrameResult]:
     """Call a source factory with the context arguments it declares.
 
     A vendor's factory written as ``factory(url, settings)`` keeps working
@@ -305,23 +362,16 @@ class _ExecutionPlan:
             )
 
 
-def _execution_plan(
-    settings: Settings,
-    *,
-    workers: int,
-    process_id: int | None,
-    addresses: Sequence[str] | None,
-    recovery_dir: Path | None,
-    snapshot_interval: float | None,
-) -> _ExecutionPlan:
+def _execution_plan(settings: Settings, options: FlowOptions) -> _ExecutionPlan:
     """Check the scale-out and recovery options; refuse bad ones with a clear FlowError."""
+    workers, process_id = options.workers, options.process_id
     if workers < 1:
         raise FlowError("workers must be at least 1")
     if settings.frame_backlog < 1:
         raise FlowError("the frame backlog (DETECTFLOW_FRAME_BACKLOG) must be at least 1")
     if settings.store_retry_seconds < 0:
         raise FlowError("DETECTFLOW_STORE_RETRY_SECONDS may not be negative")
-    cluster = tuple(a.strip() for a in addresses or () if a.strip()) or None
+    cluster = tuple(a.strip() for a in options.addresses or () if a.strip()) or None
     if cluster is None and process_id is not None:
         raise FlowError("--process-id needs --addresses (every process's host:port)")
     if cluster is not None:
@@ -335,11 +385,13 @@ def _execution_plan(
         if bad:
             raise FlowError(f"--addresses wants host:port, got {bad[0]!r}")
     interval = (
-        settings.snapshot_interval_seconds if snapshot_interval is None else snapshot_interval
+        settings.snapshot_interval_seconds
+        if options.snapshot_interval is None
+        else options.snapshot_interval
     )
     if not interval > 0:
         raise FlowError("the snapshot interval must be more than 0 seconds")
-    directory = recovery_dir or settings.recovery_dir
+    directory = options.recovery_dir or settings.recovery_dir
     recovery = None
     if directory is not None:
         processes = len(cluster) if cluster else 1
@@ -374,73 +426,83 @@ def _source_scheme(url: str) -> str:
     return scheme or url.strip().rstrip(":/")
 
 
+@dataclass(frozen=True, slots=True)
+class FlowOptions:
+    """What a flow run does; :func:`run_flow` takes the objects it does it with apart.
+
+    ``until_empty`` ends once the source has nothing left (for the SQL
+    queue: nothing pending or processing); otherwise the flow runs until
+    ``stop`` is set, then finishes the frames it claimed. ``workers > 1``
+    runs that many Bytewax workers (threads) in this process. A Bytewax
+    cluster of several processes: start each with the same ``addresses``
+    (``host:port`` of every process, in order) and its own ``process_id``;
+    ``workers`` is then per process. ``recovery_dir`` (default
+    ``settings.recovery_dir``) turns on Bytewax recovery, with a snapshot
+    every ``snapshot_interval`` seconds (default
+    ``settings.snapshot_interval_seconds``); see
+    :mod:`detectflow.flows.recovery`. ``wake_interval`` is how often a busy
+    detect step looks for finished results.
+    """
+
+    source_url: str = "sql"
+    workers: int = 1
+    until_empty: bool = False
+    wake_interval: float = 0.01
+    process_id: int | None = None
+    addresses: tuple[str, ...] | None = None
+    recovery_dir: Path | None = None
+    snapshot_interval: float | None = None
+
+
 def run_flow(
     settings: Settings,
+    options: FlowOptions | None = None,
     *,
-    source_url: str = "sql",
-    workers: int = 1,
-    until_empty: bool = False,
-    database: Any = None,
+    database: FlowDatabase | None = None,
     live: LivePublisher | None = None,
-    stats: FlowMetrics | None = None,
+    metrics: FlowMetrics | None = None,
     registry: PluginRegistry | None = None,
     stop: threading.Event | None = None,
-    wake_interval: float = 0.01,
-    process_id: int | None = None,
-    addresses: Sequence[str] | None = None,
-    recovery_dir: Path | None = None,
-    snapshot_interval: float | None = None,
 ) -> FlowMetrics:
     """Run the dataflow in this thread until its source ends; return its counters.
 
-    Runs from any thread (the demo runs it beside the server). ``workers > 1``
-    runs that many Bytewax workers (threads) in this process; PostgreSQL's
-    ``SKIP LOCKED`` claiming also lets several processes share one queue.
-    ``until_empty`` ends once the queue has nothing pending; otherwise the
-    flow runs until ``stop`` is set, then finishes the frames it claimed.
-    ``database`` defaults to :func:`detectflow.store.open_database` (migrated
-    to head); ``live`` (a :class:`~detectflow.store.live.LiveView`) is
-    optional; its ``stats`` view, if any, is invalidated as window
-    statistics change.
+    Runs from any thread (the demo runs it beside the server); ``options``
+    says what to run (:class:`FlowOptions`). PostgreSQL's ``SKIP LOCKED``
+    claiming lets several processes share one queue. ``database`` defaults
+    to :func:`detectflow.store.open_database` (migrated to head); ``live``
+    (a :class:`~detectflow.store.live.LiveView`) is optional; its ``stats``
+    view, if any, is invalidated as window statistics change. ``metrics``
+    collects the counters (a new :class:`FlowMetrics` by default). The
+    latest-frame-wins policy comes from ``settings.latest_frame_wins`` and
+    ``settings.frame_backlog``.
 
-    A Bytewax cluster of several processes: start each with the same
-    ``addresses`` (``host:port`` of every process, in order) and its own
-    ``process_id``; ``workers`` is then per process. ``recovery_dir``
-    (default ``settings.recovery_dir``) turns on Bytewax recovery, with a
-    snapshot every ``snapshot_interval`` seconds (default
-    ``settings.snapshot_interval_seconds``); see
-    :mod:`detectflow.flows.recovery`. The latest-frame-wins policy comes
-    from ``settings.latest_frame_wins`` and ``settings.frame_backlog``.
+    A finite run (``until_empty``) that ends with frames its source names
+    unfinished (no active provider, say) raises :class:`FlowError` saying
+    how many and why, after recording everything it did finish.
     """
-    plan = _execution_plan(
-        settings,
-        workers=workers,
-        process_id=process_id,
-        addresses=addresses,
-        recovery_dir=recovery_dir,
-        snapshot_interval=snapshot_interval,
-    )
+    options = options or FlowOptions()
+    plan = _execution_plan(settings, options)
     registry = registry or get_registry(settings)
     factories = registry.frame_sources()
-    scheme = _source_scheme(source_url)
+    scheme = _source_scheme(options.source_url)
     factory = factories.get(scheme)
     if factory is None:
         known = ", ".join(sorted(factories)) or "none"
         raise FlowError(f"no frame source for {scheme!r} (known: {known})")
 
-    own_database = database is None
-    if own_database:
+    own_database: Database | None = None
+    if database is None:
         from detectflow.store import open_database
 
-        database = open_database(settings)
-        database.upgrade()
-    metrics = stats or FlowMetrics()
+        database = own_database = open_database(settings)
+        own_database.upgrade()
+    metrics = metrics or FlowMetrics()
     engine = DetectEngine(
         settings,
         database.active_provider,
         registry=registry,
         metrics=metrics,
-        wake_interval=wake_interval,
+        wake_interval=options.wake_interval,
         providers=database.list_providers,
         breaker_sink=BreakerRecorder(
             database, live=live if isinstance(live, LiveView) else None, registry=registry
@@ -448,18 +510,18 @@ def run_flow(
     )
     try:
         engine.start()
-        if until_empty and not engine.has_provider:
+        if options.until_empty and not engine.has_provider:
             pending = database.queue_stats().get("pending", 0)
             if pending:
                 raise FlowError(f"{NO_PROVIDER}: {pending} frame(s) stay pending")
         try:
             source = _call_factory(
                 factory,
-                source_url,
+                options.source_url,
                 settings,
                 database=database,
                 engine=engine,
-                until_empty=until_empty,
+                until_empty=options.until_empty,
                 stop=stop,
                 metrics=metrics,
             )
@@ -482,19 +544,35 @@ def run_flow(
             sink = WriterSink(writer, background=not getattr(source, "acknowledges", True))
             # Plugin sinks (the detectflow_sinks hook) see every result too.
             plugin_sinks = [(name, make(settings)) for name, make in registry.sinks().items()]
-            flow = build_dataflow(source, engine, sink, extra_sinks=plugin_sinks)
+            flow = build_dataflow(
+                source,
+                engine,
+                sink,
+                extra_sinks=plugin_sinks,
+                resume=getattr(source, "resume", None),
+            )
             try:
                 plan.run(flow)
             except BaseException:
                 _close_quietly(sink)
                 raise
             sink.close()  # results written (and acknowledged) before the source closes
+            if options.until_empty and not (stop is not None and stop.is_set()):
+                _check_finished(source)
         finally:
             close_source = getattr(source, "close", None)
             if close_source is not None:
                 close_source()
     finally:
         engine.close()
-        if own_database:
-            database.dispose()
+        if own_database is not None:
+            own_database.dispose()
     return metrics
+
+
+def _check_finished(source: object) -> None:
+    """A finite run must not end "successfully" with frames left undone."""
+    unfinished: Callable[[], str | None] | None = getattr(source, "unfinished", None)
+    problem = unfinished() if unfinished is not None else None
+    if problem:
+        raise FlowError(problem)

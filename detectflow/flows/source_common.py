@@ -1,6 +1,6 @@
 """What every streaming frame source shares: options, invalid input, pacing.
 
-The Redis Streams, MQTT and folder sources differ in how frames arrive but
+The SQL queue, Redis Streams, MQTT and folder sources differ in how frames arrive but
 not in how they must behave in the dataflow: claim no more than the detect
 engine has room for, read nothing while no provider is active, turn bad
 input into a failed result with its reason (never drop it), and end a finite
@@ -24,7 +24,6 @@ from detectflow.core.errors import InvalidFrameError
 from detectflow.core.models import Frame, FrameResult, utcnow
 from detectflow.core.pipeline import failed_result
 from detectflow.core.settings import Settings
-from detectflow.flows.sources import SourceURLError
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine
@@ -33,6 +32,7 @@ __all__ = [
     "MAX_FRAME_ID",
     "SourceOptions",
     "SourceReader",
+    "SourceURLError",
     "SourceUnavailableError",
     "fallback_frame_id",
     "invalid_result",
@@ -46,6 +46,10 @@ N = TypeVar("N", int, float)
 MAX_FRAME_ID = 128  # the width of the frame id columns
 _MAX_CAMERA_ID = 128
 _NAMESPACE = uuid.UUID("0b7e6a52-8a53-4f6e-9d0e-5d1a3c7f2b91")
+
+
+class SourceURLError(ValueError):
+    """A ``--source`` URL that cannot be used; the message says why."""
 
 
 class SourceUnavailableError(ValueError):
@@ -198,6 +202,10 @@ class SourceReader(ABC):
         """Items already received that must still be handed on while draining."""
         return []
 
+    def _minimum_grant(self) -> int:
+        """The fewest free engine slots worth a read (1: read whatever fits)."""
+        return 1
+
     # -- the shared state machine -------------------------------------------
 
     def next_batch(self) -> Batch:
@@ -238,7 +246,7 @@ class SourceReader(ABC):
 
     def _reserve(self, take: Callable[[int], Batch | None]) -> Batch | None:
         """Call ``take`` with the engine slots it may fill; give back what it did not use."""
-        granted = self.engine.acquire(self.batch_size, 1)
+        granted = self.engine.acquire(self.batch_size, self._minimum_grant())
         if granted == 0:
             self._sleep(self.engine.wake_interval)
             return []

@@ -40,10 +40,10 @@ from detectflow.flows.source_common import (
     Batch,
     SourceOptions,
     SourceReader,
+    SourceURLError,
     fallback_frame_id,
     invalid_result,
 )
-from detectflow.flows.sources import SourceURLError
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine

@@ -63,11 +63,11 @@ from detectflow.flows.source_common import (
     SourceOptions,
     SourceReader,
     SourceUnavailableError,
+    SourceURLError,
     fallback_frame_id,
     invalid_result,
     optional_fields,
 )
-from detectflow.flows.sources import SourceURLError
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine

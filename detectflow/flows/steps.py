@@ -7,7 +7,7 @@ moved to another engine if Bytewax ever stops being maintained.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -66,7 +66,9 @@ def unvalidated_frame(item: QueuedFrame) -> Frame:
     )
 
 
-def queue_item_to_frame(item: QueuedFrame, *, max_bytes: int) -> Frame | FrameResult:
+def queue_item_to_frame(
+    item: QueuedFrame, *, max_bytes: int, attributes: Mapping[str, str] | None = None
+) -> Frame | FrameResult:
     """A claimed queue row as a validated frame, or as a failed result with the reason.
 
     The frame id is the row id, so the sink finds the row again; a row that
@@ -81,6 +83,7 @@ def queue_item_to_frame(item: QueuedFrame, *, max_bytes: int) -> Frame | FrameRe
             frame_number=item.frame_number,
             timestamp=item.frame_timestamp,
             priority=item.priority,
+            attributes=attributes,
         )
     except InvalidFrameError as exc:
         return failed_result(unvalidated_frame(item), f"invalid frame: {exc}")

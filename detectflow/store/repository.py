@@ -9,7 +9,7 @@ transactions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,10 @@ from detectflow.store.queue import ClaimedRow
 from detectflow.store.stats import DetectionStatistics
 
 __all__ = ["Database"]
+
+
+def _lease(owner: str, seconds: float, now: datetime) -> queue.Lease:
+    return queue.Lease(owner, now + timedelta(seconds=seconds))
 
 
 class Database:
@@ -90,20 +94,31 @@ class Database:
 
     # -- processing queue ----------------------------------------------
     def enqueue(self, frame: Frame, *, max_retries: int = 3) -> QueueItem:
-        """Insert a pending queue row with id = frame.frame_id (idempotent: existing id kept)."""
+        """Insert a pending queue row with id = frame.frame_id (idempotent: existing id kept).
+
+        Raises :class:`~detectflow.store.queue.FrameIdConflictError` when the id is
+        already another camera's row."""
         with self._write() as conn:
             return queue.enqueue(conn, frame, max_retries=max_retries, now=utcnow())
 
-    def claim(self, limit: int) -> list[QueueItem]:
-        """Mark up to ``limit`` pending rows processing and return them: highest priority
-        first, then oldest. On PostgreSQL with FOR UPDATE SKIP LOCKED."""
+    def claim(
+        self, limit: int, *, owner: str = "manual", lease_seconds: float = 30.0
+    ) -> list[QueueItem]:
+        """Lease up to ``limit`` pending rows to ``owner`` and return them: highest
+        priority first, then oldest. On PostgreSQL with FOR UPDATE SKIP LOCKED."""
+        now = utcnow()
         with self._claiming() as conn:
-            return queue.claim(conn, limit, now=utcnow())
+            return queue.claim(conn, limit, now=now, lease=_lease(owner, lease_seconds, now))
 
-    def claim_rows(self, limit: int) -> list[ClaimedRow]:
-        """:meth:`claim` for the dataflow: the same rows, as light tuples (no QueueItem)."""
+    def claim_rows(
+        self, limit: int, *, owner: str, lease_seconds: float, suspects: bool = False
+    ) -> list[ClaimedRow]:
+        """:meth:`claim` for the dataflow: the same rows, as light tuples (no QueueItem).
+        ``suspects`` claims among rows that already lost two holders instead."""
+        now = utcnow()
+        lease = _lease(owner, lease_seconds, now)
         with self._claiming() as conn:
-            return queue.claim_rows(conn, limit, now=utcnow())
+            return queue.claim_rows(conn, limit, now=now, lease=lease, suspects=suspects)
 
     @contextmanager
     def _claiming(self) -> Iterator[Connection]:
@@ -117,10 +132,43 @@ class Database:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
-    def release_stale(self, older_than: timedelta) -> int:
-        """Put rows stuck in processing (a crashed worker) back to pending."""
+    def renew_leases(self, owner: str, lease_seconds: float) -> int:
+        """Extend every lease ``owner`` holds to ``lease_seconds`` from now (one statement)."""
+        with self._claiming() as conn:
+            return queue.renew_leases(conn, _lease(owner, lease_seconds, utcnow()))
+
+    def expire_leases(self, *, unleased_after: timedelta) -> list[queue.ExpiredLeases]:
+        """Put rows whose lease expired back to pending, with an event per holder and camera."""
         with self._write() as conn:
-            return queue.release_stale(conn, older_than, now=utcnow())
+            return queue.expire_leases(conn, now=utcnow(), unleased_after=unleased_after)
+
+    def adopt(
+        self, ids: Collection[str], *, owner: str, lease_seconds: float, previous: Collection[str]
+    ) -> queue.Adoption:
+        """Lease the rows of frames resumed from a snapshot (see :func:`queue.adopt`)."""
+        now = utcnow()
+        with self._write() as conn:
+            return queue.adopt(
+                conn,
+                ids,
+                lease=_lease(owner, lease_seconds, now),
+                previous_owners=previous,
+                now=now,
+            )
+
+    def has_suspects(self) -> bool:
+        """Does a pending row wait that already lost two holders (claimed alone)?"""
+        with self._read() as conn:
+            return queue.has_suspects(conn)
+
+    def held_by(self, owner: str) -> int:
+        with self._read() as conn:
+            return queue.held_by(conn, owner)
+
+    def unfinished(self) -> dict[str, int]:
+        """{"pending", "processing"}: queue rows without their outcome yet."""
+        with self._read() as conn:
+            return queue.unfinished(conn)
 
     def queue_stats(self) -> dict[str, int]:
         """{"pending", "processing", "completed", "failed", "skipped", "total"}."""

@@ -154,6 +154,12 @@ detection_processing_queue = Table(
     Column("processing_time_ms", Integer, nullable=True),
     Column("error_message", Text, nullable=True),
     *_timestamps(),
+    # Claims are leases (store.queue): who holds a processing row, until when,
+    # and how often it was handed out (a frame that kills its worker is failed
+    # after max_deliveries).
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime(), nullable=True),
+    Column("deliveries", Integer, nullable=False, server_default=text("0")),
 )
 
 # Claiming reads pending rows by priority (10 first), then oldest.
@@ -162,6 +168,16 @@ Index(
     detection_processing_queue.c.status,
     detection_processing_queue.c.priority.desc(),
     detection_processing_queue.c.created_at,
+)
+
+# Rows that lost two holders are claimed alone, so finding them must not scan
+# the pending rows: a partial index holds only them (usually none).
+Index(
+    "ix_detection_processing_queue_suspects",
+    detection_processing_queue.c.priority.desc(),
+    detection_processing_queue.c.created_at,
+    postgresql_where=text("status = 'pending' AND deliveries >= 2"),
+    sqlite_where=text("status = 'pending' AND deliveries >= 2"),
 )
 
 # API keys for the server (detectflow.store.keys): only a SHA-256 of each key is kept.

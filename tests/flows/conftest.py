@@ -25,7 +25,7 @@ from detectflow.core.adapter import Handler
 from detectflow.core.frames import make_frame
 from detectflow.core.models import Frame, FrameResult
 from detectflow.core.plugins import PluginRegistry, get_registry
-from detectflow.flows import FlowMetrics, run_flow
+from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.flows.engine import DetectEngine
 from detectflow.samples import sample_frame
 from detectflow.store import Database
@@ -185,12 +185,11 @@ def start_flow(
         try:
             run_flow(
                 settings,
-                source_url=url,
+                FlowOptions(source_url=url, **kwargs),
                 database=db,
                 registry=registry,
                 stop=stop,
-                stats=metrics,
-                **kwargs,
+                metrics=metrics,
             )
         except BaseException as exc:  # surfaced by FlowThread.join
             running.errors.append(exc)

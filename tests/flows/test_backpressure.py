@@ -13,8 +13,8 @@ import pytest
 from detectflow import Frame, ProviderConfig, RawDetection, Settings
 from detectflow.core.models import EventType, FrameResult, QueueStatus
 from detectflow.core.plugins import PluginRegistry
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.flows import engine as engine_module
-from detectflow.flows import run_flow
 from detectflow.flows.engine import SKIPPED, DetectEngine, is_skipped
 from detectflow.store import Database
 from tests.flows.conftest import HANDLERS, activate, collect, enqueue, frames, person
@@ -150,7 +150,7 @@ def test_skipped_frames_are_recorded_counted_and_announced(
     queued = enqueue(sqlite_db, 60, cameras=("cam-1", "cam-2"))
     policy = dataclasses.replace(settings, latest_frame_wins=True, frame_backlog=1, max_in_flight=1)
 
-    metrics = run_flow(policy, database=sqlite_db, registry=registry, until_empty=True)
+    metrics = run_flow(policy, FlowOptions(until_empty=True), database=sqlite_db, registry=registry)
 
     stats = sqlite_db.queue_stats()
     assert stats.get("pending", 0) == stats.get("processing", 0) == stats.get("failed", 0) == 0
@@ -177,7 +177,7 @@ def test_latest_frame_wins_is_off_by_default(
     enqueue(sqlite_db, 30, cameras=("cam-1",))
     narrow = dataclasses.replace(settings, max_in_flight=1)
 
-    metrics = run_flow(narrow, database=sqlite_db, registry=registry, until_empty=True)
+    metrics = run_flow(narrow, FlowOptions(until_empty=True), database=sqlite_db, registry=registry)
 
     assert sqlite_db.queue_stats()["completed"] == 30
     assert metrics.snapshot().skipped == 0

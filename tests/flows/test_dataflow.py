@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
@@ -20,7 +20,7 @@ from detectflow import (
 )
 from detectflow.core.models import Detection, DetectionEvent, EventType, FrameResult
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowMetrics, run_flow
+from detectflow.flows import FlowError, FlowMetrics, FlowOptions, run_flow
 from detectflow.flows.engine import NO_PROVIDER
 from detectflow.store import Database
 from detectflow.store.tables import detection_processing_queue
@@ -39,7 +39,8 @@ from tests.flows.conftest import (
 def run(
     settings: Settings, db: Database, registry: PluginRegistry, **kwargs: object
 ) -> FlowMetrics:
-    return run_flow(settings, database=db, registry=registry, until_empty=True, **kwargs)  # type: ignore[arg-type]
+    options = FlowOptions(until_empty=True, **kwargs)  # type: ignore[arg-type]
+    return run_flow(settings, options, database=db, registry=registry)
 
 
 def test_every_queued_frame_completes_with_its_detections(
@@ -185,16 +186,19 @@ def test_replay_writes_no_duplicate_detection_rows(
     assert db.queue_stats()["completed"] == 8
 
 
-def test_stale_processing_rows_are_released_at_start(
+def test_rows_a_crashed_run_held_are_finished_once_its_lease_expires(
     settings: Settings, db: Database, registry: PluginRegistry
 ) -> None:
     activate(db, person)
     enqueue(db, 5)
-    assert len(db.claim(3)) == 3  # a worker claimed them, then crashed
+    assert len(db.claim(3, owner="crashed-run", lease_seconds=1)) == 3  # then it died
 
-    run(settings, db, registry, source_url="sql://?stale_after=0")
+    run(settings, db, registry)  # --until-empty waits for them
 
     assert db.queue_stats()["completed"] == 5
+    events, _ = db.list_events(event_type=EventType.QUEUE_LEASE_EXPIRED)
+    assert sum(int(e.message.split()[0]) for e in events) == 3
+    assert all("crashed-run" in e.message for e in events)
 
 
 def test_no_active_provider_in_finite_mode_is_a_clear_error(
@@ -310,25 +314,29 @@ def test_two_flows_sharing_one_queue_claim_each_frame_once(
         db.dispose()
 
 
-def test_stale_rows_are_not_released_before_stale_after(
+def test_a_finite_run_that_leaves_frames_unfinished_says_how_many_and_why(
     settings: Settings, sqlite_db: Database, registry: PluginRegistry
 ) -> None:
-    activate(sqlite_db, person)
-    enqueue(sqlite_db, 3)
-    sqlite_db.claim(1)  # claimed by a live worker elsewhere a moment ago
+    def deactivating(frame: Frame) -> list[RawDetection]:
+        """The provider is switched off while the run goes on (an operator could)."""
+        config = sqlite_db.active_provider()
+        if config is not None:
+            sqlite_db.update_provider(config.id, {"is_active": False})
+        time.sleep(0.05)
+        return person(frame)
 
-    run(
-        settings, sqlite_db, registry, source_url=f"sql://?stale_after={timedelta(hours=1).seconds}"
-    )
+    activate(sqlite_db, deactivating)
+    enqueue(sqlite_db, 60)
+    one_by_one = dataclasses.replace(settings, max_in_flight=1, batch_size=1)
 
-    assert sqlite_db.queue_stats() | {"total": 0} == {
-        "pending": 0,
-        "processing": 1,
-        "completed": 2,
-        "failed": 0,
-        "skipped": 0,
-        "total": 0,
-    }
+    with pytest.raises(FlowError, match=r"left unfinished \(\d+ pending.*no active provider"):
+        run(one_by_one, sqlite_db, registry)
+
+    stats = sqlite_db.queue_stats()
+    assert stats["pending"] > 0
+    assert stats["processing"] == 0  # what it took, it finished
+    # (frames already claimed when the provider went away fail with that reason)
+    assert stats["completed"] + stats["failed"] + stats["pending"] == 60
 
 
 def test_a_plugin_sink_receives_every_result(

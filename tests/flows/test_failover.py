@@ -18,7 +18,7 @@ from detectflow import ProviderConfig, Settings
 from detectflow.core.breaker import CIRCUIT_CLOSED, CIRCUIT_OPENED
 from detectflow.core.frames import make_frame
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowMetrics, run_flow
+from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.samples import sample_frame
 from detectflow.simulator import Simulator, SimulatorThread, run_in_thread
 from detectflow.store import Database
@@ -99,9 +99,10 @@ def _flow(
         try:
             run_flow(
                 settings,
+                FlowOptions(),
                 database=sqlite_db,
                 registry=registry,
-                stats=FlowMetrics(),
+                metrics=FlowMetrics(),
                 live=live,
                 stop=stop,
             )

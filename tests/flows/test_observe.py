@@ -20,7 +20,7 @@ from detectflow import Settings
 from detectflow.core.models import FrameResult
 from detectflow.core.pipeline import failed_result
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import run_flow
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.flows.engine import skipped_result
 from detectflow.flows.metrics import LATENCY_BUCKETS_MS, FlowMetrics, LatencyHistogram
 from detectflow.flows.observe import (
@@ -194,7 +194,9 @@ def test_a_real_flow_is_counted_per_camera(
 ) -> None:
     activate(sqlite_db, person)
     enqueue(sqlite_db, 9, cameras=("north", "south", "east"))
-    metrics = run_flow(settings, database=sqlite_db, registry=registry, until_empty=True)
+    metrics = run_flow(
+        settings, FlowOptions(until_empty=True), database=sqlite_db, registry=registry
+    )
     collector_registry = CollectorRegistry()
     register_flow_metrics(collector_registry, metrics, queue_depth=sql_queue_depth(sqlite_db))
     got = samples(collector_registry)

@@ -99,7 +99,7 @@ def test_flow_survives_a_postgres_restart_and_loses_nothing(
 
     def run() -> None:
         try:
-            run_flow(narrow, database=pg, registry=registry, stop=stop, stats=metrics)
+            run_flow(narrow, database=pg, registry=registry, stop=stop, metrics=metrics)
         except BaseException as exc:  # the test reports it
             errors.append(exc)
 

@@ -10,7 +10,7 @@ import pytest
 from detectflow import Settings
 from detectflow.core.models import QueueStatus
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, run_flow
+from detectflow.flows import FlowError, FlowOptions, run_flow
 from detectflow.flows.recovery import recovery_partitions
 from detectflow.store import Database
 from tests.flows.conftest import activate, enqueue, person
@@ -95,12 +95,14 @@ def test_threads_of_one_process_with_recovery_complete_every_frame(
 
     metrics = run_flow(
         settings,
+        FlowOptions(
+            until_empty=True,
+            workers=2,
+            recovery_dir=tmp_path / "recovery",
+            snapshot_interval=0.05,
+        ),
         database=sqlite_db,
         registry=registry,
-        until_empty=True,
-        workers=2,
-        recovery_dir=tmp_path / "recovery",
-        snapshot_interval=0.05,
     )
 
     assert sqlite_db.queue_stats()[QueueStatus.COMPLETED] == len(queued)
@@ -112,9 +114,9 @@ def test_threads_of_one_process_with_recovery_complete_every_frame(
     ("options", "message"),
     [
         ({"process_id": 1}, "--process-id needs --addresses"),
-        ({"addresses": ["127.0.0.1:1", "127.0.0.1:2"]}, "--addresses needs --process-id"),
-        ({"addresses": ["127.0.0.1:1"], "process_id": 1}, "--process-id must be 0..0"),
-        ({"addresses": ["localhost"], "process_id": 0}, "host:port"),
+        ({"addresses": ("127.0.0.1:1", "127.0.0.1:2")}, "--addresses needs --process-id"),
+        ({"addresses": ("127.0.0.1:1",), "process_id": 1}, "--process-id must be 0..0"),
+        ({"addresses": ("localhost",), "process_id": 0}, "host:port"),
         ({"workers": 0}, "workers must be at least 1"),
         ({"snapshot_interval": 0}, "snapshot interval"),
     ],
@@ -126,8 +128,9 @@ def test_bad_cluster_options_are_clear_errors(
     options: dict[str, object],
     message: str,
 ) -> None:
+    flow = FlowOptions(until_empty=True, **options)  # type: ignore[arg-type]
     with pytest.raises(FlowError, match=message):
-        run_flow(settings, database=sqlite_db, registry=registry, until_empty=True, **options)  # type: ignore[arg-type]
+        run_flow(settings, flow, database=sqlite_db, registry=registry)
 
 
 def test_unusable_recovery_dir_is_a_clear_error(
@@ -138,8 +141,7 @@ def test_unusable_recovery_dir_is_a_clear_error(
     with pytest.raises(FlowError, match="cannot use recovery directory"):
         run_flow(
             settings,
+            FlowOptions(until_empty=True, recovery_dir=blocker / "recovery"),
             database=sqlite_db,
             registry=registry,
-            until_empty=True,
-            recovery_dir=blocker / "recovery",
         )

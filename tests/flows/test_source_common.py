@@ -14,11 +14,11 @@ from detectflow.flows.source_common import (
     Batch,
     SourceOptions,
     SourceReader,
+    SourceURLError,
     fallback_frame_id,
     invalid_result,
     optional_fields,
 )
-from detectflow.flows.sources import SourceURLError
 from tests.flows.conftest import frames
 
 

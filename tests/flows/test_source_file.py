@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from detectflow import Frame, RawDetection, Settings
 from detectflow.core.models import EventType
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowMetrics, run_flow, source_file
+from detectflow.flows import FlowError, FlowMetrics, FlowOptions, run_flow, source_file
+from detectflow.flows.source_common import SourceURLError
 from detectflow.flows.source_file import list_cameras, parse_file_source_url
-from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from tests.flows.conftest import activate, activate_counted, person, running_flow, wait_until
@@ -40,7 +40,8 @@ def make_folder(root: Path, cameras: dict[str, int], suffix: str = ".png") -> Pa
 def replay(
     settings: Settings, db: Database, registry: PluginRegistry, url: str, **kwargs: object
 ) -> FlowMetrics:
-    return run_flow(settings, source_url=url, database=db, registry=registry, **kwargs)  # type: ignore[arg-type]
+    options = FlowOptions(source_url=url, **kwargs)  # type: ignore[arg-type]
+    return run_flow(settings, options, database=db, registry=registry)
 
 
 def test_a_replay_processes_every_file_once_and_ends(

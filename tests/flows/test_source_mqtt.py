@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from detectflow import Frame, FrameResult, Settings
 from detectflow.core.models import EventType
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, run_flow, source_mqtt
+from detectflow.flows import FlowError, FlowOptions, run_flow, source_mqtt
+from detectflow.flows.source_common import SourceURLError
 from detectflow.flows.source_mqtt import message_to_frame, parse_mqtt_source_url
-from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from tests import services
@@ -155,10 +155,9 @@ def test_an_unreachable_broker_is_a_clear_flow_error(
     with pytest.raises(FlowError, match="cannot reach the MQTT broker"):
         run_flow(
             settings,
-            source_url=f"mqtt://127.0.0.1:{free_port}/frames/+",
+            FlowOptions(source_url=f"mqtt://127.0.0.1:{free_port}/frames/+", until_empty=True),
             database=sqlite_db,
             registry=flow_registry,
-            until_empty=True,
         )
 
 

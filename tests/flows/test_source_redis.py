@@ -16,9 +16,9 @@ from sqlalchemy import text
 from detectflow import Frame, FrameResult, Settings
 from detectflow.core.models import EventType
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowMetrics, run_flow, source_redis
+from detectflow.flows import FlowError, FlowMetrics, FlowOptions, run_flow, source_redis
+from detectflow.flows.source_common import SourceURLError
 from detectflow.flows.source_redis import entry_to_frame, parse_redis_source_url
-from detectflow.flows.sources import SourceURLError
 from detectflow.samples import sample_frame
 from detectflow.store import Database
 from tests import services
@@ -76,14 +76,8 @@ def pending(client: redis.Redis, key: str, group: str = "detectflow") -> int:
 def run(
     settings: Settings, db: Database, registry: PluginRegistry, url: str, **kwargs: object
 ) -> FlowMetrics:
-    return run_flow(
-        settings,
-        source_url=url,
-        database=db,
-        registry=registry,
-        until_empty=True,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    options = FlowOptions(source_url=url, until_empty=True, **kwargs)  # type: ignore[arg-type]
+    return run_flow(settings, options, database=db, registry=registry)
 
 
 def test_every_entry_of_every_stream_completes_once_and_is_acked(

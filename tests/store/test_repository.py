@@ -14,6 +14,8 @@ from tests.store.builders import ago, detection, frame, provider, result
 
 # -- queue -------------------------------------------------------------------
 
+LEASE = queue.Lease("run-a", datetime(2100, 1, 1, tzinfo=UTC))
+
 
 def test_enqueue_returns_a_pending_row_keyed_by_frame_id(db: Database) -> None:
     f = frame(priority=8)
@@ -24,6 +26,13 @@ def test_enqueue_returns_a_pending_row_keyed_by_frame_id(db: Database) -> None:
     assert item.max_retries == 5
     assert item.frame_timestamp == f.timestamp
     assert db.get_queue_item(f.frame_id) == item
+
+
+def test_enqueue_refuses_a_frame_id_another_camera_already_queued(db: Database) -> None:
+    first = db.enqueue(frame(camera_id="cam-a"))
+    with pytest.raises(queue.FrameIdConflictError, match="already queued for another camera"):
+        db.enqueue(frame(frame_id=first.id, camera_id="cam-b"))
+    assert db.get_queue_item(first.id) == first
 
 
 def test_enqueue_twice_keeps_the_existing_row(db: Database) -> None:
@@ -59,7 +68,7 @@ def test_claim_rows_are_the_claim_without_queue_items(db: Database) -> None:
     for f in (low, mid, urgent):
         db.enqueue(f, max_retries=4)
 
-    rows = db.claim_rows(2)
+    rows = db.claim_rows(2, owner="run-a", lease_seconds=30)
 
     assert [r.id for r in rows] == [urgent.frame_id, mid.frame_id]
     for row, f in zip(rows, (urgent, mid), strict=True):
@@ -75,8 +84,8 @@ def test_claim_rows_are_the_claim_without_queue_items(db: Database) -> None:
         assert row.frame_timestamp.tzinfo is UTC
         assert row.created_at.tzinfo is UTC
     assert db.queue_stats()["processing"] == 2
-    assert [r.id for r in db.claim_rows(5)] == [low.frame_id]
-    assert db.claim_rows(5) == []
+    assert [r.id for r in db.claim_rows(5, owner="run-a", lease_seconds=30)] == [low.frame_id]
+    assert db.claim_rows(5, owner="run-a", lease_seconds=30) == []
 
 
 @pytest.fixture
@@ -99,7 +108,7 @@ def test_claimed_timestamps_do_not_depend_on_the_session_time_zone(pg: Database)
     with pg.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.exec_driver_sql("SET TIME ZONE 'Asia/Tokyo'")
-        (row,) = queue.claim_rows(conn, 10, now=utcnow())
+        (row,) = queue.claim_rows(conn, 10, now=utcnow(), lease=LEASE)
         conn.exec_driver_sql("RESET TIME ZONE")
     assert row.frame_timestamp == f.timestamp
     assert row.frame_timestamp.tzinfo is UTC
@@ -116,10 +125,11 @@ def test_a_connection_lost_mid_claim_raises_sqlalchemys_error_and_is_invalidated
         with pg.engine.connect() as other:
             other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         with pytest.raises(OperationalError) as caught:
-            queue.claim_rows(conn, 1, now=utcnow())
+            queue.claim_rows(conn, 1, now=utcnow(), lease=LEASE)
         assert caught.value.connection_invalidated
         assert conn.invalidated
-    assert len(pg.claim_rows(1)) == 1  # the pool hands out a live connection
+    # the pool hands out a live connection
+    assert len(pg.claim_rows(1, owner="run-a", lease_seconds=30)) == 1
 
 
 def test_concurrent_claims_never_take_the_same_row(db: Database) -> None:
@@ -145,18 +155,6 @@ def test_concurrent_claims_never_take_the_same_row(db: Database) -> None:
     flat = [i for chunk in taken for i in chunk]
     assert len(flat) == len(set(flat)), "a row was claimed twice"
     assert set(flat) == ids
-
-
-def test_release_stale_puts_processing_rows_back_to_pending(db: Database) -> None:
-    item = db.enqueue(frame())
-    db.enqueue(frame())  # stays pending: not touched
-    db.claim(1)
-    assert db.release_stale(timedelta(hours=1)) == 0
-    assert db.release_stale(timedelta(0)) == 1
-    back = db.get_queue_item(item.id)
-    assert back is not None
-    assert back.status == QueueStatus.PENDING
-    assert db.queue_stats()["pending"] == 2
 
 
 def test_queue_stats_counts_every_status(db: Database) -> None:
