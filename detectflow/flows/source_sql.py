@@ -105,6 +105,8 @@ class QueueStore(Protocol):
 
     def has_suspects(self) -> bool: ...
 
+    def held_by(self, owner: str) -> int: ...
+
     def unfinished(self) -> dict[str, int]: ...
 
 
@@ -230,6 +232,10 @@ class QueueLeases:
         """Up to ``limit`` rows leased to this run, as frames (or failed results)."""
         rows = self.store.claim_rows(limit, owner=self.owner, lease_seconds=self.lease_seconds)
         return [self._item(row) for row in rows]
+
+    def holding(self) -> bool:
+        """Does this run hold rows without their outcome stored yet?"""
+        return self.store.held_by(self.owner) > 0
 
     def claim_suspect(self) -> Batch | None:
         """One row that already lost two holders, or None when none waits.
@@ -376,9 +382,10 @@ class SqlQueueReader(SourceReader):
         return []
 
     def _take_suspect(self, granted: int) -> Batch | None:
-        """Claim a suspect row once nothing but this reservation is in flight here."""
-        if self.engine.outstanding > granted:
-            return []  # let this process's frames come back first
+        """Claim a suspect row once this run holds nothing: every frame it took is
+        back from the engine and its outcome stored, so only the suspect dies with it."""
+        if self.engine.outstanding > granted or self.leases.holding():
+            return []
         return self.leases.claim_suspect()
 
     def store_unfinished(self) -> dict[str, int]:

@@ -43,6 +43,7 @@ from detectflow.server.openapi import (
 from detectflow.server.params import MAX_OFFSET, Body, Query, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
 from detectflow.store.keys import Scope as KeyScope
+from detectflow.store.queue import FrameIdConflictError
 
 __all__ = [
     "FRAME_ID_PATTERN",
@@ -140,7 +141,11 @@ async def send_frame(request: Request) -> JSONResponse:
     frame = await _read_frame(request, state)
 
     if mode == "queue":
-        item = await in_thread(state.database.enqueue, frame)
+        try:
+            item = await in_thread(state.database.enqueue, frame)
+        except FrameIdConflictError as exc:
+            # Frame ids are the queue's keys: never answer 202 for a frame not queued.
+            raise ApiError(409, "frame_id_conflict", str(exc)) from None
         data = {
             "queued": True,
             "id": item.id,
@@ -322,7 +327,8 @@ endpoints = [
                 query(
                     "mode",
                     {"type": "string", "enum": ["", "inline", "queue"], "default": "inline"},
-                    "inline needs an active provider (409 otherwise).",
+                    "inline needs an active provider (409 otherwise); queue answers 409 "
+                    "frame_id_conflict when the frame_id is already another camera's.",
                 ),
             ),
             body=ref("SendFrame"),

@@ -57,17 +57,25 @@ def flow_env(database_url: str, secret_key: str, data_dir: Path, **extra: str) -
 
 
 @contextmanager
-def provider(database: Database, *, latency: float) -> Iterator[SimulatorThread]:
-    """A SIMULATED provider on loopback, stored as the active http_api provider."""
-    with run_in_thread(Simulator(latency=latency, seed=3)) as handle:
+def provider(
+    database: Database,
+    *,
+    latency: float,
+    timeout_seconds: float = 5.0,
+    max_retries: int = 3,
+    **faults: float,
+) -> Iterator[SimulatorThread]:
+    """A SIMULATED provider on loopback, stored as the active http_api provider;
+    ``faults`` are the simulator's rates (``error_rate``, ``timeout_rate``...)."""
+    with run_in_thread(Simulator(latency=latency, seed=3, **faults)) as handle:  # type: ignore[arg-type]
         database.create_provider(
             ProviderConfig(
                 id=new_id(),
                 provider_name="simulator",
                 provider_type="http_api",
                 endpoint_url=handle.detect_url("detectflow"),
-                timeout_seconds=5.0,
-                max_retries=3,
+                timeout_seconds=timeout_seconds,
+                max_retries=max_retries,
                 is_active=True,
             )
         )
@@ -77,8 +85,17 @@ def provider(database: Database, *, latency: float) -> Iterator[SimulatorThread]
 class FlowProcess:
     """One ``flow run`` process; its output goes to a log file the failure message shows."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        command: list[str] = FLOW_RUN,
+    ) -> None:
         self.name = name
+        self.command = command
         self.args = args
         self.env = env
         self.log = log_dir / f"{name}.log"
@@ -89,7 +106,7 @@ class FlowProcess:
         self._terminated = False
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*FLOW_RUN, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [*self.command, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         return self
 

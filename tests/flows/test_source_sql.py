@@ -199,8 +199,11 @@ def test_a_suspect_row_is_claimed_alone_once_nothing_else_is_in_flight(
     assert [f.frame_id for f in first] == [suspect.frame_id]  # alone, not with the others
     lane.submit([f for f in first if isinstance(f, Frame)])
     assert source.next_batch() == []  # the suspect is still out: nothing else is claimed
+    results = []
     while lane.pending:
-        lane.poll()
+        results.extend(lane.poll())
+    assert source.next_batch() == []  # back, but its outcome is not stored yet
+    sqlite_db.record_results(results)
     assert len(source.next_batch()) == 3  # the engine's room (2 calls + 1 queued)
 
 

@@ -62,6 +62,7 @@ def test_a_claimed_row_becomes_the_same_frame_as_its_queue_item() -> None:
         queued.retry_count,
         queued.max_retries,
         queued.created_at,
+        1,
     )
     assert queue_item_to_frame(row, max_bytes=1 << 20) == queue_item_to_frame(
         queued, max_bytes=1 << 20

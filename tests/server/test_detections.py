@@ -163,6 +163,23 @@ def test_send_frame_queue_mode_needs_no_provider_and_keeps_the_given_frame_id(
     assert data["id"] == "my-frame:42"
 
 
+def test_send_frame_queue_mode_refuses_a_frame_id_another_camera_queued(
+    client: TestClient,
+) -> None:
+    first = frame_body("cam-1", frame_id="shared-id")
+    assert client.post(f"{API}/send-frame?mode=queue", json=first).status_code == 202
+    clash = frame_body("cam-2", 7, frame_id="shared-id")
+
+    error = assert_error(send(client, clash, params={"mode": "queue"}), 409, "frame_id_conflict")
+
+    assert "shared-id" in error["message"]
+    assert "another camera" in error["message"]
+    stats = client.get(f"{API}/queue-stats").json()["data"]
+    assert (stats["pending"], stats["total"]) == (1, 1)
+    # The same camera sending the same frame again is a retry, not a clash.
+    assert client.post(f"{API}/send-frame?mode=queue", json=first).status_code == 202
+
+
 # -- send-frame, bad input -------------------------------------------------------
 
 TINY_PNG = base64.b64encode(encode_png(2, 2, bytes(12))).decode()
