@@ -302,8 +302,8 @@ class DetectEngine:
     def close(self, timeout: float = 10.0) -> None:
         """Cancel what is still running, close every adapter, stop the loop.
 
-        Frames cancelled here keep their queue rows in ``processing``; the
-        source's stale-row release puts them back to pending on next start.
+        Frames cancelled here keep their queue rows in ``processing`` until
+        their lease lapses; then any running flow puts them back to pending.
         """
         if self._closed:
             return

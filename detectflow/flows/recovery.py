@@ -5,7 +5,7 @@ A crash. With a recovery directory, Bytewax snapshots each stateful step
 into SQLite partitions there, and a restarted flow resumes from the last
 snapshot: frames that were in flight are submitted again. Sources resume
 from their own durable position (Redis consumer-group pending entries, an
-MQTT persistent session, queue rows left in ``processing``), and the sinks
+MQTT persistent session, the SQL queue's leases), and the sinks
 are idempotent (ids derive from the frame id), so a frame seen twice writes
 the same rows twice, not two rows. The partitions must exist before the
 first run; :func:`recovery_config` creates them once (under a file lock, as
