@@ -37,6 +37,7 @@ and ``DETECTFLOW_QUEUE_MAX_DELIVERIES``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -299,19 +300,7 @@ class QueueLeases:
                 failed.append(strip_image(failed_result(frame, reason)))
                 continue
             attributes = {**frame.attributes, LEASE_ATTR: self.owner}
-            submit.append(
-                Frame(
-                    frame.camera_id,
-                    frame.image,
-                    frame.frame_id,
-                    frame.timestamp,
-                    frame.frame_number,
-                    frame.priority,
-                    frame.width,
-                    frame.height,
-                    attributes,
-                )
-            )
+            submit.append(dataclasses.replace(frame, attributes=attributes))
         skipped = len(frames) - len(submit) - len(failed)
         if skipped:
             log.info(

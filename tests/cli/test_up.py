@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from detectflow.cli import cli
 from detectflow.flows.recovery import recovery_partitions
 
+_UP = [sys.executable, "-m", "detectflow.cli", "up"]
+
 
 def _env(tmp_path: Path, secret_key: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTFLOW_")}
@@ -37,8 +39,16 @@ def _up(env: dict[str, str], port: int, *args: str) -> Iterator[subprocess.Popen
     log = Path(env["DETECTFLOW_DATA_DIR"]).parent / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "detectflow.cli", "up", "--port", str(port), "--no-schedule"]
-            + list(args),
+            [
+                sys.executable,
+                "-m",
+                "detectflow.cli",
+                "up",
+                "--port",
+                str(port),
+                "--no-schedule",
+                *args,
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -29,6 +29,7 @@ from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.flows.engine import DetectEngine
 from detectflow.samples import sample_frame
 from detectflow.store import Database
+from tests.databases import migrated_database
 
 HANDLERS: dict[str, Handler] = {}
 
@@ -75,6 +76,13 @@ def settings(tmp_path: Path) -> Settings:
         poll_interval_seconds=0.01,
         disable_plugin_autoload=True,
     )
+
+
+@pytest.fixture
+def pg(postgres_url: str, secret_key: str) -> Iterator[Database]:
+    """A migrated PostgreSQL database of its own, for tests that need PostgreSQL."""
+    with migrated_database(postgres_url, secret_key) as database:
+        yield database
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from detectflow.store import Database
 from detectflow.store.live import camera_key
 from detectflow.store.redis_backend import DEFAULT_PREFIX
 from tests import services
-from tests.databases import migrated_database
 from tests.flows.flow_processes import (
     FlowProcess,
     finished_frames,
@@ -48,12 +46,6 @@ from tests.flows.flow_processes import (
 )
 
 FRAMES_PER_CAMERA = 300
-
-
-@pytest.fixture
-def pg(postgres_url: str, secret_key: str) -> Iterator[Database]:
-    with migrated_database(postgres_url, secret_key) as database:
-        yield database
 
 
 def _frames(tag: str) -> list[tuple[str, str, int, bytes]]:

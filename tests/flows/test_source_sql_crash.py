@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from detectflow.core.ids import new_id
 from detectflow.core.models import EventType, Frame, ProviderConfig
 from detectflow.samples import sample_frame
 from detectflow.store import Database
-from tests.databases import migrated_database
 from tests.flows.flow_processes import (
     FlowProcess,
     finished_frames,
@@ -36,12 +34,6 @@ from tests.flows.flow_processes import (
 from tests.flows.poison_flow import POISON_FRAME_ID, POISON_TYPE
 
 LEASE_SECONDS = 3
-
-
-@pytest.fixture
-def pg_db(postgres_url: str, secret_key: str) -> Iterator[Database]:
-    with migrated_database(postgres_url, secret_key) as database:
-        yield database
 
 
 def _queue(db: Database, count: int, tag: str) -> list[str]:
@@ -126,9 +118,9 @@ def test_a_run_sigkilled_and_restarted_at_once_finishes_every_frame(
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_the_surviving_process_finishes_the_frames_of_a_dead_one(
-    pg_db: Database, postgres_url: str, secret_key: str, tmp_path: Path
+    pg: Database, postgres_url: str, secret_key: str, tmp_path: Path
 ) -> None:
-    db = pg_db
+    db = pg
     frame_ids = _queue(db, 300, "s")
     env = flow_env(postgres_url, secret_key, tmp_path)
     source = ["--source", f"sql://?lease_seconds={LEASE_SECONDS}"]
@@ -176,9 +168,9 @@ def _holders(db: Database) -> int:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_chaotic_backfill_killed_and_resumed_until_empty_ends_only_when_done(
-    pg_db: Database, postgres_url: str, secret_key: str, tmp_path: Path
+    pg: Database, postgres_url: str, secret_key: str, tmp_path: Path
 ) -> None:
-    db = pg_db
+    db = pg
     frame_ids = _queue(db, 1500, "c")
     env = flow_env(
         postgres_url,
