@@ -176,6 +176,7 @@ class QueueLeases:
     ) -> None:
         self.store = store
         self.owner = owner or run_owner()
+        self._attributes = {LEASE_ATTR: self.owner}  # copied into each frame
         self.lease_seconds = lease_seconds
         self.max_deliveries = max_deliveries
         self.max_bytes = max_bytes
@@ -265,10 +266,6 @@ class QueueLeases:
             log.warning("frame %s failed: %s", row.id, reason)
             return failed_result(unvalidated_frame(row), reason)
         return queue_item_to_frame(row, max_bytes=self.max_bytes, attributes=self._attributes)
-
-    @property
-    def _attributes(self) -> dict[str, str]:
-        return {LEASE_ATTR: self.owner}
 
     # -- resuming from a snapshot -----------------------------------------
 

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import update
@@ -19,8 +20,10 @@ from detectflow import (
     hookimpl,
 )
 from detectflow.core.models import Detection, DetectionEvent, EventType, FrameResult
+from detectflow.core.pipeline import failed_result
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowMetrics, FlowOptions, run_flow
+from detectflow.flows import DetectEngine, FlowError, FlowMetrics, FlowOptions, run_flow
+from detectflow.flows.dataflow import DetectLogic
 from detectflow.flows.engine import NO_PROVIDER
 from detectflow.store import Database
 from detectflow.store.tables import detection_processing_queue
@@ -29,6 +32,7 @@ from tests.flows.conftest import (
     activate,
     activate_counted,
     enqueue,
+    frames,
     garbage_frame,
     person,
     running_flow,
@@ -365,3 +369,28 @@ def test_a_plugin_sink_receives_every_result(
 
     assert sorted(r.frame.frame_id for r in received) == sorted(f.frame_id for f in queued)
     assert all(r.ok and len(r.detections) == 2 for r in received)
+
+
+def test_resumed_frames_go_through_the_sources_screen_first(
+    settings: Settings, engine: DetectEngine
+) -> None:
+    """DetectLogic resubmits what the screen keeps and emits what it answers at once."""
+    kept, dropped, answered = frames(3)
+    screened: list[tuple[str, ...]] = []
+
+    def screen(resumed: Sequence[Frame]) -> tuple[list[Frame], list[FrameResult]]:
+        screened.append(tuple(f.frame_id for f in resumed))
+        return [kept], [failed_result(answered, "answered by the screen")]
+
+    logic = DetectLogic(engine, (kept, dropped, answered), screen)
+
+    assert screened == [(kept.frame_id, dropped.frame_id, answered.frame_id)]
+    assert logic.notify_at() is not None
+    emitted: list[FrameResult] = []
+    deadline = time.monotonic() + 5
+    while len(emitted) < 2 and time.monotonic() < deadline:
+        results, _ = logic.on_notify()
+        emitted.extend(results)
+        time.sleep(0.01)
+    assert [r.frame.frame_id for r in emitted] == [answered.frame_id, kept.frame_id]
+    assert emitted[1].ok

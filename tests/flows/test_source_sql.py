@@ -266,3 +266,37 @@ def test_any_option_value_parses_or_is_refused_clearly(name: str, text: str) -> 
 def test_bad_urls_are_refused_with_the_reason(url: str, message: str) -> None:
     with pytest.raises(SourceURLError, match=message):
         parse_sql_source_url(url, Settings())
+
+
+def test_resumed_frames_whose_rows_are_final_are_not_detected_again(
+    sqlite_db: Database, settings: Settings
+) -> None:
+    enqueue(sqlite_db, 3)
+    dead = QueueLeases(sqlite_db, lease_seconds=30, max_deliveries=5, owner="dead-run")
+    snapshot = [f for f in dead.claim(3) if isinstance(f, Frame)]
+    sqlite_db.record_results([failed_result(snapshot[0], "recorded before the crash")])
+    fresh = QueueLeases(sqlite_db, lease_seconds=30, max_deliveries=5)
+
+    submit, failed = fresh.resume(snapshot)
+
+    assert [f.frame_id for f in submit] == [f.frame_id for f in snapshot[1:]]
+    assert {f.attributes[LEASE_ATTR] for f in submit} == {fresh.owner}
+    assert failed == []
+    assert sqlite_db.held_by(fresh.owner) == 2
+    assert sqlite_db.held_by("dead-run") == 0
+
+
+def test_a_resumed_frame_past_max_deliveries_is_failed_not_resubmitted(
+    sqlite_db: Database, settings: Settings
+) -> None:
+    enqueue(sqlite_db, 1)
+    dead = QueueLeases(sqlite_db, lease_seconds=30, max_deliveries=1, owner="dead-run")
+    snapshot = [f for f in dead.claim(1) if isinstance(f, Frame)]
+    fresh = QueueLeases(sqlite_db, lease_seconds=30, max_deliveries=1)
+
+    submit, (failed,) = fresh.resume(snapshot)
+
+    assert submit == []
+    assert failed.error is not None
+    assert "abandoned after 1 deliveries" in failed.error
+    assert not failed.frame.image
