@@ -288,11 +288,19 @@ def _claim_postgres(conn: Connection, sql: str, params: Mapping[str, Any]) -> li
 def renew_leases(conn: Connection, lease: Lease) -> int:
     """Push the expiry of every row ``lease.owner`` holds to ``lease.expires_at``.
 
-    One statement for all of a run's rows, whatever their number.
+    One statement for all of a run's rows, whatever their number. Rows locked
+    right now are skipped, not waited for: they are being finished (the
+    results writer's transaction), and waiting on it from the other side of
+    its lock order is how the two deadlocked.
     """
+    held = (
+        select(queue.c.id)
+        .where(queue.c.status == _PROCESSING, queue.c.lease_owner == lease.owner)
+        .with_for_update(skip_locked=True)
+    )
     stmt = (
         update(queue)
-        .where(queue.c.status == _PROCESSING, queue.c.lease_owner == lease.owner)
+        .where(queue.c.id.in_(held.scalar_subquery()))
         .values(lease_expires_at=lease.expires_at)
     )
     return conn.execute(stmt).rowcount
