@@ -264,7 +264,7 @@ class QueueLeases:
             self.abandoned += 1
             reason = _abandoned(row.deliveries, self.max_deliveries)
             log.warning("frame %s failed: %s", row.id, reason)
-            return failed_result(unvalidated_frame(row), reason)
+            return failed_result(unvalidated_frame(row, self._attributes), reason)
         return queue_item_to_frame(row, max_bytes=self.max_bytes, attributes=self._attributes)
 
     # -- resuming from a snapshot -----------------------------------------

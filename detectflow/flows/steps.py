@@ -52,7 +52,7 @@ class QueuedFrame(Protocol):
     def frame_timestamp(self) -> datetime: ...
 
 
-def unvalidated_frame(item: QueuedFrame) -> Frame:
+def unvalidated_frame(item: QueuedFrame, attributes: Mapping[str, str] | None = None) -> Frame:
     """A frame that only names a queue row, so a row that failed validation can
     still be recorded as failed (its queue id and an event) without its bytes."""
     camera = item.camera_id if isinstance(item.camera_id, str) else str(item.camera_id)
@@ -63,6 +63,7 @@ def unvalidated_frame(item: QueuedFrame) -> Frame:
         timestamp=item.frame_timestamp,
         frame_number=item.frame_number,
         priority=item.priority,
+        attributes=dict(attributes or {}),
     )
 
 
@@ -86,7 +87,7 @@ def queue_item_to_frame(
             attributes=attributes,
         )
     except InvalidFrameError as exc:
-        return failed_result(unvalidated_frame(item), f"invalid frame: {exc}")
+        return failed_result(unvalidated_frame(item, attributes), f"invalid frame: {exc}")
 
 
 def camera_key(frame: Frame) -> str:

@@ -180,6 +180,7 @@ def test_a_frame_delivered_too_often_is_failed_with_the_reason(
     assert item.error is not None
     assert "abandoned after 2 deliveries" in item.error
     assert "max_deliveries=2" in item.error
+    assert item.frame.attributes[LEASE_ATTR] == source.leases.owner  # the write side checks it
     assert engine.outstanding == 0
 
 
