@@ -394,14 +394,15 @@ def adopt(
     A row is adopted when it is pending, has no live lease, or is held by one
     of ``previous_owners`` (the run that wrote the snapshot, which is gone);
     each adoption counts a delivery. Ids with no row (frames of other
-    sources) appear in none of the results.
+    sources), and rows locked right now (another run is finishing them),
+    appear in none of the results.
     """
     if not ids:
         return Adoption({}, frozenset(), frozenset())
     rows = conn.execute(
         select(queue.c.id, queue.c.status, queue.c.lease_owner, queue.c.lease_expires_at)
         .where(queue.c.id.in_(list(ids)))
-        .with_for_update()
+        .with_for_update(skip_locked=True)
     ).all()
     final: set[str] = set()
     elsewhere: set[str] = set()
