@@ -3,7 +3,7 @@
 Queues ``--frames`` frames (default 2,000) in SQLite (the embedded default),
 starts an HTTP provider on loopback that answers every request after
 ``--latency`` seconds (default 50 ms), and runs the real flow
-(``run_flow(until_empty=True)``: SQL source -> detect engine with
+(``run_flow(settings, FlowOptions(until_empty=True))``: SQL source -> detect engine with
 ``--in-flight`` calls (default 32) -> SQL + live sinks) through the real
 ``http_api`` adapter. The ceiling is in_flight / latency = 640 frames/s.
 

@@ -11,7 +11,7 @@ events), the SQL sink (``Database.record_results``), the live sink
 Source: the SQL processing queue (the default ``--source sql``). ``--frames``
 rows (default 20,000) are inserted in one bulk statement *before* the clock
 starts, so the figure includes claiming them (``FOR UPDATE SKIP LOCKED``)
-but not inserting them. One Bytewax worker, ``run_flow(until_empty=True)``.
+but not inserting them. One Bytewax worker, ``run_flow(settings, FlowOptions(until_empty=True))``.
 
 Baseline, in the same run: the raw cost of writing the same rows (3
 detections + 1 event per frame, every queue row set to completed) with

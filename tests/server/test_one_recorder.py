@@ -17,7 +17,7 @@ from detectflow import hookimpl
 from detectflow.core.models import Detection, DetectionEvent, ProviderConfig
 from detectflow.core.plugins import get_registry, reset_registry
 from detectflow.core.settings import Settings
-from detectflow.flows import run_flow
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.samples import sample_frame
 from detectflow.server import create_app
 from detectflow.simulator import Simulator, run_in_thread
@@ -92,10 +92,10 @@ def _record(path: str, tmp_path: Path, secret_key: str, detect_url: str) -> dict
             )
         run_flow(
             settings,
+            FlowOptions(until_empty=True),
             database=database,
             live=LiveView(cache, bus),
             registry=registry,
-            until_empty=True,
         )
     events, _ = database.list_events(limit=1000)
     live = LiveView(cache, bus)
