@@ -56,7 +56,7 @@ from detectflow.core.pipeline import failed_result
 from detectflow.core.settings import Settings
 from detectflow.flows.source_common import Batch, SourceOptions, SourceReader, SourceURLError
 from detectflow.flows.steps import QueuedFrame, queue_item_to_frame, unvalidated_frame
-from detectflow.store.queue import Adoption, ExpiredLeases
+from detectflow.store.queue import LEASE_ATTR, Adoption, ExpiredLeases
 
 if TYPE_CHECKING:
     from detectflow.flows.dataflow import ReaderSource
@@ -76,7 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LEASE_ATTR = "queue_lease"
 """The frame attribute naming the run that holds the frame's queue row."""
 
 _OPTIONS = {"batch_size", "lease_seconds", "max_deliveries"}

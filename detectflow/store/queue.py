@@ -57,6 +57,7 @@ from detectflow.store.types import UTCDateTime
 
 __all__ = [
     "FINAL_STATUSES",
+    "LEASE_ATTR",
     "SUSPECT_DELIVERIES",
     "Adoption",
     "ClaimedRow",
@@ -79,6 +80,10 @@ __all__ = [
 
 SUSPECT_DELIVERIES = 2
 """A pending row handed out this often already lost two holders: claimed alone."""
+
+LEASE_ATTR = "queue_lease"
+"""The frame attribute naming the run that claimed a queue frame: the recorder
+finishes such a frame's row only if no other holder finished it first."""
 
 FINAL_STATUSES = frozenset(
     {QueueStatus.COMPLETED.value, QueueStatus.FAILED.value, QueueStatus.SKIPPED.value}

@@ -8,11 +8,12 @@ for how each travels.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, text, update
 
 from detectflow.core.models import (
     Detection,
@@ -23,6 +24,7 @@ from detectflow.core.models import (
 )
 from detectflow.core.windows import tally
 from detectflow.store.dialects import insert_new, insert_values, update_values
+from detectflow.store.queue import FINAL_STATUSES, LEASE_ATTR
 from detectflow.store.rows import (
     DETECTION_COLUMNS,
     EVENT_COLUMNS,
@@ -81,26 +83,74 @@ def _status(result: FrameResult) -> QueueStatus:
 
 
 def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
+    """Store a batch in the caller's transaction: queue rows, detections with their
+    window tallies, events.
+
+    A frame claimed from the queue (it carries :data:`LEASE_ATTR`) is recorded
+    only if this call is the one that finishes its row: a holder whose lease
+    expired while it was slow, and the run that took the frame over, may
+    both come back with a result, and a frame has exactly one final outcome
+    and one final event. The guarded UPDATE takes the row's lock, so of two
+    concurrent writers the second sees the row final and records nothing.
+    """
+    claimed = [r for r in results if LEASE_ATTR in r.frame.attributes]
+    if claimed:
+        finished = _finish_claimed(conn, claimed, now)
+        results = [
+            r
+            for r in results
+            if LEASE_ATTR not in r.frame.attributes or r.frame.frame_id in finished
+        ]
     found = [d for r in results for d in r.detections]
     new_ids = insert_new(conn, detections, DETECTION_COLUMNS, [detection_values(d) for d in found])
     # A replay (some rows existed): count each new row once.
     fresh = found if new_ids is None else list({d.id: d for d in found if d.id in new_ids}.values())
     add_tallies(conn, tally(fresh), now=now)
     insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for r in results for e in r.events])
-    queue_rows = [
-        (
-            r.frame.frame_id,
-            _status(r).value,
-            len(r.detections),
-            r.processing_time_ms,
-            r.error,
-            max(r.attempts - 1, 0),
-            now,
-        )
-        for r in results
-    ]
     # Frames from other sources have no queue row: their UPDATE matches nothing.
-    update_values(conn, queue, _QUEUE_COLUMNS, queue_rows, fallback=_finish_queue_row)
+    # (Inline send-frame's failed frames were queued just before, to keep their bytes.)
+    unclaimed = [_queue_row(r, now) for r in results if LEASE_ATTR not in r.frame.attributes]
+    update_values(conn, queue, _QUEUE_COLUMNS, unclaimed, fallback=_finish_queue_row)
+
+
+def _queue_row(r: FrameResult, now: datetime) -> tuple[object, ...]:
+    return (
+        r.frame.frame_id,
+        _status(r).value,
+        len(r.detections),
+        r.processing_time_ms,
+        r.error,
+        max(r.attempts - 1, 0),
+        now,
+    )
+
+
+def _finish_claimed(conn: Connection, claimed: Sequence[FrameResult], now: datetime) -> set[str]:
+    """Finish the queue rows of ``claimed`` that are not final yet; their ids."""
+    rows = [dict(zip(_QUEUE_COLUMNS, _queue_row(r, now), strict=True)) for r in claimed]
+    if conn.dialect.name == "postgresql":
+        finished = conn.execute(_FINISH_UNLESS_FINAL, {"rows": json.dumps(rows, default=str)})
+        return {row[0] for row in finished}
+    ids = [r["id"] for r in rows]
+    already = set(
+        conn.execute(
+            select(queue.c.id).where(queue.c.id.in_(ids), queue.c.status.in_(FINAL_STATUSES))
+        ).scalars()
+    )
+    todo = [row for row in rows if row["id"] not in already]
+    if todo:  # SQLite holds one writer at a time: nothing can finish them meanwhile
+        conn.execute(_finish_queue_row, [{f"b_{k}": v for k, v in row.items()} for row in todo])
+    return {str(row["id"]) for row in todo}
+
+
+_FINISH_UNLESS_FINAL = text(
+    "UPDATE detection_processing_queue AS q SET status = v.status, "
+    "detections_count = v.detections_count, processing_time_ms = v.processing_time_ms, "
+    "error_message = v.error_message, retry_count = v.retry_count, updated_at = v.updated_at "
+    "FROM json_populate_recordset(NULL::detection_processing_queue, CAST(:rows AS json)) AS v "
+    "WHERE q.id = v.id AND q.status NOT IN ('completed', 'failed', 'skipped') RETURNING q.id"
+)
+"""One statement for the batch; the row lock makes a concurrent second writer see it final."""
 
 
 def record_events(conn: Connection, new_events: Sequence[DetectionEvent]) -> None:
