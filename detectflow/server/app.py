@@ -182,6 +182,7 @@ def create_app(
                 detector=detector,
                 recorder=recorder,
                 results=GroupCommit(partial(record_inline_results, db, recorder)),
+                queue=GroupCommit(db.enqueue_many),
                 routes=ProviderRoutes(db),
                 keys=VerifiedKeys(db),
             )

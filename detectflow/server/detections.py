@@ -142,7 +142,7 @@ async def send_frame(request: Request) -> JSONResponse:
 
     if mode == "queue":
         try:
-            item = await in_thread(state.database.enqueue, frame)
+            item = await state.queue.submit(frame)  # durable when it returns
         except FrameIdConflictError as exc:
             # Frame ids are the queue's keys: never answer 202 for a frame not queued.
             raise ApiError(409, "frame_id_conflict", str(exc)) from None
@@ -150,7 +150,7 @@ async def send_frame(request: Request) -> JSONResponse:
             "queued": True,
             "id": item.id,
             "camera_id": item.camera_id,
-            "status": str(item.status),
+            "status": item.status,
             "priority": item.priority,
         }
         return JSONResponse({"data": data}, status_code=202)

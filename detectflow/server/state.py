@@ -18,7 +18,7 @@ import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from detectflow.adapters.detector import Detector
-from detectflow.core.models import FrameResult
+from detectflow.core.models import Frame, FrameResult
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
@@ -27,6 +27,7 @@ from detectflow.store.breakers import BreakerRecorder
 from detectflow.store.group_commit import GroupCommit
 from detectflow.store.keys import ApiKey, hash_key
 from detectflow.store.live import LiveView
+from detectflow.store.queue import Queued
 from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
 
@@ -123,8 +124,10 @@ class ServerState:
     """Inline send-frame's way to the providers, with its own circuit breakers."""
     recorder: Recorder
     """The one recorder of results, shared with every dataflow."""
-    results: GroupCommit[FrameResult]
+    results: GroupCommit[FrameResult, None]
     """Inline results on their way to the recorder, written in groups."""
+    queue: GroupCommit[Frame, Queued]
+    """Frames sent with ``?mode=queue``, queued in groups."""
     routes: ProviderRoutes
     keys: VerifiedKeys
 

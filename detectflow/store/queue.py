@@ -32,7 +32,7 @@ autocommit cost ~4 us per row, round trip included.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -64,10 +64,12 @@ __all__ = [
     "ExpiredLeases",
     "FrameIdConflictError",
     "Lease",
+    "Queued",
     "adopt",
     "claim",
     "claim_rows",
     "enqueue",
+    "enqueue_many",
     "expire_leases",
     "get_item",
     "has_suspects",
@@ -215,6 +217,42 @@ def enqueue(conn: Connection, frame: Frame, *, max_retries: int, now: datetime) 
     if item.camera_id != frame.camera_id:
         raise FrameIdConflictError(frame.frame_id, frame.camera_id)
     return item
+
+
+class Queued(NamedTuple):
+    """What a client is told about a frame it queued."""
+
+    id: str
+    camera_id: str
+    status: str
+    priority: int
+
+
+def enqueue_many(
+    conn: Connection, frames: Sequence[Frame], *, max_retries: int, now: datetime
+) -> list[Queued | FrameIdConflictError]:
+    """:func:`enqueue` for a batch: one insert and one read of the rows' keys (never
+    their bytes), each frame's row or the conflict that kept it out, in order."""
+    if not frames:
+        return []
+    rows = [queue_row_for_frame(f, max_retries=max_retries, now=now) for f in frames]
+    insert_ignore(conn, queue, list({row["id"]: row for row in rows}.values()))
+    ids = list({f.frame_id for f in frames})
+    found = {
+        row.id: Queued(row.id, row.camera_id, str(row.status), row.priority)
+        for row in conn.execute(
+            select(queue.c.id, queue.c.camera_id, queue.c.status, queue.c.priority).where(
+                queue.c.id.in_(ids)
+            )
+        )
+    }
+    out: list[Queued | FrameIdConflictError] = []
+    for f in frames:
+        row = found[f.frame_id]
+        out.append(
+            row if row.camera_id == f.camera_id else FrameIdConflictError(f.frame_id, f.camera_id)
+        )
+    return out
 
 
 def claim_rows(

@@ -101,6 +101,14 @@ class Database:
         with self._write() as conn:
             return queue.enqueue(conn, frame, max_retries=max_retries, now=utcnow())
 
+    def enqueue_many(
+        self, frames: Sequence[Frame], *, max_retries: int = 3
+    ) -> list[queue.Queued | queue.FrameIdConflictError]:
+        """Queue a batch of frames in one transaction (send-frame's group commit);
+        each frame's row, or the conflict that kept it out, in order."""
+        with self._write() as conn:
+            return queue.enqueue_many(conn, frames, max_retries=max_retries, now=utcnow())
+
     def claim(
         self, limit: int, *, owner: str = "manual", lease_seconds: float = 30.0
     ) -> list[QueueItem]:

@@ -34,7 +34,7 @@ def test_submissions_while_a_batch_is_written_go_together_in_the_next() -> None:
     store = SlowStore()
 
     async def main() -> None:
-        group: GroupCommit[int] = GroupCommit(store.write)
+        group: GroupCommit[int, None] = GroupCommit(store.write)
         first = asyncio.create_task(group.submit(0))
         await asyncio.to_thread(store.writing.wait)  # the first write is under way
         await asyncio.gather(first, *(group.submit(i) for i in range(1, 11)))
@@ -46,12 +46,12 @@ def test_submissions_while_a_batch_is_written_go_together_in_the_next() -> None:
 def test_a_submission_returns_only_once_its_item_is_written() -> None:
     store = SlowStore(delay=0.02)
 
-    async def submit(group: GroupCommit[int], item: int) -> None:
+    async def submit(group: GroupCommit[int, None], item: int) -> None:
         await group.submit(item)
         assert item in store.durable
 
     async def main() -> None:
-        group: GroupCommit[int] = GroupCommit(store.write, max_batch=3)
+        group: GroupCommit[int, None] = GroupCommit(store.write, max_batch=3)
         await asyncio.gather(*(submit(group, i) for i in range(10)))
 
     asyncio.run(main())
@@ -63,7 +63,7 @@ def test_a_failed_write_fails_its_batch_and_the_next_batch_still_goes() -> None:
     store = SlowStore(delay=0.02, fail_on=3)
 
     async def main() -> list[BaseException | None]:
-        group: GroupCommit[int] = GroupCommit(store.write)
+        group: GroupCommit[int, None] = GroupCommit(store.write)
         first = asyncio.create_task(group.submit(0))
         await asyncio.to_thread(store.writing.wait)
         doomed = await asyncio.gather(*(group.submit(i) for i in (1, 2, 3)), return_exceptions=True)
@@ -80,7 +80,7 @@ def test_a_cancelled_request_does_not_cancel_the_write() -> None:
     store = SlowStore(delay=0.05)
 
     async def main() -> None:
-        group: GroupCommit[int] = GroupCommit(store.write)
+        group: GroupCommit[int, None] = GroupCommit(store.write)
         request = asyncio.create_task(group.submit(7))
         await asyncio.to_thread(store.writing.wait)
         request.cancel()
@@ -90,3 +90,16 @@ def test_a_cancelled_request_does_not_cancel_the_write() -> None:
 
     asyncio.run(main())
     assert store.durable == {7, 8}
+
+
+def test_each_item_gets_its_own_outcome_and_only_its_own_error() -> None:
+    def write(items: Sequence[int]) -> list[int | BaseException]:
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+    async def main() -> list[object]:
+        group: GroupCommit[int, int] = GroupCommit(write)
+        return await asyncio.gather(*(group.submit(i) for i in range(4)), return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0] == 0 and outcomes[2] == 20
+    assert [str(o) for o in outcomes[1::2]] == ["odd 1", "odd 3"]

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from detectflow.core.models import EventType, Frame, QueueStatus
 from detectflow.store import Database
+from detectflow.store.queue import FrameIdConflictError
 from detectflow.store.tables import detection_processing_queue
 from tests.store.builders import ago, frame, result
 
@@ -143,3 +144,18 @@ def db_frame(db: Database, frame_id: str) -> Frame:
     item = db.get_queue_item(frame_id)
     assert item is not None
     return frame(item.camera_id, frame_id=item.id)
+
+
+def test_enqueue_many_queues_a_batch_and_names_each_conflict(db: Database) -> None:
+    taken = frame("cam-a", frame_id="shared")
+    db.enqueue(taken)
+    again = frame("cam-a", frame_id="f-1")
+    batch = [again, frame("cam-b", frame_id="shared"), frame("cam-b", frame_id="f-2"), again]
+
+    outcomes = db.enqueue_many(batch)
+
+    assert [getattr(o, "id", None) for o in outcomes] == ["f-1", None, "f-2", "f-1"]
+    assert isinstance(outcomes[1], FrameIdConflictError) and "another camera" in str(outcomes[1])
+    assert db.queue_stats()["pending"] == 3  # shared (cam-a), f-1 once, f-2
+    item = db.get_queue_item("f-2")
+    assert item is not None and item.camera_id == "cam-b" and item.frame_data == batch[2].image
