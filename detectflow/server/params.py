@@ -332,22 +332,43 @@ def validation_error(errors: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "validation_error", f"invalid request: {summary}", errors)
 
 
-# A JSON string, unrolled (no backtracking): a 1 MB frame is one C-speed match.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+_SPECIAL = re.compile(rb'[\[\]{}"\\]')
+"""The only bytes that decide nesting: brackets, quotes and the escapes inside strings."""
 
 
 def _too_deep(raw: bytes, limit: int) -> bool:
     """Whether arrays/objects nest deeper than ``limit``, found without parsing
-    (the parser is what a deep document overflows). Strings are cut out first,
-    so brackets inside them do not count."""
+    (the parser is what a deep document overflows). Brackets inside strings do
+    not count.
+
+    A document with no more than ``limit`` opening brackets cannot be too
+    deep, and counting them runs at memory speed: a send-frame body (one
+    object, ~200 KB of base64) is cleared in microseconds, where scanning it
+    cost ~2.5 ms a request. Only other documents are walked, visiting just
+    the bytes that matter.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
     depth = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
-        if match[0] in b"[{":
+    in_string = False
+    skip = -1
+    for match in _SPECIAL.finditer(raw):
+        at = match.start()
+        if at < skip:  # the byte a backslash escaped
+            continue
+        byte = raw[at]
+        if in_string:
+            if byte == 0x5C:  # backslash: the next byte is escaped
+                skip = at + 2
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
             depth += 1
             if depth > limit:
                 return True
-        else:
+        elif byte in (0x5D, 0x7D):
             depth -= 1
     return False
 
