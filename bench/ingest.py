@@ -4,7 +4,7 @@ One ``detectflow serve`` process on PostgreSQL (a throwaway database) with
 an admin key on every request, and beside it, under the same ``uvicorn.run``
 settings, a bare Starlette route that parses the same JSON, base64-decodes
 the frame and answers 202. A load process (keep-alive HTTP/1.1 on raw
-asyncio protocols, cheap on the client side) sends the same 640x480 frame
+asyncio protocols, cheap on the client side) sends the same 640x480 JPEG
 to each:
 
 - ``?mode=queue``: the frame is durably queued (202);
@@ -66,6 +66,20 @@ def _bare_server(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def _jpeg(camera: str) -> bytes:
+    """A 640x480 JPEG (~18 KB; cameras send JPEG): the sample frame re-encoded with
+    Pillow, which the dev install has (the kserve extra)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(sample_frame(camera, 0, 640, 480))).convert("RGB").save(
+        out, "JPEG", quality=75
+    )
+    return out.getvalue()
+
+
 def _request(port: int, path: str, body: bytes, key: str | None) -> bytes:
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
     head = (
@@ -88,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     counts = [int(c) for c in args.clients.split(",")]
     camera = f"bench-{uuid.uuid4().hex[:6]}"
-    frame = base64.b64encode(sample_frame(camera, 0, 640, 480)).decode()
+    frame = base64.b64encode(_jpeg(camera)).decode()
     dbname = f"detectflow_ingest_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
