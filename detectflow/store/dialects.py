@@ -70,6 +70,12 @@ _COPY_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
 )
 """Binary COPY type of each plain column type; subclasses before their bases."""
 
+COPY_MIN_ROWS = 64
+"""Below this many rows one ``INSERT ... SELECT FROM json_populate_recordset``
+(one round trip) beats COPY in a savepoint (four: SAVEPOINT, COPY, its data,
+RELEASE): an inline send-frame writes a handful of rows per group commit,
+the dataflow hundreds per batch."""
+
 _PG_QUOTE = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
 
 _statements: dict[tuple[str, str, tuple[str, ...]], TextClause | None] = {}
@@ -111,7 +117,7 @@ def insert_values(
             postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]),
             _mappings(columns, rows),
         )
-    elif not _copy_new_rows(conn, table, columns, rows):
+    elif len(rows) < COPY_MIN_ROWS or not _copy_new_rows(conn, table, columns, rows):
         conn.execute(stmt, {"rows": _dumps(_mappings(columns, rows))})
 
 
@@ -138,14 +144,14 @@ def insert_new(
             ignore = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
             conn.execute(ignore, _mappings(columns, fresh))
         return None if not existing else {row[at] for row in fresh}
-    stmt = _statement("insert", table, columns)
-    if stmt is not None and _copy_new_rows(conn, table, columns, rows):
+    stmt = _statement("insert_returning", table, columns)
+    if stmt is None:
+        insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+        return set(conn.execute(insert.returning(table.c.id), _mappings(columns, rows)).scalars())
+    if len(rows) >= COPY_MIN_ROWS and _copy_new_rows(conn, table, columns, rows):
         return None
-    returning = (
-        postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-    )
-    inserted = conn.execute(returning, _mappings(columns, rows)).scalars()
-    return set(inserted)
+    inserted = set(conn.execute(stmt, {"rows": _dumps(_mappings(columns, rows))}).scalars())
+    return None if len(inserted) == len({row[at] for row in rows}) else inserted
 
 
 def update_by_id(
@@ -255,11 +261,13 @@ def _statement(kind: str, table: Table, columns: tuple[str, ...]) -> TextClause 
         name = quote(table.name)
         names = ", ".join(quote(c) for c in columns)
         source = f"json_populate_recordset(NULL::{name}, CAST(:rows AS json))"
-        if kind == "insert":
+        if kind in ("insert", "insert_returning"):
             sql = (
                 f"INSERT INTO {name} ({names}) SELECT {names} FROM {source} "
                 "ON CONFLICT (id) DO NOTHING"
             )
+            if kind == "insert_returning":
+                sql += " RETURNING id"
         else:
             sets = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in columns if c != "id")
             sql = f"UPDATE {name} SET {sets} FROM {source} AS v WHERE {name}.id = v.id"
