@@ -413,3 +413,30 @@ def test_detectflows_own_deepstack_client_round_trips_through_the_gateway(
     assert through == straight and through
     assert healthy
     assert database.list_detections(camera_id="deepstack")[1] == len(through)
+
+
+@sqlite_only
+def test_openapi_describes_the_gateway_only_when_it_is_on(
+    tmp_path: Path, database: Database, registry: PluginRegistry
+) -> None:
+    with gateway_client(gateway_settings(tmp_path), database, registry) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        detect = paths[DETECT]["post"]
+        assert "multipart/form-data" in detect["requestBody"]["content"]
+        assert detect["x-required-scope"] == "write"
+        failure = detect["responses"]["400"]["content"]["application/json"]["schema"]
+        assert failure["properties"]["success"] == {"const": False}
+        assert {"/v1/vision/custom/{model}", "/v1/status/ping"} <= set(paths)
+    off = gateway_settings(tmp_path, deepstack_api=False)
+    with gateway_client(off, database, registry) as client:
+        assert DETECT not in client.get("/openapi.json").json()["paths"]
+
+
+@sqlite_only
+def test_control_characters_at_the_boundary_are_deepstack_errors(
+    gateway: Settings, database: Database, registry: PluginRegistry
+) -> None:
+    with gateway_client(gateway, database, registry) as client:
+        response = _frigate_post(client, jpeg(), path="/v1/vision/custom/a%01b")
+        assert response.status_code == 422, response.text
+        assert response.json()["success"] is False
