@@ -35,9 +35,23 @@ import httpx
 from PIL import Image
 
 try:
-    from bench._common import free_port, measure, wait_up
+    from bench._common import (
+        active_provider,
+        admin_key,
+        free_port,
+        measure,
+        stop_processes,
+        wait_up,
+    )
 except ImportError:  # run as python bench/gateway.py
-    from _common import free_port, measure, wait_up  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        active_provider,
+        admin_key,
+        free_port,
+        measure,
+        stop_processes,
+        wait_up,
+    )
 
 from detectflow.adapters._http_dialects import DEEPSTACK_DETECT_PATH, encode_deepstack
 from detectflow.core.frames import make_frame
@@ -94,26 +108,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             simulator, server = processes
             wait_up(simulator, f"http://127.0.0.1:{sim_port}/health", log)
             wait_up(server, f"http://127.0.0.1:{port}/api/v1/health", log)
-            key = subprocess.run(
-                [*cli, "keys", "create", "--scope", "admin"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[-1]
-            created = httpx.post(
-                f"http://127.0.0.1:{port}/api/v1/detections/providers",
-                headers={"Authorization": f"Bearer {key}"},
-                json={
-                    "provider_name": "simulator",
-                    "provider_type": "http_api",
-                    "endpoint_url": f"http://127.0.0.1:{sim_port}{DEEPSTACK_DETECT_PATH}",
-                    "options": {"dialect": "deepstack"},
-                    "is_active": True,
-                    "confidence_threshold": 0.0,
-                },
+            active_provider(
+                f"http://127.0.0.1:{port}",
+                admin_key(env),
+                provider_name="simulator",
+                endpoint_url=f"http://127.0.0.1:{sim_port}{DEEPSTACK_DETECT_PATH}",
+                options={"dialect": "deepstack"},
             )
-            assert created.status_code == 201, created.text
             path = f"{DEEPSTACK_DETECT_PATH}?camera={camera}"
             cases = {
                 "direct": (simulator.pid, sim_port, DEEPSTACK_DETECT_PATH),
@@ -140,13 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ).json()["data"]["total_detections"]
             figures["stored_detections"] = stored
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_processes(processes)
     direct = figures["direct"]["rps"]
     figures["ratio"] = figures["gateway"]["rps"] / direct
     figures["ratio_store0"] = figures["gateway_store0"]["rps"] / direct

@@ -64,6 +64,7 @@ from detectflow.server.endpoints import (
 )
 from detectflow.server.errors import ApiError
 from detectflow.server.inline import detect_and_record
+from detectflow.server.params import Query
 from detectflow.server.state import ServerState, server_state
 from detectflow.store.keys import Scope as KeyScope
 
@@ -84,8 +85,6 @@ MODULE_ID = "detectflow"
 
 _FORM_OVERHEAD = 64 * 1024
 """Room in a request body beyond the image: boundaries, headers, the small fields."""
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class _BodyTooLarge(Exception):
@@ -117,26 +116,20 @@ def _deepstack_errors(
     return wrapped
 
 
-def _flag(request: Request, name: str, default: bool) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ApiError(400, "bad_request", f"query parameter {name} must be 0 or 1, got {raw!r}")
-
-
-def _camera(request: Request) -> str:
-    """``?camera=``, else the ``X-Camera-Id`` header, else :data:`DEFAULT_CAMERA`."""
-    camera = request.query_params.get("camera") or request.headers.get(CAMERA_HEADER)
-    if not camera:
-        return DEFAULT_CAMERA
-    if not CAMERA_ID_PATTERN.fullmatch(camera):
-        raise ApiError(400, "bad_request", f"camera id {camera[:64]!r} has characters not allowed")
-    return camera
+def _query(request: Request, default_store: bool) -> tuple[str, bool]:
+    """The camera (``?camera=``, else the ``X-Camera-Id`` header, else
+    :data:`DEFAULT_CAMERA`) and whether to record (``?store=``)."""
+    query = Query(request)
+    camera = query.text("camera", max_length=128, pattern=CAMERA_ID_PATTERN)
+    store = query.boolean("store", default=default_store)
+    query.check()
+    if camera is None:
+        camera = request.headers.get(CAMERA_HEADER) or DEFAULT_CAMERA
+        if not CAMERA_ID_PATTERN.fullmatch(camera):
+            raise ApiError(
+                400, "bad_request", f"{CAMERA_HEADER} {camera[:64]!r} has characters not allowed"
+            )
+    return camera, store
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
@@ -262,8 +255,7 @@ async def _detect(request: Request, routes: RouteTable | None, command: str) -> 
     started = time.perf_counter()
     state = server_state(request)
     settings = state.settings
-    camera = _camera(request)
-    store = _flag(request, "store", settings.deepstack_store)
+    camera, store = _query(request, settings.deepstack_store)
     form = await _read_form(request, settings)
     try:
         await _authorize(request, state, form)

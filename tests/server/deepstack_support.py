@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from PIL import Image
+from starlette.applications import Starlette
 
 from detectflow.core.models import ProviderConfig
 from detectflow.core.plugins import PluginRegistry
@@ -18,7 +20,14 @@ from detectflow.store import Database
 from detectflow.store.memory import MemoryBus, MemoryCache
 from tests.server.support import TestClient
 
-__all__ = ["gateway_client", "gateway_settings", "jpeg", "simulator_provider"]
+__all__ = [
+    "gateway_app",
+    "gateway_client",
+    "gateway_settings",
+    "jpeg",
+    "live_over_http",
+    "simulator_provider",
+]
 
 
 def jpeg(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
@@ -60,13 +69,29 @@ def simulator_provider(
     return database.create_provider(config)
 
 
+def gateway_app(settings: Settings, database: Database, registry: PluginRegistry) -> Starlette:
+    """The app on ``database`` with the in-process cache and bus."""
+    return create_app(
+        settings, database=database, registry=registry, cache=MemoryCache(), bus=MemoryBus()
+    )
+
+
 @contextmanager
 def gateway_client(
     settings: Settings, database: Database, registry: PluginRegistry, **headers: str
 ) -> Iterator[TestClient]:
     """A client of an app with the gateway on and no key of its own (as an NVR)."""
-    app = create_app(
-        settings, database=database, registry=registry, cache=MemoryCache(), bus=MemoryBus()
-    )
-    with TestClient(app, headers=headers) as client:
+    with TestClient(gateway_app(settings, database, registry), headers=headers) as client:
         yield client
+
+
+def live_over_http(port: int, camera: str, key: str) -> list[dict[str, Any]]:
+    """``/live`` for ``camera`` from a server on ``port``, every confidence."""
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/detections/live",
+        params={"camera_id": camera, "min_confidence": 0},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    detections: list[dict[str, Any]] = response.json()["data"]["detections"]
+    return detections

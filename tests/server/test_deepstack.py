@@ -19,11 +19,10 @@ from detectflow.core.frames import make_frame
 from detectflow.core.models import ProviderConfig
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
-from detectflow.server import create_app
 from detectflow.simulator import Simulator, run_in_thread, simulate_detections
 from detectflow.store import Database
-from detectflow.store.memory import MemoryBus, MemoryCache
 from tests.server.deepstack_support import (
+    gateway_app,
     gateway_client,
     gateway_settings,
     jpeg,
@@ -368,13 +367,7 @@ def test_detectflows_own_deepstack_client_round_trips_through_the_gateway(
     boxes as calling the simulator directly, and its health check passes on the ping."""
     simulator_provider(database, simulator.detect_url())
     _, key = database.create_api_key("write", "self")
-    app = create_app(
-        gateway.with_overrides(auth_mode="required"),
-        database=database,
-        registry=registry,
-        cache=MemoryCache(),
-        bus=MemoryBus(),
-    )
+    app = gateway_app(gateway.with_overrides(auth_mode="required"), database, registry)
 
     def adapter(url: str) -> HttpAdapter:
         return HttpAdapter(

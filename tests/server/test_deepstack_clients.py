@@ -21,12 +21,16 @@ import pytest
 
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
-from detectflow.server import create_app
 from detectflow.simulator import Simulator, simulate_detections
 from detectflow.store import Database
-from detectflow.store.memory import MemoryBus, MemoryCache
-from tests.server.deepstack_support import gateway_settings, jpeg, simulator_provider
-from tests.server.support import API, Uvicorn
+from tests.server.deepstack_support import (
+    gateway_app,
+    gateway_settings,
+    jpeg,
+    live_over_http,
+    simulator_provider,
+)
+from tests.server.support import Uvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 NVR_PYTHON = ROOT / ".venv-nvr" / "bin" / "python"
@@ -82,16 +86,9 @@ def test_a_third_party_client_gets_the_providers_boxes_in_its_pixels(
     image = jpeg(800, 600, seed=sum(map(ord, client)))
     image_path = tmp_path / "upload.jpg"
     image_path.write_bytes(image)
-    app = create_app(
-        settings, database=database, registry=registry, cache=MemoryCache(), bus=MemoryBus()
-    )
-    with Uvicorn(app, free_port):
+    with Uvicorn(gateway_app(settings, database, registry), free_port):
         found = _run_client(client, free_port, image_path, api_key)
-        live = httpx.get(
-            f"http://127.0.0.1:{free_port}{API}/live",
-            params={"camera_id": "deepstack", "min_confidence": 0},
-            headers={"Authorization": f"Bearer {key}"},
-        ).json()["data"]["detections"]
+        live = live_over_http(free_port, "deepstack", key)
     expected = sorted(
         [d.label, d.x_min, d.y_min, d.x_max, d.y_max] for d in simulate_detections(image, 800, 600)
     )
@@ -114,18 +111,11 @@ def test_frigates_exact_request_over_real_http(
     _, key = database.create_api_key("write", "frigate")
     settings = gateway_settings(tmp_path, auth_mode="required")
     image = jpeg(320, 320, seed=42)  # Frigate sends its model-sized region
-    app = create_app(
-        settings, database=database, registry=registry, cache=MemoryCache(), bus=MemoryBus()
-    )
     url = f"http://127.0.0.1:{free_port}/v1/vision/detection?camera=front_door"
-    with Uvicorn(app, free_port):
+    with Uvicorn(gateway_app(settings, database, registry), free_port):
         response = httpx.post(url, data={"api_key": key}, files={"image": image}, timeout=10)
         assert response.status_code == 200, response.text
-        live = httpx.get(
-            f"http://127.0.0.1:{free_port}{API}/live",
-            params={"camera_id": "front_door", "min_confidence": 0},
-            headers={"Authorization": f"Bearer {key}"},
-        ).json()["data"]["detections"]
+        live = live_over_http(free_port, "front_door", key)
     found = sorted(
         (p["label"], p["x_min"], p["y_min"], p["x_max"], p["y_max"])
         for p in response.json()["predictions"]
