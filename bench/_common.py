@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ __all__ = [
     "Call",
     "HttpClient",
     "LoopbackProvider",
+    "active_provider",
+    "admin_key",
     "aiohttp_call",
     "cpu_seconds",
     "drive",
@@ -41,6 +44,7 @@ __all__ = [
     "load",
     "measure",
     "serve_http",
+    "stop_processes",
     "transport_call",
     "wait_up",
 ]
@@ -198,6 +202,44 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def admin_key(env: dict[str, str]) -> str:
+    """A new admin key from ``detectflow keys create`` on the database ``env`` names."""
+    done = subprocess.run(
+        [sys.executable, "-m", "detectflow.cli", "keys", "create", "--scope", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()[-1]
+
+
+def active_provider(base: str, key: str, **fields: Any) -> None:
+    """Create the active ``http_api`` provider that keeps every box, on the server at ``base``."""
+    created = httpx.post(
+        f"{base}/api/v1/detections/providers",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "provider_type": "http_api",
+            "is_active": True,
+            "confidence_threshold": 0.0,
+            **fields,
+        },
+    )
+    assert created.status_code == 201, created.text
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate each, and kill what is still there after 10 s."""
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def wait_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:

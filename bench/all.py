@@ -81,6 +81,11 @@ BENCHES: dict[str, Bench] = {
         ],
     ),
     "ingest": Bench("bench.ingest", ("--seconds", "1"), _ingest),
+    "gateway": Bench(
+        "bench.gateway",
+        ("--seconds", "1"),
+        lambda f: [("DeepStack gateway / provider direct, 32 clients", f["ratio"], 0.7)],
+    ),
     "kserve": Bench(
         "bench.kserve",
         ("--seconds", "1"),

@@ -44,9 +44,9 @@ from typing import Any
 import httpx
 
 try:
-    from bench._common import free_port, measure, wait_up
+    from bench._common import free_port, measure, stop_processes, wait_up
 except ImportError:  # run as python bench/api.py
-    from _common import free_port, measure, wait_up  # type: ignore[no-redef]
+    from _common import free_port, measure, stop_processes, wait_up  # type: ignore[no-redef]
 
 from detectflow.core.frames import make_frame
 from detectflow.core.models import BBox, Detection, FrameResult
@@ -443,13 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f">= 0.8 of bare {'met' if ratio >= 0.8 else 'MISSED'}"
             )
         finally:
-            for process in processes:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+            stop_processes(processes)
     return figures
 
 

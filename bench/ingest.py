@@ -33,13 +33,28 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 try:
-    from bench._common import free_port, http_provider, measure, wait_up
+    from bench._common import (
+        active_provider,
+        admin_key,
+        free_port,
+        http_provider,
+        measure,
+        stop_processes,
+        wait_up,
+    )
 except ImportError:  # run as python bench/ingest.py
-    from _common import free_port, http_provider, measure, wait_up  # type: ignore[no-redef]
+    from _common import (  # type: ignore[no-redef]
+        active_provider,
+        admin_key,
+        free_port,
+        http_provider,
+        measure,
+        stop_processes,
+        wait_up,
+    )
 
 from detectflow.samples import sample_frame
 
@@ -144,25 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             base = f"http://127.0.0.1:{ports['detectflow']}"
             wait_up(processes[0], f"{base}/api/v1/health", log)
             wait_up(processes[1], f"http://127.0.0.1:{ports['bare']}/", log)
-            key = subprocess.run(
-                [sys.executable, "-m", "detectflow.cli", "keys", "create", "--scope", "admin"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[-1]
-            created = httpx.post(
-                f"{base}{API}/providers",
-                headers={"Authorization": f"Bearer {key}"},
-                json={
-                    "provider_name": "loopback",
-                    "provider_type": "http_api",
-                    "endpoint_url": provider_url,
-                    "is_active": True,
-                    "confidence_threshold": 0.0,
-                },
-            )
-            assert created.status_code == 201, created.text
+            key = admin_key(env)
+            active_provider(base, key, provider_name="loopback", endpoint_url=provider_url)
             body = json.dumps({"camera_id": camera, "frame_data": frame}).encode()
             paths = {
                 "queue": (processes[0].pid, ports["detectflow"], f"{API}/send-frame?mode=queue"),
@@ -201,13 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for what, met in checks.items():
                 print(f"target {what}: {'met' if met else 'MISSED'}")
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_processes(processes)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     return figures

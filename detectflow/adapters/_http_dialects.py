@@ -14,7 +14,7 @@ import base64
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,11 +24,14 @@ from detectflow.core.models import Frame, RawDetection
 from detectflow.core.serialize import isoformat
 
 __all__ = [
+    "DEEPSTACK_DETECT_PATH",
     "DIALECTS",
     "Dialect",
     "EncodedRequest",
     "decode_deepstack",
     "decode_detectflow",
+    "deepstack_answer",
+    "deepstack_error",
     "encode_deepstack",
     "encode_detectflow",
     "error_detail",
@@ -38,6 +41,9 @@ __all__ = [
 
 Dialect = Literal["detectflow", "deepstack"]
 DIALECTS: tuple[Dialect, ...] = ("detectflow", "deepstack")
+
+DEEPSTACK_DETECT_PATH = "/v1/vision/detection"
+"""Where DeepStack and CodeProject.AI serve object detection (and detectflow's gateway)."""
 
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _FORMATS = ("xyxy", "xywh")
@@ -259,3 +265,42 @@ def decode_deepstack(body: Any, status: int = 200) -> list[RawDetection]:
             )
         )
     return raws
+
+
+# -- answers, server side --------------------------------------------------
+#
+# The encoders below are what a DeepStack server answers; the decoders above
+# read exactly that back (tests/adapters/test_deepstack_wire.py checks the
+# round trip), so detectflow's gateway and simulator cannot drift from its client.
+
+
+def deepstack_answer(raws: Sequence[RawDetection], **extra: Any) -> dict[str, Any]:
+    """A DeepStack success body for boxes in integer pixels of the uploaded image.
+
+    ``raws`` must be ``xyxy`` pixel boxes (what :func:`decode_deepstack`
+    yields); corners are written as integers, as DeepStack does and as
+    clients such as Frigate expect. ``extra`` adds CodeProject.AI's fields
+    (``inferenceMs``, ``moduleId``, ...) after the DeepStack ones.
+    """
+    predictions = []
+    for raw in raws:
+        if raw.box_format != "xyxy" or raw.units != "pixel":
+            raise ValueError(f"DeepStack boxes are xyxy pixels, got {raw.box_format} {raw.units}")
+        x_min, y_min, x_max, y_max = (round(v) for v in raw.box)
+        prediction: dict[str, Any] = {
+            "label": raw.label,
+            "confidence": raw.confidence,
+            "x_min": x_min,
+            "y_min": y_min,
+            "x_max": x_max,
+            "y_max": y_max,
+        }
+        if raw.person_name is not None:
+            prediction["userid"] = raw.person_name
+        predictions.append(prediction)
+    return {"success": True, "predictions": predictions, "count": len(predictions), **extra}
+
+
+def deepstack_error(message: str, **extra: Any) -> dict[str, Any]:
+    """A DeepStack failure body; :func:`decode_deepstack` raises with ``message``."""
+    return {"success": False, "error": message, **extra}

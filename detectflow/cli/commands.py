@@ -225,6 +225,45 @@ _port_option = click.option(
 )
 
 
+_deepstack_api_option = click.option(
+    "--deepstack-api/--no-deepstack-api",
+    default=None,
+    help="Serve the DeepStack / CodeProject.AI detection API at /v1/vision/... "
+    "for NVRs (Frigate, Blue Iris, Home Assistant) [env DETECTFLOW_DEEPSTACK_API; off].",
+)
+_deepstack_port_option = click.option(
+    "--deepstack-port",
+    type=click.IntRange(1, 65535),
+    help="Also serve on this port (DeepStack's usual is 5000); implies --deepstack-api "
+    "[env DETECTFLOW_DEEPSTACK_PORT].",
+)
+
+
+def _with_server_options(
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    deepstack_api: bool | None,
+    deepstack_port: int | None,
+) -> Settings:
+    settings = settings.with_overrides(
+        host=host, port=port, deepstack_api=deepstack_api, deepstack_port=deepstack_port
+    )
+    if settings.deepstack_port is not None and deepstack_api is None:
+        settings = settings.with_overrides(deepstack_api=True)
+    if settings.deepstack_port == settings.port:
+        raise click.BadParameter("must differ from --port", param_hint="--deepstack-port")
+    return settings
+
+
+def _listening(settings: Settings) -> str:
+    where = f"http://{settings.host}:{settings.port}"
+    if settings.deepstack_api:
+        port = settings.deepstack_port or settings.port
+        where += f"; DeepStack API on http://{settings.host}:{port}/v1/vision/detection"
+    return where
+
+
 @cli.group("flow")
 def flow_group() -> None:
     """The Bytewax dataflow."""
@@ -247,6 +286,8 @@ _attach_commands()
 @cli.command("up")
 @_host_option
 @_port_option
+@_deepstack_api_option
+@_deepstack_port_option
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option(
     "--schedule/--no-schedule",
@@ -270,6 +311,8 @@ def up(
     state: _State,
     host: str | None,
     port: int | None,
+    deepstack_api: bool | None,
+    deepstack_port: int | None,
     workers: int,
     schedule: bool,
     recovery_dir: Path | None,
@@ -286,7 +329,7 @@ def up(
 
     if no_recovery and recovery_dir is not None:
         raise click.UsageError("--recovery-dir and --no-recovery contradict each other")
-    settings = state.settings.with_overrides(host=host, port=port)
+    settings = _with_server_options(state.settings, host, port, deepstack_api, deepstack_port)
     if no_recovery:
         settings = dataclasses.replace(settings, recovery_dir=None)
     stack = open_stack(settings)
@@ -296,22 +339,30 @@ def up(
         from detectflow.cli.maintenance import run_schedule
 
         stack.spawn(lambda: run_schedule(stack), "detectflow-maintenance")
-    click.echo(f"detectflow up on http://{settings.host}:{settings.port} (Ctrl-C stops)")
+    click.echo(f"detectflow up on {_listening(settings)} (Ctrl-C stops)")
     stack.serve(settings.host, settings.port)
 
 
 @cli.command("serve")
 @_host_option
 @_port_option
+@_deepstack_api_option
+@_deepstack_port_option
 @pass_state
-def serve(state: _State, host: str | None, port: int | None) -> None:
+def serve(
+    state: _State,
+    host: str | None,
+    port: int | None,
+    deepstack_api: bool | None,
+    deepstack_port: int | None,
+) -> None:
     """Run only the API server (the dataflow runs elsewhere)."""
-    import uvicorn
-
+    from detectflow.cli.runner import run_server
     from detectflow.server.app import create_app
 
-    settings = state.settings.with_overrides(host=host, port=port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    settings = _with_server_options(state.settings, host, port, deepstack_api, deepstack_port)
+    click.echo(f"detectflow serving on {_listening(settings)} (Ctrl-C stops)")
+    run_server(create_app(settings), settings)
 
 
 @cli.command("demo")

@@ -10,12 +10,14 @@ cache and bus are Redis and other processes share the live data too.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from detectflow.core.settings import Settings
 from detectflow.flows import FlowOptions, run_flow
@@ -28,7 +30,7 @@ from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
 from detectflow.store.cache import Bus, Cache
 from detectflow.store.live import LiveView
 
-__all__ = ["Stack", "default_recovery_dir", "open_stack"]
+__all__ = ["Stack", "default_recovery_dir", "open_stack", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,8 @@ class Stack:
             bus=self.bus,
             metrics=metrics,
         )
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         try:
-            uvicorn.Server(config).run()
+            run_server(app, self.settings.with_overrides(host=host, port=port))
         finally:
             self.close()
 
@@ -107,6 +108,31 @@ class Stack:
 def default_recovery_dir(settings: Settings) -> Path:
     """Where ``detectflow up`` keeps its recovery snapshots unless told otherwise."""
     return settings.recovery_dir or settings.data_dir / "recovery"
+
+
+def run_server(app: ASGIApp, settings: Settings) -> None:
+    """Serve ``app`` on ``settings.port``, and on ``deepstack_port`` too when set.
+
+    One server, one app, one lifespan on both sockets: the DeepStack port is
+    the same API (NVRs expect DeepStack at the root of a port of its own),
+    not a second process with its own state.
+    """
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    if settings.deepstack_port is None:
+        server.run()
+        return
+    sockets = [
+        socket.create_server((settings.host, port))
+        for port in (settings.port, settings.deepstack_port)
+    ]
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def open_stack(settings: Settings) -> Stack:

@@ -33,6 +33,7 @@ __all__ = [
     "detection_type_for",
     "normalize_box",
     "normalize_detections",
+    "pixel_corners",
 ]
 
 DEFAULT_LABEL_MAP: Mapping[str, str] = {
@@ -103,6 +104,24 @@ def normalize_box(
     if w <= 0.0 or h <= 0.0:
         return None
     return BBox(x=x0, y=y0, width=w, height=h)
+
+
+def pixel_corners(bbox: BBox, width: int, height: int) -> tuple[int, int, int, int]:
+    """A stored box as integer pixel corners ``(x_min, y_min, x_max, y_max)`` of a
+    ``width`` x ``height`` image: the inverse of :func:`normalize_box` for pixel
+    boxes, for clients that asked in pixels (the DeepStack gateway).
+
+    Rounded, not truncated: a corner stored as 123/640 comes back as 123
+    although the division and multiplication may land a hair below it.
+    """
+    if width < 1 or height < 1:
+        raise NormalizationError(f"an image has a positive size, got {width}x{height}")
+    return (
+        round(bbox.x * width),
+        round(bbox.y * height),
+        round((bbox.x + bbox.width) * width),
+        round((bbox.y + bbox.height) * height),
+    )
 
 
 @dataclass(frozen=True, slots=True)

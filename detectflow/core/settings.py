@@ -74,6 +74,14 @@ class Settings:
     allow_link_local_provider_urls: bool = False
     """API keys: "reads-open" (GET and the WebSocket need no key; writes and
     provider config do) or "required" (every /api/v1 route but health needs one)."""
+    deepstack_api: bool = False
+    """Serve the DeepStack / CodeProject.AI detection API at the root
+    (``POST /v1/vision/detection``), for NVRs that speak only that."""
+    deepstack_port: int | None = None
+    """A second port serving the same app (DeepStack's usual is 5000), since
+    NVRs expect the detection API at the root of a port of its own."""
+    deepstack_store: bool = True
+    """Record what the DeepStack API detects; off, it only detects (as ``?store=0``)."""
 
     def __post_init__(self) -> None:
         if self.auth_mode not in AUTH_MODES:
@@ -120,6 +128,8 @@ def _convert(annotation: object, raw: str) -> Any:
         return _bool(raw)
     if kind == "int":
         return int(raw)
+    if kind == "int | None":
+        return int(raw) if raw.strip() else None
     if kind == "float":
         return float(raw)
     if "tuple" in kind:

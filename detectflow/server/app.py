@@ -32,6 +32,7 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.redact import install_log_redaction
 from detectflow.core.settings import Settings
 from detectflow.server import (
+    deepstack,
     detections,
     metrics,
     page,
@@ -70,20 +71,25 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WS_QUEUE_SIZE = 256
 
-_DOCUMENTS: dict[bool, dict[str, Any]] = {}
+_DOCUMENTS: dict[tuple[bool, bool], dict[str, Any]] = {}
 
 
-def openapi_document(*, reads_open: bool = True) -> dict[str, Any]:
-    """The OpenAPI document of this app (built once per auth mode)."""
-    if reads_open not in _DOCUMENTS:
-        _DOCUMENTS[reads_open] = build_spec(ENDPOINTS, reads_open=reads_open)
-    return _DOCUMENTS[reads_open]
+def openapi_document(*, reads_open: bool = True, deepstack_api: bool = False) -> dict[str, Any]:
+    """The OpenAPI document of this app (built once per auth mode and gateway setting)."""
+    if (reads_open, deepstack_api) not in _DOCUMENTS:
+        endpoints = (*ENDPOINTS, *(deepstack.endpoints if deepstack_api else ()))
+        _DOCUMENTS[reads_open, deepstack_api] = build_spec(endpoints, reads_open=reads_open)
+    return _DOCUMENTS[reads_open, deepstack_api]
 
 
 async def _openapi(request: Request) -> JSONResponse:
     Query(request).check()
-    reads_open = server_state(request).settings.auth_mode == "reads-open"
-    return JSONResponse(openapi_document(reads_open=reads_open))
+    settings = server_state(request).settings
+    return JSONResponse(
+        openapi_document(
+            reads_open=settings.auth_mode == "reads-open", deepstack_api=settings.deepstack_api
+        )
+    )
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -138,7 +144,9 @@ def create_app(
     settings = settings or Settings.from_env()
     install_log_redaction()  # provider URLs may carry credentials; logs never show them
     app_metrics = metrics or Metrics()
-    templates = {id(endpoint.route): endpoint.path for endpoint in ENDPOINTS}
+    endpoints = (*ENDPOINTS, *deepstack.mount(settings))  # the DeepStack API, when enabled
+    app_routes = [endpoint.route for endpoint in endpoints]
+    templates = {id(endpoint.route): endpoint.path for endpoint in endpoints}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -189,9 +197,11 @@ def create_app(
             yield {STATE_KEY: state, METRICS_KEY: app_metrics, KEY_WATCH_KEY: key_watch}
 
     return Starlette(
-        routes=routes,
+        routes=app_routes,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=app_metrics, routes=routes, templates=templates),
+            Middleware(
+                MetricsMiddleware, metrics=app_metrics, routes=app_routes, templates=templates
+            ),
             Middleware(CatchAllMiddleware),
         ],
         exception_handlers=exception_handlers(),

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from detectflow.core.models import Frame, FrameResult
+from detectflow.core.routing import RouteTable
 from detectflow.server.state import ServerState
 from detectflow.store.recorder import Recorder
 from detectflow.store.repository import Database
@@ -38,18 +39,30 @@ def record_inline_results(
     recorder.record(results)
 
 
-async def detect_and_record(state: ServerState, frame: Frame) -> FrameResult | None:
+async def detect_and_record(
+    state: ServerState,
+    frame: Frame,
+    *,
+    routes: RouteTable | None = None,
+    record: bool = True,
+) -> FrameResult | None:
     """Detect ``frame`` and record the result; None when no provider serves its camera.
 
+    ``routes`` replaces the configured provider groups for this frame (the
+    DeepStack gateway's ``/v1/vision/custom/{model}`` names one config);
+    ``record=False`` only detects: nothing is stored or published, but the
+    breakers' changes still are, since they describe the providers, not the frame.
     The answer waits until the result is durable; concurrent requests'
     results are written together.
     """
-    result = await state.detector.detect(frame, await state.routes.get())
+    table = routes if routes is not None else await state.routes.get()
+    result = await state.detector.detect(frame, table)
     if result is None:
         return None
     try:
         await state.record_breakers()
     except Exception:
         log.exception("recording circuit breaker changes failed")
-    await state.results.submit(result)
+    if record:
+        await state.results.submit(result)
     return result

@@ -18,7 +18,7 @@ import anyio.to_thread
 from starlette.requests import HTTPConnection
 
 from detectflow.adapters.detector import Detector
-from detectflow.core.models import Frame, FrameResult
+from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.routing import RouteTable
 from detectflow.core.settings import Settings
@@ -63,6 +63,7 @@ class ProviderRoutes:
         self._database = database
         self._ttl = ttl
         self._table: RouteTable | None = None
+        self._by_name: dict[str, ProviderConfig] = {}
         self._read_at = 0.0
         self._lock = anyio.Lock()
 
@@ -72,8 +73,14 @@ class ProviderRoutes:
                 if self._table is None or time.monotonic() - self._read_at >= self._ttl:
                     configs = await in_thread(self._database.list_providers)
                     self._table = RouteTable.build(configs)
+                    self._by_name = {c.provider_name: c for c in configs}
                     self._read_at = time.monotonic()
         return self._table
+
+    async def named(self, provider_name: str) -> ProviderConfig | None:
+        """The config called ``provider_name``, active or not, from the same read."""
+        await self.get()
+        return self._by_name.get(provider_name)
 
     def invalidate(self) -> None:
         self._table = None

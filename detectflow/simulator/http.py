@@ -15,14 +15,20 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 
+from detectflow.adapters._http_dialects import (
+    DEEPSTACK_DETECT_PATH,
+    deepstack_answer,
+    deepstack_error,
+)
 from detectflow.core.images import image_info
+from detectflow.core.models import RawDetection
 from detectflow.simulator.answers import (
     SimulatorStats,
     check_rates,
     simulate_detections,
 )
 
-DETECT_PATHS = {"detectflow": "/detect", "deepstack": "/v1/vision/detection"}
+DETECT_PATHS = {"detectflow": "/detect", "deepstack": DEEPSTACK_DETECT_PATH}
 _DEEPSTACK_DEFAULT_MIN_CONFIDENCE = 0.4
 _MAX_BODY = 16 * 1024 * 1024  # a 10 MiB frame in base64, with room to spare
 _MALFORMED = b'{"detections": [{"label": "person", "confidence": 0.9, "box": [0.1, '
@@ -195,34 +201,27 @@ class Simulator:
             if fault is not None:
                 return fault
             predictions = [
-                {
-                    "label": d.label,
-                    "confidence": d.confidence,
-                    "x_min": d.x_min,
-                    "y_min": d.y_min,
-                    "x_max": d.x_max,
-                    "y_max": d.y_max,
-                }
+                RawDetection(
+                    d.label, d.confidence, (d.x_min, d.y_min, d.x_max, d.y_max), "xyxy", "pixel"
+                )
                 for d in simulate_detections(image, width, height)
                 if d.confidence >= threshold
             ]
             self.stats.answered += 1
             return _json(
-                {
-                    "success": True,
-                    "predictions": predictions,
-                    "message": f"Found {len(predictions)} objects (simulated)",
-                    "count": len(predictions),
-                    "moduleId": "detectflow-simulator",
-                    "moduleName": "detectflow simulator (synthetic detections)",
-                    "command": "detect",
-                    "inferenceMs": 0,
-                    "processMs": 0,
-                    "analysisRoundTripMs": 0,
-                }
+                deepstack_answer(
+                    predictions,
+                    message=f"Found {len(predictions)} objects (simulated)",
+                    moduleId="detectflow-simulator",
+                    moduleName="detectflow simulator (synthetic detections)",
+                    command="detect",
+                    inferenceMs=0,
+                    processMs=0,
+                    analysisRoundTripMs=0,
+                )
             )
         except _BadRequest as exc:
-            return self._refuse(exc, {"success": False, "error": exc.message})
+            return self._refuse(exc, deepstack_error(exc.message))
 
     async def _ping(self, request: web.Request) -> web.StreamResponse:
         return _json({"success": True})
@@ -306,7 +305,5 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def _error(status: int, message: str, deepstack: bool) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if deepstack:
-        body = {"success": False, "error": message}
+    body: dict[str, Any] = deepstack_error(message) if deepstack else {"error": message}
     return _json(body, status=status)

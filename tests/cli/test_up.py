@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,32 @@ def test_up_refuses_a_recovery_dir_and_no_recovery_together(tmp_path: Path) -> N
     )
     assert outcome.exit_code == 2
     assert "contradict" in outcome.output
+
+
+def test_the_deepstack_port_serves_the_same_app_as_the_main_port(
+    tmp_path: Path, secret_key: str, free_port: int
+) -> None:
+    """``--deepstack-port``: one app, one lifespan, two listening ports."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        deepstack_port = s.getsockname()[1]
+    env = _env(tmp_path, secret_key)
+    with _up(env, free_port, "--deepstack-port", str(deepstack_port)):
+        for port in (free_port, deepstack_port):
+            ping = httpx.get(f"http://127.0.0.1:{port}/v1/status/ping")
+            assert ping.status_code == 200 and ping.json()["success"] is True
+        refused = httpx.post(
+            f"http://127.0.0.1:{deepstack_port}/v1/vision/detection",
+            files={"image": ("a.txt", b"text", "text/plain")},
+        )
+        assert refused.status_code == 400 and refused.json()["success"] is False
+
+
+def test_the_deepstack_port_must_differ_from_the_main_port(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["up", "--port", "5000", "--deepstack-port", "5000"],
+        env={"DETECTFLOW_DATA_DIR": str(tmp_path)},
+    )
+    assert result.exit_code == 2
+    assert "must differ from --port" in result.output

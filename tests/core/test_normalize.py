@@ -14,6 +14,7 @@ from detectflow.core.normalize import (
     detection_type_for,
     normalize_box,
     normalize_detections,
+    pixel_corners,
 )
 
 coords = st.floats(min_value=-5000, max_value=5000, allow_nan=False, allow_infinity=False)
@@ -62,6 +63,25 @@ def test_pixel_corners_inside_the_frame_divide_exactly(x0, y0, w, h):
     assert box.y == pytest.approx(y0 / 480)
     assert box.width == pytest.approx(w / 640)
     assert box.height == pytest.approx(h / 480)
+
+
+@given(sizes, sizes, st.data())
+def test_pixel_corners_give_back_the_integer_pixel_box_normalized(width, height, data):
+    """What the DeepStack gateway answers is exactly the provider's pixel box."""
+    x0 = data.draw(st.integers(0, width - 1))
+    y0 = data.draw(st.integers(0, height - 1))
+    x1 = data.draw(st.integers(x0 + 1, width))
+    y1 = data.draw(st.integers(y0 + 1, height))
+    box = normalize_box((x0, y0, x1, y1), "xyxy", "pixel", width, height)
+    assert box is not None
+    assert pixel_corners(box, width, height) == (x0, y0, x1, y1)
+
+
+def test_pixel_corners_need_an_image_size():
+    box = normalize_box((0.1, 0.1, 0.5, 0.5))
+    assert box is not None
+    with pytest.raises(NormalizationError):
+        pixel_corners(box, 0, 480)
 
 
 @given(st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.01, 0.1), st.floats(0.01, 0.1))
