@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detectflow.adapters.urls import (
+    METADATA_ADDRESSES,
     SETTING_NAME,
     UnsafeProviderUrlError,
     allow_link_local,
@@ -136,8 +137,40 @@ def test_allow_link_local_is_read_from_the_environment() -> None:
         st.ip_addresses(network="64:ff9b::169.254.0.0/112"),
     )
 )
-def test_every_link_local_address_is_refused(address: object) -> None:
-    assert refusal_reason(str(address)) is not None
+def test_every_link_local_address_is_refused_as_link_local_or_metadata(address: object) -> None:
+    text = str(address)
+    reason = refusal_reason(text)
+    plain = _embedded_ipv4(address)
+    if plain in METADATA_ADDRESSES:
+        assert reason == f"{text} is a cloud metadata address"
+    else:
+        assert reason == f"{text} is link-local"
+
+
+def _embedded_ipv4(address: object) -> object:
+    """The IPv4 address inside an IPv4-mapped or NAT64 address (the test's own reading)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in ipaddress.ip_network("64:ff9b::/96"):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+    ],
+)
+def test_metadata_addresses_are_named_as_such(address: str) -> None:
+    """fd00:ec2::254 and 100.100.100.200 are not link-local: only the list catches them."""
+    assert refusal_reason(address) == f"{address} is a cloud metadata address"
 
 
 @given(
