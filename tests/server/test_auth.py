@@ -20,7 +20,7 @@ from detectflow.server.app import ENDPOINTS, openapi_document
 from detectflow.store import Database
 from detectflow.store.keys import Scope
 from detectflow.store.memory import MemoryBus, MemoryCache
-from tests.server.support import API, TestClient, Uvicorn, assert_error, frame_body
+from tests.server.support import API, TestClient, Uvicorn, assert_error, frame_body, sqlite_only
 
 WS = f"{API}/ws"
 Keys = dict[str, str]
