@@ -453,10 +453,12 @@ async def test_aclose_is_idempotent_and_a_closed_adapter_refuses_clearly() -> No
             await adapter.detect(make_test_frame())
 
 
-async def test_aclose_without_any_request_is_fine() -> None:
+async def test_aclose_without_any_request_closes_it_for_good() -> None:
     adapter = HttpAdapter(config("http://127.0.0.1:9/detect"))
     await adapter.aclose()
     await adapter.aclose()
+    with pytest.raises(PermanentProviderError, match="closed"):
+        await adapter.detect(make_test_frame())
 
 
 async def test_connections_are_kept_alive_and_pooled() -> None:

@@ -397,11 +397,13 @@ def test_aclose_is_idempotent_and_fails_pending_waiters() -> None:
         silent.close()
 
 
-def test_aclose_before_any_use_is_fine() -> None:
+def test_aclose_before_any_use_closes_it_for_good() -> None:
     async def main() -> None:
         adapter = MqttAdapter(config(broker_url(unique_topic())))
         await adapter.aclose()
         await adapter.aclose()
+        with pytest.raises(PermanentProviderError, match="closed"):
+            await adapter.detect(sample_frame())
 
     run(main())
 

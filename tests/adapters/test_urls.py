@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detectflow.adapters.urls import (
+    METADATA_ADDRESSES,
     SETTING_NAME,
     UnsafeProviderUrlError,
     allow_link_local,
@@ -128,16 +129,51 @@ def test_allow_link_local_is_read_from_the_environment() -> None:
     assert allow_link_local(Settings.from_env(env)) is True
 
 
+@given(st.one_of(st.ip_addresses(network="169.254.0.0/16"), st.ip_addresses(network="fe80::/10")))
+def test_every_link_local_address_is_refused_as_link_local_or_metadata(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    text = str(address)
+    if address in METADATA_ADDRESSES:
+        assert refusal_reason(text) == f"{text} is a cloud metadata address"
+    else:
+        assert refusal_reason(text) == f"{text} is link-local"
+
+
 @given(
     st.one_of(
-        st.ip_addresses(network="169.254.0.0/16"),
-        st.ip_addresses(network="fe80::/10"),
         st.ip_addresses(network="::ffff:169.254.0.0/112"),
         st.ip_addresses(network="64:ff9b::169.254.0.0/112"),
     )
 )
-def test_every_link_local_address_is_refused(address: object) -> None:
-    assert refusal_reason(str(address)) is not None
+def test_an_address_embedding_a_link_local_one_is_refused_saying_so(
+    address: ipaddress.IPv6Address,
+) -> None:
+    text = str(address)
+    inside = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # the low 32 bits carry it
+    if inside in METADATA_ADDRESSES:
+        assert refusal_reason(text) == f"{text} is a cloud metadata address (or embeds one)"
+    else:
+        assert refusal_reason(text) == f"{text} is link-local (or embeds one)"
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("169.254.169.254", "169.254.169.254 is a cloud metadata address"),
+        ("169.254.170.2", "169.254.170.2 is a cloud metadata address"),
+        ("fd00:ec2::254", "fd00:ec2::254 is a cloud metadata address"),
+        ("100.100.100.200", "100.100.100.200 is a cloud metadata address"),
+        (
+            "::ffff:169.254.169.254",
+            "::ffff:169.254.169.254 is a cloud metadata address (or embeds one)",
+        ),
+        ("64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe is a cloud metadata address (or embeds one)"),
+    ],
+)
+def test_metadata_addresses_are_named_as_such(address: str, reason: str) -> None:
+    """fd00:ec2::254 and 100.100.100.200 are not link-local: only the list catches them."""
+    assert refusal_reason(address) == reason
 
 
 @given(

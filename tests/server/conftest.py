@@ -5,7 +5,8 @@ a PostgreSQL database costs ~2.5 s, so these tests share one migrated
 database per session and empty its tables before each test; the lifespan
 test in test_app.py still migrates a brand-new database itself. Tests of
 input validation, which never reach SQL differently per dialect, are marked
-``sqlite_only`` (tests/server/support.py).
+``sqlite_only`` (tests/server/support.py); auth (every key is looked up in
+SQL) and the listing endpoints run on both, bad parameters included.
 """
 
 from __future__ import annotations

@@ -189,7 +189,6 @@ def test_a_revoked_key_is_refused_within_seconds(
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
-@sqlite_only
 @pytest.mark.parametrize(
     "header",
     [
@@ -207,20 +206,17 @@ def test_a_malformed_authorization_header_is_401(client: TestClient, header: str
     assert "malformed Authorization header" in error["message"]
 
 
-@sqlite_only
 def test_an_invalid_key_is_401_even_where_reads_are_open(client: TestClient, keys: Keys) -> None:
     for token in ("nope", keys["read"][:-1] + "x", keys["read"] + "0", "dfk_" + "a" * 500):
         response = client.get(f"{API}/live", headers=bearer(token))
         assert_error(response, 401, "unauthorized")
 
 
-@sqlite_only
 def test_the_scheme_is_case_insensitive(client: TestClient, keys: Keys) -> None:
     response = client.get(f"{API}/providers", headers={"Authorization": f"bearer {keys['admin']}"})
     assert response.status_code == 200
 
 
-@sqlite_only
 def test_required_mode_needs_a_key_to_read(strict: TestClient, keys: Keys) -> None:
     for path in ("/live", "/events", "/queue-stats", "/summary", "/recent"):
         error = assert_error(strict.get(f"{API}{path}"), 401, "unauthorized")
@@ -229,7 +225,6 @@ def test_required_mode_needs_a_key_to_read(strict: TestClient, keys: Keys) -> No
     assert _call(strict, "write", bearer(keys["read"])).status_code == 403
 
 
-@sqlite_only
 @pytest.mark.parametrize("mode", ["reads-open", "required"])
 def test_health_stays_open_even_with_a_bad_header(make_client: MakeClient, mode: str) -> None:
     with make_client(mode) as test_client:
@@ -263,25 +258,21 @@ def _subscribed(ws: Any) -> None:
     assert ws.receive_json()["type"] == "subscription"
 
 
-@sqlite_only
 def test_ws_reads_open_needs_no_key(client: TestClient) -> None:
     with client.websocket_connect(f"{WS}/anon") as ws:
         _subscribed(ws)
 
 
-@sqlite_only
 def test_ws_required_takes_a_token_in_the_query(strict: TestClient, keys: Keys) -> None:
     with strict.websocket_connect(f"{WS}/q?token={keys['read']}") as ws:
         _subscribed(ws)
 
 
-@sqlite_only
 def test_ws_required_takes_an_authorization_header(strict: TestClient, keys: Keys) -> None:
     with strict.websocket_connect(f"{WS}/h", headers=bearer(keys["write"])) as ws:
         _subscribed(ws)
 
 
-@sqlite_only
 def test_ws_required_takes_a_first_auth_message(strict: TestClient, keys: Keys) -> None:
     with strict.websocket_connect(f"{WS}/m") as ws:
         ws.send_json({"type": "auth", "token": keys["admin"]})
@@ -294,7 +285,6 @@ def test_ws_required_takes_a_first_auth_message(strict: TestClient, keys: Keys) 
         _subscribed(ws)
 
 
-@sqlite_only
 @pytest.mark.parametrize(
     "first",
     [
@@ -313,7 +303,6 @@ def test_ws_required_without_a_key_is_closed_4401(strict: TestClient, first: Any
         assert _refused(ws) == 4401
 
 
-@sqlite_only
 @pytest.mark.parametrize("mode", ["reads-open", "required"])
 def test_ws_a_bad_or_revoked_token_is_closed_4401(
     make_client: MakeClient, database: Database, keys: Keys, mode: str
@@ -331,7 +320,6 @@ def test_ws_a_bad_or_revoked_token_is_closed_4401(
             assert _refused(ws) == 4401
 
 
-@sqlite_only
 def test_ws_required_closes_a_silent_client(
     strict: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,7 +334,6 @@ def test_ws_required_closes_a_silent_client(
     assert time.monotonic() - started < 5
 
 
-@sqlite_only
 def test_ws_an_auth_message_on_an_open_socket_is_answered(client: TestClient, keys: Keys) -> None:
     with client.websocket_connect(f"{WS}/later") as ws:
         _subscribed(ws)

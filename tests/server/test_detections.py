@@ -369,7 +369,6 @@ def test_live_cache_miss_falls_back_to_the_database(client: TestClient) -> None:
         {"limit": ["1", "2"]},
     ],
 )
-@sqlite_only
 def test_live_rejects_bad_query_parameters(client: TestClient, params: dict[str, Any]) -> None:
     error = assert_error(client.get(f"{API}/live", params=params), 422, "validation_error")
     assert error["details"][0]["field"].startswith("query.")
@@ -421,7 +420,6 @@ def test_events_filter_by_type_and_severity(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "params", [{"severity": "loud"}, {"limit": "0"}, {"offset": "x"}, {"page": "2"}]
 )
-@sqlite_only
 def test_events_reject_bad_query_parameters(client: TestClient, params: dict[str, str]) -> None:
     assert_error(client.get(f"{API}/events", params=params), 422, "validation_error")
 
@@ -456,7 +454,6 @@ def test_unknown_detection_is_404(client: TestClient) -> None:
     assert "no-such-detection" in error["message"]
 
 
-@sqlite_only
 def test_fixed_paths_win_over_the_detection_id_route(client: TestClient) -> None:
     for path in ("live", "events", "queue-stats", "recent", "providers", "summary"):
         assert client.get(f"{API}/{path}").status_code == 200, path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -21,7 +23,40 @@ from detectflow.server.outbox import Outbox
 from detectflow.store.cache import BUS_RECONNECTED
 from detectflow.store.live import LiveView
 from detectflow.store.memory import MemoryBus, MemoryCache
+from detectflow.store.redis_backend import RedisBus
+from tests import services
 from tests.store.builders import detection, frame, result
+
+AnyBus = MemoryBus | RedisBus
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory-bus"),
+        pytest.param("redis", id="redis-bus", marks=pytest.mark.redis),
+    ]
+)
+def any_bus(request: pytest.FixtureRequest) -> Iterator[AnyBus]:
+    """The hub's bus: the in-process one (one server process) and Redis (several)."""
+    if request.param == "memory":
+        yield MemoryBus()
+        return
+    prefix = f"detectflow-test-{uuid.uuid4().hex[:12]}:"  # other runs share the database
+    with RedisBus(services.REDIS_URL, prefix=prefix) as bus:
+        yield bus
+
+
+async def _end_subscriptions_from_outside(bus: AnyBus) -> None:
+    """End every subscription on ``bus`` as a lost connection or a reader that died would.
+
+    Reaches into each bus's private list of subscriptions: neither bus offers a
+    way to end a subscriber's subscription for it, and on Redis a killed
+    connection is re-made inside the subscription, never reaching the hub.
+    """
+    subscriptions = bus._subscribers if isinstance(bus, MemoryBus) else bus._subscriptions
+    for sub in list(subscriptions):
+        await sub.aclose()
+
 
 cameras = st.sampled_from(["cam-1", "cam-2", "cam-3"])
 
@@ -72,9 +107,9 @@ def _detection(camera: str, n: int) -> tuple[str, bytes]:
     return f"detections:{camera}", json.dumps(body).encode()
 
 
-def test_hub_subscribes_once_and_fans_out_to_each_matching_client() -> None:
+def test_hub_subscribes_once_and_fans_out_to_each_matching_client(any_bus: AnyBus) -> None:
     async def main() -> tuple[list[str], list[str], int, dict[str, int]]:
-        bus = MemoryBus()
+        bus = any_bus
         hub = Hub(bus, queue_size=100)
         one, one_box = hub.connect("one")
         two, two_box = hub.connect("two")
@@ -129,17 +164,15 @@ def test_a_full_outbox_drops_and_counts_without_blocking_the_hub() -> None:
     assert (queued, lagged, again) == (3, 7, 0)
 
 
-def test_hub_resubscribes_after_the_subscription_ends() -> None:
+def test_hub_resubscribes_after_the_subscription_ends(any_bus: AnyBus) -> None:
     async def main() -> int:
-        bus = MemoryBus()
+        bus = any_bus
         hub = Hub(bus)
         client, box = hub.connect("c")
         client.filter.subscribe(None, None, None)
         async with anyio.create_task_group() as tg:
             await tg.start(lambda task_status: hub.run(retry_seconds=0.01, task_status=task_status))
-            # End the hub's subscription from outside, as a dropped Redis connection would.
-            for sub in list(bus._subscribers):
-                await sub.aclose()
+            await _end_subscriptions_from_outside(bus)
             with anyio.fail_after(5):
                 while bus.subscriber_count == 0:
                     await anyio.sleep(0.01)
@@ -258,12 +291,12 @@ def test_a_mangled_frame_message_is_counted_malformed_and_delivers_nothing(
     assert (stats["received"], stats["malformed"]) == (1, 1)
 
 
-def test_what_the_live_view_publishes_reaches_clients_unchanged() -> None:
-    """End to end over the in-process bus: LiveView.publish -> hub -> a client's outbox."""
+def test_what_the_live_view_publishes_reaches_clients_unchanged(any_bus: AnyBus) -> None:
+    """End to end over each bus: LiveView.publish -> hub -> a client's outbox."""
     first, second = result(frame("cam-1"), detections=3), result(frame("cam-2"), detections=2)
 
     async def main() -> list[dict[str, object]]:
-        bus = MemoryBus()
+        bus = any_bus
         hub = Hub(bus, queue_size=100)
         client, box = hub.connect("c")
         client.filter.subscribe(None, None, None)

@@ -21,14 +21,21 @@ def test_without_a_redis_url_the_in_process_twins_are_used(tmp_path: Path) -> No
 
 
 def assert_namespaced(cache: Cache, bus: Bus, prefix: str) -> None:
-    """Both are Redis, share ``prefix``, and a key written lands under it (then closed)."""
+    """Both are Redis, share ``prefix``, and what each writes lands under it (then closed)."""
+    key = f"k-{uuid.uuid4().hex}"  # the shared test database may hold the same prefix
     try:
         assert isinstance(cache, RedisCache) and isinstance(bus, RedisBus)
         assert cache.prefix == bus.prefix == prefix
-        cache.set_many({"k": b"v"}, ttl_seconds=5)
-        with redis.Redis.from_url(services.REDIS_URL) as admin:
-            assert admin.get(f"{prefix}k") == b"v"
-            admin.delete(f"{prefix}k")
+        cache.set_many({key: b"v"}, ttl_seconds=5)
+        with redis.Redis.from_url(services.REDIS_URL) as admin, admin.pubsub() as listener:
+            assert admin.get(f"{prefix}{key}") == b"v"
+            admin.delete(f"{prefix}{key}")
+            listener.subscribe(f"{prefix}{key}")
+            assert listener.get_message(timeout=5)["type"] == "subscribe"
+            bus.publish(key, b"hello")
+            message = listener.get_message(timeout=5)
+            assert message is not None
+            assert (message["channel"], message["data"]) == (f"{prefix}{key}".encode(), b"hello")
     finally:
         close_cache_and_bus(cache, bus)
 
@@ -42,12 +49,11 @@ def test_with_a_redis_url_both_are_redis_and_share_the_prefix(tmp_path: Path) ->
     assert_namespaced(cache, bus, prefix)
 
 
+@pytest.mark.redis
 def test_the_default_prefix_namespaces_detectflow(tmp_path: Path) -> None:
-    cache, bus = open_cache_and_bus(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1/0"))
-    try:
-        assert isinstance(cache, RedisCache) and cache.prefix == DEFAULT_PREFIX == "detectflow:"
-    finally:
-        close_cache_and_bus(cache, bus)
+    assert DEFAULT_PREFIX == "detectflow:"
+    cache, bus = open_cache_and_bus(Settings(data_dir=tmp_path, redis_url=services.REDIS_URL))
+    assert_namespaced(cache, bus, "detectflow:")
 
 
 @pytest.mark.redis
