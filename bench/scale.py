@@ -254,7 +254,7 @@ def _measure(base: str, deep: int) -> dict[str, float]:
         figures["recent N cursors deep"] = _deep(client, f"{API}/recent?minutes=1440", deep)
         figures["by-person first page"] = _median(client, f"{API}/by-person/person-7")
         figures["by-person N cursors deep"] = _deep(
-            client, f"{API}/by-person/person-7?limit=10", deep
+            client, f"{API}/by-person/person-7?limit=5", deep
         )
         figures["summary"] = _median(client, f"{API}/summary")
         # /statistics is cached per camera: three cameras, three misses.

@@ -5,25 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from detectflow.core.models import utcnow
-from detectflow.core.windows import WindowStats
+from detectflow.core.windows import Tally, WindowKey
 from detectflow.store import Database
+from detectflow.store.stats import add_tallies
+
+Minute = tuple[WindowKey, Tally]
 
 
-def _minute(camera: str, start: datetime, count: int, *, kind_type: str = "person") -> WindowStats:
+def _minute(camera: str, start: datetime, count: int, *, kind_type: str = "person") -> Minute:
+    """A one-minute tumbling window's tally, as the recorder adds it."""
     start = start.replace(second=0, microsecond=0)
-    return WindowStats(
-        camera_id=camera,
-        detection_type=kind_type,
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        count=count,
-        confidence_sum=0.5 * count,
-        max_confidence=0.9,
-        distinct_persons=1,
-        late_count=0,
-        revision=1,
-        final=True,
-    )
+    key = WindowKey(camera, kind_type, "tumbling", start, start + timedelta(minutes=1))
+    return key, Tally(count, 0.5 * count, 0.9)
+
+
+def _add(db: Database, minutes: list[Minute]) -> None:
+    with db.engine.begin() as conn:
+        add_tallies(conn, dict(minutes), now=utcnow())
 
 
 def _midnight(days_ago: int) -> datetime:
@@ -39,7 +37,7 @@ def test_totals_add_closed_days_and_todays_minutes_once_each(db: Database) -> No
         _minute("cam-1", utcnow() - timedelta(minutes=10), 2),
         _minute("cam-2", utcnow() - timedelta(hours=3), 1),
     ]
-    db.record_window_stats([("tumbling", w) for w in rows])
+    _add(db, rows)
     before = db.detection_totals()
 
     rolled = db.roll_up_windows()
@@ -54,15 +52,14 @@ def test_totals_add_closed_days_and_todays_minutes_once_each(db: Database) -> No
     assert len(listed) == 5  # the minutes stay; day rows are of their own kind
 
 
-def test_a_late_revision_of_a_closed_day_reaches_its_day_row_on_the_next_rollup(
+def test_late_detections_of_a_closed_day_reach_its_day_row_on_the_next_rollup(
     db: Database,
 ) -> None:
     start = _midnight(1) + timedelta(hours=2)
-    db.record_window_stats([("tumbling", _minute("cam-1", start, 3))])
+    _add(db, [_minute("cam-1", start, 3)])
     db.roll_up_windows()
-    revised = WindowStats(**{**_fields(_minute("cam-1", start, 5)), "revision": 2})
-    db.record_window_stats([("tumbling", revised)])
-    assert db.detection_totals().total == 3  # the day row is not revised yet
+    _add(db, [_minute("cam-1", start, 2)])  # late frames add to the same minute
+    assert db.detection_totals().total == 3  # the day row is not summed again yet
     db.roll_up_windows()
     assert db.detection_totals().total == 5
 
@@ -71,10 +68,6 @@ def test_no_windows_no_totals(db: Database) -> None:
     assert db.roll_up_windows() == []
     totals = db.detection_totals()
     assert (totals.total, totals.last_hour) == (0, 0)
-
-
-def _fields(w: WindowStats) -> dict[str, object]:
-    return {name: getattr(w, name) for name in WindowStats.__slots__}
 
 
 def test_closed_hours_after_the_last_day_are_rolled_up_and_counted_once(db: Database) -> None:
@@ -86,14 +79,14 @@ def test_closed_hours_after_the_last_day_are_rolled_up_and_counted_once(db: Data
         _minute("cam-1", hour - timedelta(hours=3), 1),
         _minute("cam-1", now, 4),  # this hour: stays in minutes
     ]
-    db.record_window_stats([("tumbling", w) for w in rows])
+    _add(db, rows)
     db.roll_up_windows()
     assert db.detection_totals().total == 12
     hours, _ = db.list_window_stats(kind="hour", limit=100)
     # Only hours after the last rolled-up day (yesterday) get hour rows.
     assert all(w.window_start >= _midnight(0) for _, w in hours)
     assert sum(w.count for _, w in hours) == sum(
-        w.count for w in rows[1:3] if w.window_start >= _midnight(0)
+        t.count for k, t in rows[1:3] if k.window_start >= _midnight(0)
     )
     db.roll_up_windows()  # again: the same rows, nothing counted twice
     assert db.detection_totals().total == 12
