@@ -7,8 +7,12 @@ in: ``detectflow maintenance cleanup`` / ``test-provider`` for an operator
 or a cron job, and :func:`run_schedule` for ``detectflow up``, which runs
 them in a background thread of the process that already holds the database.
 
-Cleanup deletes in batches (:func:`detectflow.store.maintenance.delete_in_batches`),
-one short transaction each, so it can run beside a busy dataflow.
+Cleanup drops whole day partitions on PostgreSQL and deletes in batches
+elsewhere (:func:`detectflow.store.maintenance.cleanup`), one short
+transaction each, so it can run beside a busy dataflow. A third job, hourly,
+makes the day partitions of the coming week and sums closed days of window
+statistics into day rows (what ``/summary`` reads), as ``maintenance
+partitions`` does by hand.
 """
 
 from __future__ import annotations
@@ -24,21 +28,24 @@ from typing import Protocol
 import click
 
 from detectflow.cli.context import settings_of
-from detectflow.core.models import ProbeResult, ProviderConfig, utcnow
+from detectflow.core.models import ProbeResult, ProviderConfig
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.store import Database, open_database
-from detectflow.store.maintenance import DEFAULT_BATCH_SIZE, delete_in_batches
+from detectflow.store.maintenance import DEFAULT_BATCH_SIZE, CleanupReport
+from detectflow.store.partitions import DAYS_AHEAD
 
 __all__ = [
     "CLEANUP_EVERY_SECONDS",
     "DEFAULT_RETENTION_DAYS",
+    "PARTITIONS_EVERY_SECONDS",
     "TEST_PROVIDER_EVERY_SECONDS",
     "Job",
     "NoProviderError",
     "cleanup",
     "default_jobs",
     "maintenance",
+    "prepare_days",
     "run_provider_test",
     "run_schedule",
 ]
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 30
 CLEANUP_EVERY_SECONDS = 86_400.0
 TEST_PROVIDER_EVERY_SECONDS = 3_600.0
+PARTITIONS_EVERY_SECONDS = 3_600.0
 
 
 class NoProviderError(LookupError):
@@ -60,16 +68,22 @@ def cleanup(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[str, int], None] | None = None,
-) -> dict[str, int]:
-    """Delete detections, events and finished queue rows older than ``days``.
-
-    Returns {"detections", "events", "queue"} counts. ``days`` must be >= 0
-    (0 deletes everything finished).
+) -> CleanupReport:
+    """Remove detections, events, window statistics and finished queue rows older
+    than ``days`` (>= 0; 0 removes everything finished). On PostgreSQL whole
+    day partitions go, so the cutoff rounds down to midnight UTC.
     """
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
-    cutoff = utcnow() - timedelta(days=days)
-    return delete_in_batches(database.engine, cutoff, batch_size=batch_size, on_batch=on_batch)
+    return database.cleanup(timedelta(days=days), batch_size=batch_size, on_batch=on_batch)
+
+
+def prepare_days(database: Database, *, days_ahead: int = DAYS_AHEAD) -> tuple[list[str], int]:
+    """Make the day partitions up to ``days_ahead`` days ahead and roll closed days of
+    window statistics up into day rows; returns (partitions made, days rolled up)."""
+    made = database.ensure_partitions(days_ahead=days_ahead)
+    rolled = database.roll_up_windows()
+    return made, len(rolled)
 
 
 def run_provider_test(
@@ -129,17 +143,23 @@ def default_jobs(
     batch_size: int = DEFAULT_BATCH_SIZE,
     registry: PluginRegistry | None = None,
 ) -> list[Job]:
-    """The guide's beat table: test the active provider hourly, clean up daily.
+    """The guide's beat table (test the active provider hourly, clean up daily) and
+    the storage job (partitions ahead and day rollups, hourly).
 
     The provider test runs once right away, so a misconfigured provider
     shows on the first health check; the first cleanup waits a minute, so
     starting a deployment does not start with a large delete.
     """
 
-    def run_cleanup() -> dict[str, int]:
-        counts = cleanup(stack.database, retention_days, batch_size=batch_size)
-        log.info("maintenance cleanup (older than %g days): %s", retention_days, counts)
-        return counts
+    def run_cleanup() -> CleanupReport:
+        report = cleanup(stack.database, retention_days, batch_size=batch_size)
+        log.info("maintenance cleanup (older than %g days): %s", retention_days, report)
+        return report
+
+    def run_prepare() -> tuple[list[str], int]:
+        made, rolled = prepare_days(stack.database)
+        log.info("maintenance partitions: made %s, rolled up %d day(s)", made, rolled)
+        return made, rolled
 
     def run_test() -> ProbeResult | None:
         try:
@@ -161,6 +181,7 @@ def default_jobs(
 
     return [
         Job("test-provider", TEST_PROVIDER_EVERY_SECONDS, run_test, first=0.0),
+        Job("partitions", PARTITIONS_EVERY_SECONDS, run_prepare, first=0.0),
         Job("cleanup", CLEANUP_EVERY_SECONDS, run_cleanup, first=60.0),
     ]
 
@@ -243,14 +264,45 @@ def maintenance() -> None:
 def cleanup_cmd(ctx: click.Context, days: float, batch_size: int) -> None:
     """Delete old detections, events and finished queue rows, in batches."""
     database = _open(settings_of(ctx))
+    started = time.perf_counter()
     try:
-        counts = cleanup(database, days, batch_size=batch_size)
+        report = cleanup(database, days, batch_size=batch_size)
     finally:
         database.dispose()
+    took_ms = (time.perf_counter() - started) * 1000
+    counts = report.deleted
     click.echo(
-        f"deleted {counts['detections']} detection(s), {counts['events']} event(s) and "
-        f"{counts['queue']} finished queue row(s) older than {days:g} day(s)"
+        f"deleted {counts['detections']} detection(s), {counts['events']} event(s), "
+        f"{counts['windows']} window row(s) and {counts['queue']} finished queue row(s) "
+        f"older than {days:g} day(s)"
     )
+    dropped = sum(report.dropped.values())
+    if dropped:
+        rows = sum(report.dropped_rows.values())
+        click.echo(f"dropped {dropped} day partition(s) holding about {rows} row(s)")
+    click.echo(f"took {took_ms:.0f} ms")
+
+
+@maintenance.command("partitions")
+@click.option(
+    "--days-ahead",
+    type=click.IntRange(0, 366),
+    default=DAYS_AHEAD,
+    show_default=True,
+    help="Make day partitions up to this many days ahead (PostgreSQL).",
+)
+@click.pass_context
+def partitions_cmd(ctx: click.Context, days_ahead: int) -> None:
+    """Make the coming days' partitions and roll closed days of window statistics up.
+
+    `detectflow up` runs this hourly; run it from cron otherwise (daily is enough).
+    """
+    database = _open(settings_of(ctx))
+    try:
+        made, rolled = prepare_days(database, days_ahead=days_ahead)
+    finally:
+        database.dispose()
+    click.echo(f"made {len(made)} day partition(s); rolled up {rolled} day(s) of window statistics")
 
 
 @maintenance.command("test-provider")

@@ -25,7 +25,6 @@ from detectflow.core.models import (
     FrameResult,
     ProviderConfig,
     Severity,
-    utcnow,
 )
 from detectflow.core.normalize import DEFAULT_LABEL_MAP, normalize_detections
 from detectflow.core.plugins import PluginRegistry
@@ -73,6 +72,8 @@ def failed_result(
         severity=Severity.WARNING,
         message=f"Detection failed: {reason}",
         source_system=source,
+        created_at=frame.timestamp,
+        updated_at=frame.timestamp,
     )
     return FrameResult(frame, (), (event,), reason, attempts, elapsed_ms)
 
@@ -116,7 +117,9 @@ async def run_frame(
                 frame, reason, attempts=attempts, elapsed_ms=elapsed(), source=source
             )
 
-    now = utcnow()
+    # Rows are keyed (id, created_at) (day partitions): created_at must be what a
+    # replay of this frame brings again, like the ids, so it is the frame's time.
+    now = frame.timestamp
     try:
         label_map = registry.label_map() if registry else DEFAULT_LABEL_MAP
         normalized = normalize_detections(

@@ -130,6 +130,8 @@ def skipped_result(frame: Frame, backlog: int, *, source: str = "detectflow") ->
         severity=Severity.INFO,
         message=f"frame {frame.frame_id} skipped: more than {backlog} newer frame(s) waiting",
         source_system=source,
+        created_at=frame.timestamp,  # the key's time must come back with a replay, as the id
+        updated_at=frame.timestamp,
     )
     return FrameResult(frame, (), (event,), SKIPPED, 0, 0)
 

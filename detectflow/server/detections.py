@@ -11,6 +11,7 @@ import base64
 import binascii
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -33,17 +34,19 @@ from detectflow.server.errors import ApiError, not_found
 from detectflow.server.inline import detect_and_record
 from detectflow.server.openapi import (
     CAMERA_QUERY,
+    CURSOR,
     LIMIT,
     OFFSET,
     enveloped,
-    paged,
+    keyset_paged,
     query,
     ref,
 )
-from detectflow.server.params import MAX_OFFSET, Body, Query, read_json
+from detectflow.server.params import MAX_OFFSET, Body, Cursor, Query, encode_cursor, read_json
 from detectflow.server.state import ServerState, in_thread, server_state
 from detectflow.store.keys import Scope as KeyScope
 from detectflow.store.queue import FrameIdConflictError
+from detectflow.store.results import Keyset, Page
 
 __all__ = [
     "FRAME_ID_PATTERN",
@@ -68,13 +71,48 @@ def max_body_bytes(max_frame_bytes: int) -> int:
     return (max_frame_bytes + 2) // 3 * 4 + 16 * 1024
 
 
-def page_meta(limit: int, offset: int, total: int) -> dict[str, int]:
+def page_meta(limit: int, offset: int, total: int, *, page: int | None = None) -> dict[str, int]:
+    """The guide's page fields; ``page`` when a cursor, not an offset, says where we are."""
     return {
-        "page": offset // limit + 1,
+        "page": page if page is not None else offset // limit + 1,
         "pageSize": limit,
         "total": total,
         "totalPages": math.ceil(total / limit) if total else 0,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    limit: int
+    offset: int
+    cursor: Cursor | None
+
+    @property
+    def after(self) -> Keyset | None:
+        return None if self.cursor is None else (self.cursor.created_at, self.cursor.id)
+
+    def meta(self, page: Page[Any]) -> dict[str, Any]:
+        """The guide's page fields, plus ``next_cursor`` (None on the last page) and
+        ``total_is_estimate`` (true when counting would cost more than the page)."""
+        number = self.cursor.page if self.cursor else self.offset // self.limit + 1
+        following = None
+        if page.last_key is not None:
+            following = encode_cursor(Cursor(number + 1, *page.last_key))
+        return {
+            **page_meta(self.limit, self.offset, page.total, page=number),
+            "next_cursor": following,
+            "total_is_estimate": page.total_is_estimate,
+        }
+
+
+def _paging(query: Query) -> _Paging:
+    """``limit``, ``offset`` (at most :data:`MAX_OFFSET`) and ``cursor`` (not with an offset)."""
+    limit = query.integer("limit", default=100, minimum=1, maximum=1000)
+    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    cursor = query.cursor()
+    if cursor is not None and offset:
+        query.error("offset", "cannot be given with cursor (the cursor says where the page is)")
+    return _Paging(limit, offset, cursor)
 
 
 def _decode_frame_data(body: Body, max_frame_bytes: int) -> bytes | None:
@@ -236,21 +274,19 @@ async def events(request: Request) -> JSONResponse:
     event_type = query.text("event_type", max_length=64)
     severity = query.choice("severity", [str(s) for s in Severity])
     person_id = query.text("person_id", max_length=128)
-    limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    paging = _paging(query)
     query.check()
-    rows, total = await in_thread(
-        state.database.list_events,
+    page = await in_thread(
+        state.database.page_events,
         camera_id=camera_id,
         event_type=event_type,
         severity=severity,
         person_id=person_id,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
+        after=paging.after,
     )
-    return JSONResponse(
-        {"data": [event_to_dict(e) for e in rows], "meta": page_meta(limit, offset, total)}
-    )
+    return JSONResponse({"data": [event_to_dict(e) for e in page.items], "meta": paging.meta(page)})
 
 
 async def queue_stats(request: Request) -> JSONResponse:
@@ -266,18 +302,18 @@ async def recent(request: Request) -> JSONResponse:
     query = Query(request)
     minutes = query.integer("minutes", default=5, minimum=1, maximum=24 * 60)
     camera_id = _camera_query(query)
-    limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    paging = _paging(query)
     query.check()
-    rows, total = await in_thread(
-        state.database.list_detections,
+    page = await in_thread(
+        state.database.page_detections,
         camera_id=camera_id,
         since=utcnow() - timedelta(minutes=minutes),
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
+        after=paging.after,
     )
     return JSONResponse(
-        {"data": [detection_to_dict(d) for d in rows], "meta": page_meta(limit, offset, total)}
+        {"data": [detection_to_dict(d) for d in page.items], "meta": paging.meta(page)}
     )
 
 
@@ -285,14 +321,17 @@ async def by_person(request: Request) -> JSONResponse:
     state = server_state(request)
     person_id = request.path_params["person_id"]
     query = Query(request)
-    limit = query.integer("limit", default=100, minimum=1, maximum=1000)
-    offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    paging = _paging(query)
     query.check()
-    rows, total = await in_thread(
-        state.database.list_detections, person_id=person_id, limit=limit, offset=offset
+    page = await in_thread(
+        state.database.page_detections,
+        person_id=person_id,
+        limit=paging.limit,
+        offset=paging.offset,
+        after=paging.after,
     )
     return JSONResponse(
-        {"data": [detection_to_dict(d) for d in rows], "meta": page_meta(limit, offset, total)}
+        {"data": [detection_to_dict(d) for d in page.items], "meta": paging.meta(page)}
     )
 
 
@@ -363,7 +402,7 @@ endpoints = [
             "list_events",
             "Detection events, newest first, paged.",
             KeyScope.READ,
-            {200: paged(ref("Event"))},
+            {200: keyset_paged(ref("Event"))},
             events,
             parameters=(
                 CAMERA_QUERY,
@@ -372,6 +411,7 @@ endpoints = [
                 query("person_id", {"type": "string", "maxLength": 128}),
                 LIMIT,
                 OFFSET,
+                CURSOR,
             ),
             extra={"x-event-types": [str(e) for e in EventType]},
         ),
@@ -394,13 +434,14 @@ endpoints = [
             "recent_detections",
             "Detections of the last `minutes`, newest first, paged.",
             KeyScope.READ,
-            {200: paged(ref("Detection"))},
+            {200: keyset_paged(ref("Detection"))},
             recent,
             parameters=(
                 query("minutes", {"type": "integer", "minimum": 1, "maximum": 1440, "default": 5}),
                 CAMERA_QUERY,
                 LIMIT,
                 OFFSET,
+                CURSOR,
             ),
         ),
     ),
@@ -411,10 +452,10 @@ endpoints = [
             "detections_by_person",
             "Detections linked to one person, newest first, paged.",
             KeyScope.READ,
-            {200: paged(ref("Detection"))},
+            {200: keyset_paged(ref("Detection"))},
             by_person,
             errors=(404, *READ_ERRORS),  # 404: a segment that routes nowhere (".", "..")
-            parameters=(LIMIT, OFFSET),
+            parameters=(LIMIT, OFFSET, CURSOR),
         ),
         params=[PathParam("person_id", max_length=128)],
     ),

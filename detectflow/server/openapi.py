@@ -14,6 +14,7 @@ upgrades, with its JSON messages under ``x-websocket-messages``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from detectflow import __version__
@@ -21,12 +22,13 @@ from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.models import QueueStatus, TestStatus
 from detectflow.core.windows import WINDOW_KINDS
 from detectflow.server.endpoints import NO_CONTROL_PATTERN, Endpoint, Operation, PathParam, Schema
-from detectflow.server.params import MAX_OFFSET
+from detectflow.server.params import MAX_OFFSET, Cursor, encode_cursor
 from detectflow.store.keys import Scope as KeyScope
 
 __all__ = [
     "CAMERA_QUERY",
     "CAMERA_SCHEMA",
+    "CURSOR",
     "LIMIT",
     "OFFSET",
     "SCHEMAS",
@@ -34,6 +36,7 @@ __all__ = [
     "WEBSOCKET_MESSAGES",
     "build_spec",
     "enveloped",
+    "keyset_paged",
     "nullable",
     "paged",
     "query",
@@ -75,6 +78,13 @@ def paged(item: Schema) -> Schema:
     return _object(["data", "meta"], data={"type": "array", "items": item}, meta=ref("PageMeta"))
 
 
+def keyset_paged(item: Schema) -> Schema:
+    """A page that also pages by cursor (``meta.next_cursor``, ``?cursor=``)."""
+    return _object(
+        ["data", "meta"], data={"type": "array", "items": item}, meta=ref("KeysetPageMeta")
+    )
+
+
 _COUNT = {"type": "integer", "minimum": 0}
 _PART_STATUS = {"type": "string", "enum": ["ok", "degraded", "down"]}
 
@@ -100,6 +110,20 @@ SCHEMAS: dict[str, Schema] = {
         pageSize={"type": "integer", "minimum": 1, "maximum": 1000},
         total=_COUNT,
         totalPages=_COUNT,
+    ),
+    "KeysetPageMeta": _object(
+        page={"type": "integer", "minimum": 1},
+        pageSize={"type": "integer", "minimum": 1, "maximum": 1000},
+        total=_COUNT,
+        totalPages=_COUNT,
+        next_cursor={
+            **nullable({"type": "string", "minLength": 1}),
+            "description": "Give back as ?cursor= for the next page; null on the last page.",
+        },
+        total_is_estimate={
+            "type": "boolean",
+            "description": "total is the planner's estimate (more than 10,000 rows match).",
+        },
     ),
     "BBox": {
         **_object(
@@ -511,7 +535,21 @@ def query(name: str, schema: Schema, description: str = "") -> Schema:
 
 
 LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
-OFFSET = query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0})
+OFFSET = query(
+    "offset",
+    {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+    "Rows to skip; deeper pages go by cursor.",
+)
+CURSOR = query(
+    "cursor",
+    {
+        "type": "string",
+        "maxLength": 400,
+        "pattern": "^[A-Za-z0-9_-]*$",
+        "example": encode_cursor(Cursor(2, datetime(2026, 1, 1, tzinfo=UTC), "example")),
+    },
+    "meta.next_cursor of the previous page (not with offset).",
+)
 CAMERA_QUERY = query(
     "camera_id", {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:-]*$"}
 )

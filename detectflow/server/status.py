@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -241,17 +240,18 @@ async def summary(request: Request) -> JSONResponse:
     configs = await in_thread(state.database.list_providers)
     providers = await in_thread(_provider_entries, state, configs)
     queue_stats = await in_thread(state.database.queue_stats)
-    _, total = await in_thread(state.database.list_detections, limit=1)
-    _, last_hour = await in_thread(
-        state.database.list_detections, since=utcnow() - timedelta(hours=1), limit=1
-    )
+    # From the window statistics (day, hour, then minute rows), never a count of detections.
+    totals = await in_thread(state.database.detection_totals)
     data = {
         "provider_configured": provider is not None,
         "provider_name": provider.provider_name if provider else None,
         "provider_active": bool(provider and provider.is_active),
         "provider_test_status": provider.test_status if provider else None,
         "queue_stats": queue_stats,
-        "detection_stats": {"total_detections": total, "detections_last_hour": last_hour},
+        "detection_stats": {
+            "total_detections": totals.total,
+            "detections_last_hour": totals.last_hour,
+        },
         "providers": providers,
     }
     return JSONResponse({"data": data})

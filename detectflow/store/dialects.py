@@ -8,7 +8,10 @@ how they travel decides its throughput (``bench/flow_throughput.py``):
 * new rows go in with binary ``COPY`` (psycopg packs each value in C; the
   server's cheapest way in), inside a savepoint. Ids are deterministic, so
   a conflict means a replay: the savepoint is rolled back and the batch
-  goes again as ``INSERT ... ON CONFLICT (id) DO NOTHING``;
+  goes again as ``INSERT ... ON CONFLICT (<primary key>) DO NOTHING``. The
+  key of a day-partitioned table holds its partition key, (id, created_at),
+  so a replay conflicts only if it brings the same created_at as the first
+  write: the writer must derive created_at from the frame, as it does ids;
 * that insert and the queue-row update send the batch as one JSON document
   unpacked by ``json_populate_recordset``: one statement per batch, and
   ``json.dumps`` is C where psycopg's array dumper (``unnest``) is Python.
@@ -82,10 +85,11 @@ _statements: dict[tuple[str, str, tuple[str, ...]], TextClause | None] = {}
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows whose ``id`` is new; rows whose id exists are left alone.
+    """Insert rows whose primary key is new; rows whose key exists are left alone.
 
     Ids are deterministic, so a replayed batch conflicts on every row and
-    writes nothing new. Every row must have the same keys.
+    writes nothing new. Every row must have the same keys, the table's
+    primary key columns among them.
     """
     if not rows:
         return
@@ -95,7 +99,9 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, An
         return
     # No RETURNING: with it SQLAlchemy batches rows into multi-VALUES statements,
     # which measured ~2.5x slower than a plain executemany.
-    conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"]), list(rows))
+    conn.execute(
+        sqlite.insert(table).on_conflict_do_nothing(index_elements=_key(table)), list(rows)
+    )
 
 
 def insert_values(
@@ -114,7 +120,7 @@ def insert_values(
     stmt = _statement("insert", table, columns)
     if stmt is None:
         conn.execute(
-            postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"]),
+            postgresql.insert(table).on_conflict_do_nothing(index_elements=_key(table)),
             _mappings(columns, rows),
         )
     elif len(rows) < COPY_MIN_ROWS or not _copy_new_rows(conn, table, columns, rows):
@@ -141,12 +147,12 @@ def insert_new(
             existing.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
         fresh = [row for row in rows if row[at] not in existing]
         if fresh:
-            ignore = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+            ignore = sqlite.insert(table).on_conflict_do_nothing(index_elements=_key(table))
             conn.execute(ignore, _mappings(columns, fresh))
         return None if not existing else {row[at] for row in fresh}
     stmt = _statement("insert_returning", table, columns)
     if stmt is None:
-        insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+        insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=_key(table))
         return set(conn.execute(insert.returning(table.c.id), _mappings(columns, rows)).scalars())
     if len(rows) >= COPY_MIN_ROWS and _copy_new_rows(conn, table, columns, rows):
         return None
@@ -198,6 +204,11 @@ def update_values(
     at = columns.index("id")
     last = {row[at]: row for row in rows}  # the last row of an id wins, as in an executemany
     conn.execute(stmt, {"rows": _dumps(_mappings(columns, list(last.values())))})
+
+
+def _key(table: Table) -> list[str]:
+    """The conflict target: the primary key, which holds the partition key where there is one."""
+    return [c.name for c in table.primary_key.columns]
 
 
 def _mappings(columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -262,9 +273,10 @@ def _statement(kind: str, table: Table, columns: tuple[str, ...]) -> TextClause 
         names = ", ".join(quote(c) for c in columns)
         source = f"json_populate_recordset(NULL::{name}, CAST(:rows AS json))"
         if kind in ("insert", "insert_returning"):
+            target = ", ".join(quote(c) for c in _key(table))
             sql = (
                 f"INSERT INTO {name} ({names}) SELECT {names} FROM {source} "
-                "ON CONFLICT (id) DO NOTHING"
+                f"ON CONFLICT ({target}) DO NOTHING"
             )
             if kind == "insert_returning":
                 sql += " RETURNING id"

@@ -9,9 +9,9 @@ transactions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -28,17 +28,23 @@ from detectflow.core.models import (
     utcnow,
 )
 from detectflow.core.windows import WindowStats
-from detectflow.store import keys, maintenance, providers, queue
+from detectflow.store import keys, maintenance, providers, queue, rollups
 from detectflow.store import results as _results
 from detectflow.store import stats as _stats
 from detectflow.store.crypto import ApiKeyCipher
 from detectflow.store.engine import BEGIN_MODE, create_database_engine
 from detectflow.store.keys import ApiKey, Scope
 from detectflow.store.migrate import upgrade as run_upgrade
+from detectflow.store.partitions import DAYS_AHEAD
 from detectflow.store.queue import ClaimedRow
+from detectflow.store.results import Keyset, Page
 from detectflow.store.stats import DetectionStatistics
 
-__all__ = ["Database"]
+__all__ = ["UPGRADE_DAYS_AHEAD", "Database"]
+
+UPGRADE_DAYS_AHEAD = 2
+"""Day partitions every process makes sure of at start; the maintenance schedule
+keeps :data:`~detectflow.store.partitions.DAYS_AHEAD` (a week)."""
 
 
 def _lease(owner: str, seconds: float, now: datetime) -> queue.Lease:
@@ -63,8 +69,15 @@ class Database:
         return self._engine.dialect.name == "postgresql"
 
     def upgrade(self) -> None:
-        """Run Alembic migrations to head (idempotent)."""
+        """Run Alembic migrations to head (idempotent), then make sure the day
+        partitions of the next days exist (PostgreSQL)."""
         run_upgrade(self._engine)
+        self.ensure_partitions(days_ahead=UPGRADE_DAYS_AHEAD)
+
+    def ensure_partitions(self, *, days_ahead: int = DAYS_AHEAD) -> list[str]:
+        """Make the missing day partitions from yesterday to ``days_ahead`` days ahead
+        (a no-op on SQLite); returns their names."""
+        return maintenance.ensure_partitions(self._engine, utcnow().date(), days_ahead)
 
     def dispose(self) -> None:
         self._engine.dispose()
@@ -220,7 +233,34 @@ class Database:
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Detection], int]:
-        """Newest first, and the total count matching the filters."""
+        """Newest first, and the exact count matching the filters (see :meth:`page_detections`)."""
+        page = self.page_detections(
+            camera_id=camera_id,
+            detection_type=detection_type,
+            min_confidence=min_confidence,
+            person_id=person_id,
+            since=since,
+            limit=limit,
+            offset=offset,
+            exact_total=True,
+        )
+        return page.items, page.total
+
+    def page_detections(
+        self,
+        *,
+        camera_id: str | None = None,
+        detection_type: str | None = None,
+        min_confidence: float = 0.0,
+        person_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: Keyset | None = None,
+        exact_total: bool = False,
+    ) -> Page[Detection]:
+        """A page newest first, older than ``after`` (a keyset) when given; the total is
+        exact when cheap, else PostgreSQL's estimate (``Page.total_is_estimate``)."""
         with self._read() as conn:
             return _results.list_detections(
                 conn,
@@ -231,6 +271,8 @@ class Database:
                 since=since,
                 limit=limit,
                 offset=offset,
+                after=after,
+                exact_total=exact_total,
             )
 
     def list_events(
@@ -243,7 +285,31 @@ class Database:
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[DetectionEvent], int]:
-        """Newest first, and the total count matching the filters."""
+        """Newest first, and the exact count matching the filters (see :meth:`page_events`)."""
+        page = self.page_events(
+            camera_id=camera_id,
+            event_type=event_type,
+            severity=severity,
+            person_id=person_id,
+            limit=limit,
+            offset=offset,
+            exact_total=True,
+        )
+        return page.items, page.total
+
+    def page_events(
+        self,
+        *,
+        camera_id: str | None = None,
+        event_type: str | None = None,
+        severity: str | None = None,
+        person_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: Keyset | None = None,
+        exact_total: bool = False,
+    ) -> Page[DetectionEvent]:
+        """:meth:`page_detections` for events."""
         with self._read() as conn:
             return _results.list_events(
                 conn,
@@ -253,13 +319,34 @@ class Database:
                 person_id=person_id,
                 limit=limit,
                 offset=offset,
+                after=after,
+                exact_total=exact_total,
             )
 
-    def cleanup(self, older_than: timedelta) -> dict[str, int]:
-        """Delete detections, events and finished queue rows older than ``older_than``
-        (the guide's daily retention job); returns {"detections", "events", "queue"}."""
+    def cleanup(
+        self,
+        older_than: timedelta,
+        *,
+        batch_size: int = maintenance.DEFAULT_BATCH_SIZE,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> maintenance.CleanupReport:
+        """The guide's retention job: drop detections, events, window statistics and
+        finished queue rows older than ``older_than`` (see :mod:`detectflow.store.maintenance`:
+        by day partition on PostgreSQL, in batches elsewhere)."""
+        return maintenance.cleanup(
+            self._engine, utcnow() - older_than, batch_size=batch_size, on_batch=on_batch
+        )
+
+    def roll_up_windows(self) -> list[date]:
+        """Sum closed days and hours of window statistics into day and hour rows
+        (:mod:`detectflow.store.rollups`); returns the days written."""
         with self._write() as conn:
-            return maintenance.delete_before(conn, utcnow() - older_than)
+            return rollups.roll_up(conn, now=utcnow())
+
+    def detection_totals(self, *, camera_id: str | None = None) -> rollups.DetectionTotals:
+        """All detections kept and those of the last hour, from the window statistics."""
+        with self._read() as conn:
+            return rollups.detection_totals(conn, now=utcnow(), camera_id=camera_id)
 
     # -- provider configs -----------------------------------------------
     def create_provider(self, config: ProviderConfig) -> ProviderConfig:

@@ -4,16 +4,36 @@
 stage): four statements per batch, whatever its size (detections, their
 window tallies, events, queue rows); see :mod:`~detectflow.store.dialects`
 for how each travels.
+
+Lists are newest first, ordered by (created_at, id), and page either by
+offset (small ones; the server caps it) or by keyset: ``after`` is the
+(created_at, id) of the last row already seen, so a page deep in a
+billion-row table reads ``limit`` index entries, not everything before
+them. Every filter the API offers has a composite index ending in
+created_at (see :mod:`~detectflow.store.tables`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    Select,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
 from detectflow.core.models import (
     Detection,
@@ -40,6 +60,9 @@ from detectflow.store.tables import detections
 from detectflow.store.types import UTCDateTime
 
 __all__ = [
+    "EXACT_TOTAL_UP_TO",
+    "Keyset",
+    "Page",
     "get_detection",
     "list_detections",
     "list_events",
@@ -159,8 +182,35 @@ def record_events(conn: Connection, new_events: Sequence[DetectionEvent]) -> Non
 
 
 def get_detection(conn: Connection, detection_id: str) -> Detection | None:
+    # No created_at to prune with: one probe of the key's index per day partition.
     row = conn.execute(select(detections).where(detections.c.id == detection_id)).mappings().first()
     return None if row is None else detection_from_row(row)
+
+
+T = TypeVar("T")
+
+Keyset = tuple[datetime, str]
+"""(created_at, id) of a row: where a keyset page starts (strictly older rows)."""
+
+EXACT_TOTAL_UP_TO = 10_000
+"""Totals up to this many rows are counted exactly (a count of at most this many
+index entries: a few milliseconds); above it PostgreSQL's planner estimates,
+and the page says so. Counting every row of a camera over 30 days at fleet
+rates is seconds, and grows with the table."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, newest first.
+
+    ``total`` is exact unless ``total_is_estimate``. ``last_key`` is the keyset
+    of the last item when the page is full (there may be more), else None.
+    """
+
+    items: list[T]
+    total: int
+    total_is_estimate: bool
+    last_key: Keyset | None
 
 
 def list_detections(
@@ -173,7 +223,9 @@ def list_detections(
     since: datetime | None,
     limit: int,
     offset: int,
-) -> tuple[list[Detection], int]:
+    after: Keyset | None = None,
+    exact_total: bool = True,
+) -> Page[Detection]:
     where: list[ColumnElement[bool]] = []
     if camera_id is not None:
         where.append(detections.c.camera_id == camera_id)
@@ -185,8 +237,9 @@ def list_detections(
         where.append(detections.c.person_id == person_id)
     if since is not None:
         where.append(detections.c.created_at >= since)
-    rows, total = _page(conn, detections, where, limit=limit, offset=offset)
-    return [detection_from_row(row) for row in rows], total
+    return _page(
+        conn, detections, where, detection_from_row, limit, offset, after, exact_total=exact_total
+    )
 
 
 def list_events(
@@ -198,7 +251,9 @@ def list_events(
     person_id: str | None,
     limit: int,
     offset: int,
-) -> tuple[list[DetectionEvent], int]:
+    after: Keyset | None = None,
+    exact_total: bool = True,
+) -> Page[DetectionEvent]:
     where: list[ColumnElement[bool]] = []
     if camera_id is not None:
         where.append(events.c.camera_id == camera_id)
@@ -208,27 +263,60 @@ def list_events(
         where.append(events.c.severity == severity)
     if person_id is not None:
         where.append(events.c.person_id == person_id)
-    rows, total = _page(conn, events, where, limit=limit, offset=offset)
-    return [event_from_row(row) for row in rows], total
+    return _page(conn, events, where, event_from_row, limit, offset, after, exact_total=exact_total)
 
 
 def _page(
     conn: Connection,
     table: Table,
     where: list[ColumnElement[bool]],
-    *,
+    convert: Callable[[RowMapping], T],
     limit: int,
     offset: int,
-) -> tuple[list[Any], int]:
+    after: Keyset | None,
+    *,
+    exact_total: bool,
+) -> Page[T]:
     """One page, newest first (id breaks ties so pages never overlap), and the total."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must be >= 0")
-    total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
-    query = (
-        select(table)
-        .where(*where)
-        .order_by(table.c.created_at.desc(), table.c.id.desc())
-        .limit(limit)
-        .offset(offset)
+    query = select(table).where(*where)
+    if after is not None:
+        query = query.where(tuple_(table.c.created_at, table.c.id) < tuple_(*after))
+    query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+    rows = list(conn.execute(query.offset(offset) if offset else query).mappings())
+    total, estimated = _total(conn, table, where, exact=exact_total)
+    last = rows[-1] if rows and len(rows) == limit else None
+    return Page(
+        [convert(row) for row in rows],
+        total,
+        estimated,
+        None if last is None else (last["created_at"], last["id"]),
     )
-    return list(conn.execute(query).mappings()), int(total)
+
+
+def _total(
+    conn: Connection, table: Table, where: list[ColumnElement[bool]], *, exact: bool
+) -> tuple[int, bool]:
+    """The number of rows matching ``where``, and whether it is an estimate.
+
+    SQLite (the embedded, single-machine store) always counts. PostgreSQL
+    counts up to :data:`EXACT_TOTAL_UP_TO` rows unless ``exact``; past that
+    it answers with the planner's estimate (never below what it counted).
+    """
+    if exact or conn.dialect.name != "postgresql":
+        count = select(func.count()).select_from(table).where(*where)
+        return int(conn.execute(count).scalar_one()), False
+    capped = select(table.c.id).where(*where).limit(EXACT_TOTAL_UP_TO + 1).subquery()
+    counted = int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
+    if counted <= EXACT_TOTAL_UP_TO:
+        return counted, False
+    return max(counted, _planner_rows(conn, select(table.c.id).where(*where))), True
+
+
+def _planner_rows(conn: Connection, query: Select[Any]) -> int:
+    """PostgreSQL's estimate of the rows ``query`` returns (``EXPLAIN``, nothing run)."""
+    compiled = query.compile(dialect=conn.dialect)
+    result = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", compiled.params)
+    plan = result.scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -89,10 +90,18 @@ detection_provider_configs = Table(
     *_timestamps(),
 )
 
+# detections, events and window statistics are partitioned by day on PostgreSQL
+# (detectflow.store.partitions). A unique key of a partitioned table must hold
+# its partition key, so theirs is (id, created_at): the writer's replays still
+# conflict because a row's created_at is a function of its frame, like its id.
+# Composite indexes serve "newest first" under each filter (keyset pages walk
+# (created_at, id) backwards within one camera, event type or person).
+_BY_DAY = "RANGE (created_at)"
+
 detections = Table(
     "detections",
     metadata,
-    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("id", String(ID_LENGTH), nullable=False),
     Column("camera_id", String(128), nullable=False),
     Column("frame_id", String(FRAME_ID_LENGTH), nullable=False),
     Column("detection_type", String(64), nullable=False),
@@ -110,17 +119,19 @@ detections = Table(
     Column("frame_number", BigInteger, nullable=True),
     Column("frame_timestamp", UTCDateTime(), nullable=True),
     *_timestamps(),
-    Index(None, "camera_id"),
+    PrimaryKeyConstraint("id", "created_at"),
+    Index(None, "camera_id", "created_at"),
     Index(None, "created_at"),
     Index(None, "is_processed"),
     Index(None, "frame_id"),
-    Index(None, "person_id"),
+    Index(None, "person_id", "created_at"),
+    postgresql_partition_by=_BY_DAY,
 )
 
 detection_event_logs = Table(
     "detection_event_logs",
     metadata,
-    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("id", String(ID_LENGTH), nullable=False),
     Column("detection_id", String(ID_LENGTH), nullable=True),
     Column("camera_id", String(128), nullable=False),
     Column("event_type", String(64), nullable=False),
@@ -132,9 +143,13 @@ detection_event_logs = Table(
     Column("action_taken", Text, nullable=True),
     Column("source_system", String(64), nullable=False, server_default=text("'detectflow'")),
     *_timestamps(),
-    Index(None, "camera_id"),
+    PrimaryKeyConstraint("id", "created_at"),
+    Index(None, "camera_id", "created_at"),
     Index(None, "created_at"),
-    Index(None, "event_type"),
+    Index(None, "event_type", "created_at"),
+    Index(None, "person_id", "created_at"),
+    Index(None, "severity", "created_at"),
+    postgresql_partition_by=_BY_DAY,
 )
 
 detection_processing_queue = Table(
@@ -211,6 +226,7 @@ detection_window_stats = Table(
     Column("revision", Integer, nullable=False),
     Column("is_final", Boolean, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
+    postgresql_partition_by="RANGE (window_start)",
 )
 
 # Time-range reads (today, this hour, active cameras) over every camera.

@@ -67,8 +67,10 @@ def test_cleanup_deletes_old_rows_in_batches_and_keeps_the_rest(db: Database) ->
     db.enqueue(frame(frame_id="waiting"))
     batches: list[tuple[str, int]] = []
 
-    counts = jobs.cleanup(db, 1, batch_size=3, on_batch=lambda t, n: batches.append((t, n)))
+    report = jobs.cleanup(db, 1, batch_size=3, on_batch=lambda t, n: batches.append((t, n)))
 
+    # Two days old: on PostgreSQL in the default partition (upgrade makes yesterday on).
+    counts = report.deleted
     assert counts["detections"] == 10
     assert counts["events"] == 5
     # Queue rows age by updated_at, which record_results set to now: none is old yet.
@@ -85,9 +87,14 @@ def test_cleanup_with_zero_days_takes_finished_queue_rows_but_never_unfinished(
     db.enqueue(frame(frame_id="pending-one"))
     time.sleep(0.01)  # the cutoff must be after the rows' timestamps
 
-    counts = jobs.cleanup(db, 0, batch_size=2)
+    counts = jobs.cleanup(db, 0, batch_size=2).deleted
 
-    assert counts == {"detections": 6, "events": 3, "queue": 3}
+    # PostgreSQL drops whole days: today's partition stays until its day is over.
+    kept_today = db.is_postgres
+    assert counts["detections"] == (0 if kept_today else 6)
+    assert counts["events"] == (0 if kept_today else 3)
+    assert counts["queue"] == 3
+    assert (counts["windows"] == 0) == kept_today  # the recorder's tallies go with them
     assert db.queue_stats() == {**db.queue_stats(), "pending": 1, "total": 1}
 
 
@@ -104,8 +111,26 @@ def test_cleanup_command_reports_what_it_deleted(sqlite_db: Database, env: dict[
         maintenance, ["cleanup", "--days", "30", "--batch-size", "1"], env=env
     )
     assert outcome.exit_code == 0, outcome.output
-    assert "deleted 4 detection(s), 2 event(s) and 0 finished queue row(s)" in outcome.output
+    assert (
+        "deleted 4 detection(s), 2 event(s), 0 window row(s) and 0 finished queue row(s)"
+        in outcome.output
+    )
     assert sqlite_db.list_detections()[1] == 0
+
+
+def test_partitions_command_reports_what_it_made(
+    postgres_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    env = {
+        "DETECTFLOW_DATABASE_URL": postgres_url,
+        "DETECTFLOW_SECRET_KEY": secret_key,
+        "DETECTFLOW_DATA_DIR": str(tmp_path),
+        "DETECTFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+    outcome = CliRunner().invoke(maintenance, ["partitions", "--days-ahead", "4"], env=env)
+    assert outcome.exit_code == 0, outcome.output
+    # Upgrade made yesterday to two days ahead; days 3 and 4 ahead, for three tables.
+    assert "made 6 day partition(s); rolled up 0 day(s)" in outcome.output
 
 
 def test_cleanup_command_refuses_bad_options_with_a_message(env: dict[str, str]) -> None:
@@ -233,7 +258,11 @@ def test_default_schedule_tests_the_active_provider_at_once_and_cleans_up_later(
     age(sqlite_db, 24 * 31, 1)
     stack = FakeStack(Settings(data_dir=tmp_path, disable_plugin_autoload=True), sqlite_db)
     default = jobs.default_jobs(stack)
-    assert [(j.name, j.every) for j in default] == [("test-provider", 3600), ("cleanup", 86400)]
+    assert [(j.name, j.every) for j in default] == [
+        ("test-provider", 3600),
+        ("partitions", 3600),
+        ("cleanup", 86400),
+    ]
 
     thread = threading.Thread(target=run_schedule, args=(stack,))
     thread.start()
@@ -250,4 +279,7 @@ def test_default_schedule_tests_the_active_provider_at_once_and_cleans_up_later(
     assert stored is not None and stored.test_status == TestStatus.SUCCESS
     assert sqlite_db.list_detections()[1] == 2  # the first cleanup waits a minute
 
-    assert default[1].run() == {"detections": 2, "events": 1, "queue": 0}
+    deleted = default[2].run().deleted
+    assert (deleted["detections"], deleted["events"], deleted["queue"]) == (2, 1, 0)
+    made, _rolled = default[1].run()
+    assert made == []  # SQLite: plain tables, no partitions

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from detectflow.core.images import encode_png
+from detectflow.store import Database
 from tests.server.support import (
     API,
     TestClient,
@@ -83,14 +84,18 @@ def test_send_frame_inline_detects_with_the_simulator_and_stores_the_result(
     assert [e["event_type"] for e in events] == ["detection_completed"]
 
 
-def test_send_frame_same_frame_twice_is_idempotent(client: TestClient) -> None:
+def test_send_frame_same_frame_twice_is_idempotent(client: TestClient, database: Database) -> None:
+    # The same frame is the same bytes at the same time: rows are keyed (id, created_at)
+    # and created_at is the frame's timestamp (sent without one, it is the arrival time).
     add_provider(client)
-    first = send(client, frame_body("cam-1", 1)).json()["data"]
-    second = send(client, frame_body("cam-1", 1)).json()["data"]
+    when = "2026-01-02T03:04:05.123456Z"
+    first = send(client, frame_body("cam-1", 1, timestamp=when)).json()["data"]
+    second = send(client, frame_body("cam-1", 1, timestamp=when)).json()["data"]
     assert first["frame_id"] == second["frame_id"]
     assert [d["id"] for d in first["detections"]] == [d["id"] for d in second["detections"]]
-    listed = client.get(f"{API}/recent").json()
-    assert listed["meta"]["total"] == len(first["detections"])
+    assert database.list_detections()[1] == len(first["detections"])
+    events = client.get(f"{API}/events", params={"camera_id": "cam-1"}).json()
+    assert events["meta"]["total"] == 1
 
 
 def test_send_frame_provider_failure_is_reported_and_kept_as_a_failed_frame(
@@ -383,10 +388,25 @@ def test_events_are_paginated_with_meta(client: TestClient) -> None:
         _scripted_frame(client, "cam-1", number)
 
     first = client.get(f"{API}/events", params={"limit": 2}).json()
-    assert first["meta"] == {"page": 1, "pageSize": 2, "total": 3, "totalPages": 2}
+    cursor = first["meta"].pop("next_cursor")
+    assert first["meta"] == {
+        "page": 1,
+        "pageSize": 2,
+        "total": 3,
+        "totalPages": 2,
+        "total_is_estimate": False,
+    }
+    assert isinstance(cursor, str)
     assert len(first["data"]) == 2
     second = client.get(f"{API}/events", params={"limit": 2, "offset": 2}).json()
-    assert second["meta"] == {"page": 2, "pageSize": 2, "total": 3, "totalPages": 2}
+    assert second["meta"] == {
+        "page": 2,
+        "pageSize": 2,
+        "total": 3,
+        "totalPages": 2,
+        "next_cursor": None,
+        "total_is_estimate": False,
+    }
     assert len(second["data"]) == 1
     ids = {e["id"] for e in first["data"]} | {e["id"] for e in second["data"]}
     assert len(ids) == 3

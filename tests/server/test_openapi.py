@@ -152,6 +152,8 @@ def test_every_declared_query_parameter_is_accepted_and_others_are_not(
 
 
 def _example(schema: dict[str, Any]) -> Any:
+    if "example" in schema:
+        return schema["example"]
     if "enum" in schema:
         return schema["enum"][-1]
     formats = [schema.get("format"), *(s.get("format") for s in schema.get("anyOf", []))]

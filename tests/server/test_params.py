@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +19,10 @@ from detectflow.server.params import (
     CONTROL_CHARACTERS,
     MAX_JSON_DEPTH,
     Body,
+    Cursor,
     Query,
+    decode_cursor,
+    encode_cursor,
     parse_json,
     query_control_errors,
     read_json,
@@ -258,3 +262,31 @@ def test_read_json_is_413_past_the_limit_and_400_for_non_json(raw: bytes, limit:
         assert caught.value.status == 400
     else:
         assert anyio.run(read) == expected
+
+
+# -- keyset cursors -------------------------------------------------------------------
+
+_cursors = st.builds(
+    Cursor,
+    page=st.integers(min_value=2, max_value=2**40),
+    created_at=st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ),
+    id=st.text(min_size=1, max_size=64),
+)
+
+
+@given(_cursors)
+def test_a_cursor_decodes_to_what_was_encoded(cursor: Cursor) -> None:
+    token = encode_cursor(cursor)
+    assert decode_cursor(token) == cursor
+    assert token.isascii() and "=" not in token and "/" not in token and "+" not in token
+
+
+@given(st.text(max_size=80))
+def test_decoding_anything_else_is_a_value_error_or_a_cursor(text: str) -> None:
+    try:
+        cursor = decode_cursor(text)
+    except ValueError:
+        return
+    assert cursor.page >= 2 and cursor.id and cursor.created_at.tzinfo is not None

@@ -1,4 +1,9 @@
-"""Small builders for frames, detections and results used across the store tests."""
+"""Small builders for frames, detections and results used across the store tests.
+
+A detection's or event's created_at defaults to its frame's timestamp: the
+writer's contract, since (id, created_at) is the key that makes a replay
+conflict (detections and events are partitioned by created_at).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def detection(
     person_id: str | None = None,
     created_at: datetime | None = None,
 ) -> Detection:
-    created = created_at or utcnow()
+    created = created_at or f.timestamp
     return Detection(
         id=detection_id(f.frame_id, index),
         camera_id=f.camera_id,
@@ -75,7 +80,7 @@ def result(
 ) -> FrameResult:
     dets = () if error else tuple(detection(f, i, created_at=created_at) for i in range(detections))
     event_type = EventType.DETECTION_FAILED if error else EventType.DETECTION_COMPLETED
-    created = created_at or utcnow()
+    created = created_at or f.timestamp
     event = DetectionEvent(
         id=event_id(f.frame_id, event_type),
         camera_id=f.camera_id,

@@ -35,11 +35,16 @@ def db(database_url: str, secret_key: str) -> Iterator[Database]:
         yield database
 
 
+_WRITTEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
 def event_rows(count: int, *, start: int = 0, message: str = "first") -> list[dict[str, Any]]:
+    """Rows whose key (id, created_at) is a function of ``i``, as the writer's must be."""
     rows = []
     for i in range(start, start + count):
         row = event_to_row(result(frame(frame_id=f"frame-{i}")).events[0])
-        rows.append({**row, "id": f"event-{i}", "message": message})
+        written = _WRITTEN + timedelta(seconds=i)
+        rows.append({**row, "id": f"event-{i}", "message": message, "created_at": written})
     return rows
 
 

@@ -1,0 +1,334 @@
+"""Storage at fleet scale: list, summary and statistics latencies as the tables grow.
+
+For each size (default 1 M and 10 M rows) the bench makes a PostgreSQL
+database with ``db upgrade``, day partitions for 30 days back, and fills it
+in SQL with ``generate_series``: 100 cameras over 30 days, that many
+detections and as many events, one tumbling window row per camera, type
+and minute summed from the detections, and the closed days rolled up
+(``maintenance partitions``). Then, on one ``detectflow serve`` (a
+subprocess, in-process cache), each endpoint's first page, a filtered page
+and a page 50 cursors deep, ``/summary`` and ``/statistics``, median of 3;
+then ``maintenance cleanup`` of the oldest 10 days.
+
+The baseline is the smallest size, measured in the same run: the bench
+prints each endpoint's growth factor against it (target: under 1.5x for
+10x the rows), and the acceptance bound (<= 100 ms) next to each figure.
+
+    .venv/bin/python -m bench.scale [--sizes 1000000,10000000] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+
+API = "/api/v1/detections"
+CAMERAS = 100
+DAYS = 30
+RUNS = 3
+BOUND_MS = 100.0
+CLEANUP_DAYS = 10
+
+_DETECTIONS = """
+INSERT INTO detections (id, camera_id, frame_id, detection_type, label, confidence,
+    bbox_x, bbox_y, bbox_width, bbox_height, person_name, person_id, face_encoding,
+    is_processed, processing_status, frame_number, frame_timestamp, created_at, updated_at)
+SELECT md5('d' || g)::uuid::text, 'cam-' || (g % {cameras}), 'frame-' || (g / 2),
+    (ARRAY['person', 'vehicle', 'face'])[1 + g % 3], (ARRAY['person', 'car', 'face'])[1 + g % 3],
+    0.5 + (g % 50) / 100.0, 0.1, 0.2, 0.3, 0.4,
+    CASE WHEN g % 3 = 0 AND g % 7 = 0 THEN 'Person ' || (g % 50) END,
+    CASE WHEN g % 3 = 0 AND g % 7 = 0 THEN 'person-' || (g % 50) END,
+    NULL, true, 'completed', g / 2, t, t, t
+FROM generate_series(1, {rows}) AS g,
+    LATERAL (SELECT now() - (g * {seconds}.0 / {rows}) * interval '1 second' AS t) AS times
+"""
+
+_EVENTS = """
+INSERT INTO detection_event_logs (id, detection_id, camera_id, event_type, severity, message,
+    person_id, person_name, confidence_score, action_taken, source_system, created_at, updated_at)
+SELECT md5('e' || g)::uuid::text, NULL, 'cam-' || (g % {cameras}),
+    CASE WHEN g % 50 = 0 THEN 'detection_failed' ELSE 'detection_completed' END,
+    CASE WHEN g % 50 = 0 THEN 'warning' ELSE 'info' END,
+    'Detected 2 objects',
+    CASE WHEN g % 21 = 0 THEN 'person-' || (g % 50) END, NULL, 0.9, NULL, 'bench', t, t
+FROM generate_series(1, {rows}) AS g,
+    LATERAL (SELECT now() - (g * {seconds}.0 / {rows}) * interval '1 second' AS t) AS times
+"""
+
+_WINDOWS = """
+INSERT INTO detection_window_stats (camera_id, detection_type, window_kind, window_start,
+    window_end, detection_count, confidence_sum, max_confidence, distinct_persons, late_count,
+    revision, is_final, updated_at)
+SELECT camera_id, detection_type, 'tumbling', date_trunc('minute', created_at),
+    date_trunc('minute', created_at) + interval '1 minute', count(*), sum(confidence),
+    max(confidence), count(DISTINCT person_id), 0, 1, true, now()
+FROM detections GROUP BY 1, 2, 4
+"""
+
+
+def _admin(url: str) -> str:
+    return _libpq(url.rsplit("/", 1)[0] + "/postgres")
+
+
+def _libpq(url: str) -> str:
+    """The URL as psycopg takes it (no SQLAlchemy driver name)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextmanager
+def _database(base: str) -> Iterator[str]:
+    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_admin(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(_admin(base), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fill(url: str, secret_key: str, rows: int) -> float:
+    """``db upgrade``, 30 days of partitions, the rows; returns the seconds it took."""
+    from detectflow.core.models import utcnow
+    from detectflow.store import Database
+    from detectflow.store.partitions import ensure_days
+    from detectflow.store.tables import metadata
+
+    started = time.perf_counter()
+    db = Database(url, secret_key=secret_key)
+
+    def step(name: str) -> None:
+        print(f"    {name}: {time.perf_counter() - started:.1f} s", flush=True)
+
+    try:
+        db.upgrade()
+        today = utcnow().date()
+        with db.engine.begin() as conn:
+            ensure_days(conn, [today - timedelta(days=n) for n in range(DAYS + 1)])
+        step("partitions")
+        # Indexes are built after the load, as the conversion migration does: 5-10x faster.
+        indexed = [t for t in metadata.sorted_tables if t.name != "detection_processing_queue"]
+        with db.engine.begin() as conn:
+            for table in indexed:
+                for index in table.indexes:
+                    index.drop(conn)
+        sql = psycopg.connect(_libpq(url), autocommit=True)
+        with sql:
+            sizes = {"rows": rows, "cameras": CAMERAS, "seconds": DAYS * 86_400}
+            sql.execute(_DETECTIONS.format(**sizes).encode())
+            step("detections")
+            sql.execute(_EVENTS.format(**sizes).encode())
+            step("events")
+            sql.execute(_WINDOWS.encode())
+            step("windows")
+        with db.engine.begin() as conn:
+            for table in indexed:
+                for index in table.indexes:
+                    index.create(conn)
+        step("indexes")
+        db.roll_up_windows()
+        step("rollups (days, hours)")
+        with psycopg.connect(_libpq(url), autocommit=True) as sql:
+            sql.execute("VACUUM ANALYZE")
+    finally:
+        db.dispose()
+    return time.perf_counter() - started
+
+
+def _disk(url: str, rows: int) -> None:
+    """Print heap + index bytes per million rows, and the largest day partition."""
+    with psycopg.connect(_libpq(url)) as sql:
+        for table in ("detections", "detection_event_logs"):
+            total, largest = sql.execute(
+                "SELECT sum(pg_total_relation_size(inhrelid)), "
+                "max(pg_total_relation_size(inhrelid)) "
+                "FROM pg_inherits WHERE inhparent = %s::regclass",
+                (table,),
+            ).fetchone() or (0, 0)
+            per_million = int(total or 0) / (rows / 1e6) / 2**20
+            print(
+                f"  {table}: {per_million:.0f} MiB per million rows (heap + indexes); "
+                f"largest day partition {int(largest or 0) / 2**20:.0f} MiB",
+                flush=True,
+            )
+
+
+def _serve(url: str, secret_key: str, tmp: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTFLOW_")}
+    env.update(
+        DETECTFLOW_DATA_DIR=tmp,
+        DETECTFLOW_DATABASE_URL=url,
+        DETECTFLOW_SECRET_KEY=secret_key,
+        DETECTFLOW_DISABLE_PLUGIN_AUTOLOAD="1",
+    )
+    log = Path(tmp) / "server.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from detectflow.cli import main; main()",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1.0)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.terminate()
+    raise SystemExit("server not up")
+
+
+def _timed(client: httpx.Client, path: str) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    answer = client.get(path)
+    took = (time.perf_counter() - started) * 1000
+    if answer.status_code != 200:
+        raise SystemExit(f"{path}: {answer.status_code} {answer.text[:300]}")
+    body: dict[str, object] = answer.json()
+    return took, body
+
+
+def _median(client: httpx.Client, path: str) -> float:
+    return statistics.median(_timed(client, path)[0] for _ in range(RUNS))
+
+
+DEEP = 50
+
+
+def _deep(client: httpx.Client, path: str, pages: int) -> float:
+    """The median time of the page ``pages`` cursors deep (the walk there is not timed)."""
+    cursor = None
+    joiner = "&" if "?" in path else "?"
+    for _ in range(pages):
+        _, body = _timed(client, path + (f"{joiner}cursor={cursor}" if cursor else ""))
+        meta = body["meta"]
+        assert isinstance(meta, dict)
+        cursor = meta["next_cursor"]
+        if cursor is None:
+            raise SystemExit(f"{path}: fewer than {pages} pages")
+    return _median(client, f"{path}{joiner}cursor={cursor}")
+
+
+def _measure(base: str, deep: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for _ in range(2):  # warm the pool and the planner's caches
+            client.get(f"{API}/events")
+        figures["events first page"] = _median(client, f"{API}/events")
+        figures["events camera_id=cam-7"] = _median(client, f"{API}/events?camera_id=cam-7")
+        figures["events event_type=detection_failed"] = _median(
+            client, f"{API}/events?event_type=detection_failed"
+        )
+        figures["events severity=warning"] = _median(client, f"{API}/events?severity=warning")
+        figures["events camera_id=cam-7 N cursors deep"] = _deep(
+            client, f"{API}/events?camera_id=cam-7&limit=20", deep
+        )
+        figures["events offset=10000"] = _median(client, f"{API}/events?offset=10000")
+        figures["recent minutes=1440"] = _median(client, f"{API}/recent?minutes=1440")
+        figures["recent camera_id=cam-7"] = _median(
+            client, f"{API}/recent?minutes=1440&camera_id=cam-7"
+        )
+        figures["recent N cursors deep"] = _deep(client, f"{API}/recent?minutes=1440", deep)
+        figures["by-person first page"] = _median(client, f"{API}/by-person/person-7")
+        figures["by-person N cursors deep"] = _deep(
+            client, f"{API}/by-person/person-7?limit=5", deep
+        )
+        figures["summary"] = _median(client, f"{API}/summary")
+        # /statistics is cached per camera: three cameras, three misses.
+        times = [_timed(client, f"{API}/statistics?camera_id=cam-{n}")[0] for n in (11, 12, 13)]
+        figures["statistics camera_id (uncached)"] = statistics.median(times)
+        figures["statistics (uncached, first call)"] = _timed(client, f"{API}/statistics")[0]
+    return figures
+
+
+def _cleanup(url: str, secret_key: str) -> tuple[float, int]:
+    from detectflow.store import Database
+
+    db = Database(url, secret_key=secret_key)
+    try:
+        started = time.perf_counter()
+        report = db.cleanup(timedelta(days=DAYS - CLEANUP_DAYS))
+        took = (time.perf_counter() - started) * 1000
+    finally:
+        db.dispose()
+    return took, report.dropped["detections"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/x")
+    parser.add_argument("--deep", type=int, default=DEEP, help="cursors deep (default 50)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    from cryptography.fernet import Fernet
+
+    results: dict[int, dict[str, float]] = {}
+    for rows in sizes:
+        secret_key = Fernet.generate_key().decode()
+        with _database(args.postgres) as url, tempfile.TemporaryDirectory() as tmp:
+            took = _fill(url, secret_key, rows)
+            print(
+                f"{rows:,} detections + {rows:,} events over {DAYS} days, {CAMERAS} cameras: "
+                f"generated in {took:.0f} s",
+                flush=True,
+            )
+            _disk(url, rows)
+            server = _serve(url, secret_key, tmp, _free_port())
+            try:
+                figures = _measure(f"http://127.0.0.1:{server.args[-1]}", args.deep)
+            finally:
+                server.terminate()
+                server.wait(10)
+            cleanup_ms, dropped = _cleanup(url, secret_key)
+            figures["cleanup per day dropped"] = cleanup_ms / max(dropped, 1)
+            figures[f"cleanup of {CLEANUP_DAYS} days (total)"] = cleanup_ms
+            results[rows] = figures
+            for name, ms in figures.items():
+                print(f"  {name:45s} {ms:9.1f} ms", flush=True)
+
+    baseline = sizes[0]
+    print(f"\nN = {args.deep}; median of {RUNS}, ms; growth against {baseline:,} rows (same run)")
+    header = "".join(f"{n:>14,}" for n in sizes)
+    print(f"{'call':45s}{header}  growth  <= {BOUND_MS:g} ms")
+    for name in results[baseline]:
+        row = "".join(f"{results[n][name]:14.1f}" for n in sizes)
+        growth = results[sizes[-1]][name] / max(results[baseline][name], 1e-9)
+        within = "yes" if results[sizes[-1]][name] <= BOUND_MS or "cleanup" in name else "NO"
+        print(f"{name:45s}{row}  {growth:5.2f}x  {within}")
+
+
+if __name__ == "__main__":
+    main()
