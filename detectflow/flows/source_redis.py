@@ -46,6 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,6 +152,12 @@ def _text(value: bytes, name: str) -> str:
         raise InvalidFrameError(f"{name} is not UTF-8 text") from None
 
 
+def entry_time(entry_id: str) -> datetime:
+    """When Redis appended the entry: the milliseconds part of its id (``1712-0``)."""
+    millis, _, _ = entry_id.partition("-")
+    return datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
+
+
 def entry_to_frame(
     key: str, entry_id: str, fields: dict[bytes, bytes], *, max_bytes: int
 ) -> Frame | FrameResult:
@@ -169,12 +176,17 @@ def entry_to_frame(
             for name in ("frame_id", "frame_number", "timestamp", "priority")
             if name.encode() in fields
         }
+        fields_given = optional_fields(text)
+        # Stored rows are keyed by (id, time): a redelivered entry must carry the
+        # same time as its first delivery, so an entry with no timestamp takes
+        # its id's, the moment Redis appended it (milliseconds since the epoch).
+        fields_given.setdefault("timestamp", entry_time(entry_id))
         return make_frame(
             _text(raw_camera, "camera_id"),
             image,
             max_bytes=max_bytes,
             attributes=attributes,
-            **optional_fields(text),
+            **fields_given,
         )
     except InvalidFrameError as exc:
         return invalid_result(

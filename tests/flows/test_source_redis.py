@@ -394,3 +394,22 @@ def test_any_entry_becomes_a_frame_or_a_failure_with_a_reason(fields: dict[bytes
         assert item.error.startswith("invalid frame: ")
         item = item.frame
     assert item.attributes == {"redis_stream": "k", "redis_id": "1-1"}
+
+
+def test_an_entry_without_a_timestamp_takes_the_time_redis_appended_it() -> None:
+    """Rows are keyed by (id, time): a redelivered entry must come back with the
+    same time, or it would be stored twice."""
+    from datetime import UTC, datetime
+
+    from detectflow.flows.source_redis import entry_to_frame
+
+    fields = {b"camera_id": b"cam-1", b"image": sample_frame("cam-1", 0)}
+    first = entry_to_frame("frames", "1764676800123-0", fields, max_bytes=1 << 20)
+    again = entry_to_frame("frames", "1764676800123-0", dict(fields), max_bytes=1 << 20)
+    assert isinstance(first, Frame) and isinstance(again, Frame)
+    assert first.timestamp == again.timestamp == datetime(2025, 12, 2, 12, 0, 0, 123000, tzinfo=UTC)
+    stamped = entry_to_frame(
+        "frames", "1-0", {**fields, b"timestamp": b"2025-01-01T00:00:00Z"}, max_bytes=1 << 20
+    )
+    assert isinstance(stamped, Frame)
+    assert stamped.timestamp == datetime(2025, 1, 1, tzinfo=UTC)
