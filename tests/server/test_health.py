@@ -19,7 +19,7 @@ import pytest
 from detectflow.core.models import utcnow
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
-from detectflow.flows import run_flow
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.server.app import openapi_document
 from detectflow.store import Database
 from detectflow.store.entries import dump_entry
@@ -66,21 +66,25 @@ def flow_beside(
 ) -> Iterator[Callable[[int], threading.Event]]:
     """Starts a real dataflow (SQL source) on the app's database and cache, in a thread."""
     threads: list[tuple[threading.Thread, threading.Event]] = []
+    errors: list[BaseException] = []
 
     def start(workers: int) -> threading.Event:
         stop = threading.Event()
-        thread = threading.Thread(
-            target=run_flow,
-            args=(settings,),
-            kwargs={
-                "workers": workers,
-                "database": database,
-                "live": LiveView(cache, MemoryBus()),
-                "registry": registry,
-                "stop": stop,
-            },
-            daemon=True,
-        )
+
+        def run() -> None:
+            try:
+                run_flow(
+                    settings,
+                    FlowOptions(workers=workers),
+                    database=database,
+                    live=LiveView(cache, MemoryBus()),
+                    registry=registry,
+                    stop=stop,
+                )
+            except BaseException as exc:  # surfaced after the test, not lost in the thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         threads.append((thread, stop))
         return stop
@@ -89,6 +93,7 @@ def flow_beside(
     for thread, stop in threads:
         stop.set()
         thread.join(timeout=15)
+    assert errors == [], f"a dataflow beside the server failed: {errors!r}"
 
 
 @sqlite_only
