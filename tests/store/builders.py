@@ -7,6 +7,8 @@ conflict (detections and events are partitioned by created_at).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from detectflow.core.ids import detection_id, event_id, new_id
@@ -21,8 +23,9 @@ from detectflow.core.models import (
     Severity,
     utcnow,
 )
+from detectflow.store import Database
 
-__all__ = ["ago", "detection", "frame", "provider", "result"]
+__all__ = ["ago", "detection", "frame", "provider", "record_concurrently", "result"]
 
 
 def frame(
@@ -116,3 +119,22 @@ def provider(
 
 def ago(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
+
+
+def record_concurrently(db: Database, batches: Sequence[Sequence[FrameResult]]) -> None:
+    """Record each batch from a thread of its own (each with its own connection),
+    all at once, as several flow processes would; raise what any of them raised."""
+    errors: list[BaseException] = []
+
+    def record(batch: Sequence[FrameResult]) -> None:
+        try:
+            db.record_results(batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [], errors

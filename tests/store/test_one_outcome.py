@@ -8,7 +8,6 @@ first to finish the row records; the other records nothing.
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import pytest
 
@@ -16,7 +15,7 @@ from detectflow.core.models import Frame, FrameResult
 from detectflow.core.windows import TUMBLING
 from detectflow.store import Database
 from detectflow.store.queue import LEASE_ATTR
-from tests.store.builders import frame, result
+from tests.store.builders import frame, record_concurrently, result
 
 
 def held_by(f: Frame, owner: str) -> Frame:
@@ -89,20 +88,7 @@ def test_two_holders_finishing_at_once_leave_one_outcome(
             [result(held_by(f, "run-a"), detections=2) for f in frames],
             [result(held_by(f, "run-b"), error="late holder") for f in reversed(frames)],
         ]
-        errors: list[BaseException] = []
-
-        def record(batch: list[FrameResult]) -> None:
-            try:
-                db.record_results(batch)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=record, args=(b,)) for b in batches]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert errors == []
+        record_concurrently(db, batches)
         for f in frames:
             status, detections, events, counted = outcome(db, f)
             assert len(events) == 1, f.frame_id

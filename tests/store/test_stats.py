@@ -7,7 +7,6 @@ detections, so every test here records detections and reads the windows back.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from detectflow.core.models import FrameResult
 from detectflow.core.windows import SLIDING, TUMBLING, WindowStats
 from detectflow.store import Database
-from tests.store.builders import detection, frame
+from tests.store.builders import detection, frame, record_concurrently
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 
@@ -135,20 +134,7 @@ def test_concurrent_recorders_of_one_camera_count_exactly(db: Database) -> None:
         results(*[("cam-1", T0 + timedelta(seconds=s), "person", 0.5, None) for s in range(20)])
         for _ in range(8)
     ]
-    errors: list[BaseException] = []
-
-    def record(batch: list[FrameResult]) -> None:
-        try:
-            db.record_results(batch)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=record, args=(b,)) for b in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
+    record_concurrently(db, batches)
     (row,) = tumbling(db).values()
     assert row.count == 8 * 20
 
