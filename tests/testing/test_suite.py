@@ -87,7 +87,9 @@ def test_a_failure_is_printed_once_without_a_chained_traceback(pytester: pytest.
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
     pytester.makepyfile(test_vendor=_module_for("one_answer_for_all"))
     node = "test_vendor.py::AdapterConformance::test_concurrent_calls_get_own_answers"
-    result = pytester.runpytest_inprocess(*SUB_SESSION, "-rf", node)
+    # -rN: no short summary, whose line repeats the message in full under CI=true
+    # (pytest truncates it to the terminal's width only outside CI)
+    result = pytester.runpytest_inprocess(*SUB_SESSION, "-rN", node)
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
     assert output.count("gave one answer for all 100 frames") == 1, output
