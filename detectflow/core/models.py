@@ -11,7 +11,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from detectflow.core.object_events import FrameObjects
 
 __all__ = [
     "BBox",
@@ -66,6 +69,8 @@ class EventType(enum.StrEnum):
     PROVIDER_CIRCUIT_OPENED = "provider_circuit_opened"
     PROVIDER_CIRCUIT_CLOSED = "provider_circuit_closed"
     QUEUE_LEASE_EXPIRED = "queue_lease_expired"
+    CAMERA_OFFLINE = "camera_offline"
+    CAMERA_ONLINE = "camera_online"
 
 
 class TestStatus(enum.StrEnum):
@@ -237,6 +242,9 @@ class FrameResult:
     attempts: int
     processing_time_ms: int
     dropped_boxes: int = 0
+    objects: FrameObjects | None = None
+    """Set by the dataflow's objects step: track ids and object events of this
+    frame, for the recorder and the publishing sinks."""
 
     @property
     def ok(self) -> bool:
@@ -271,4 +279,5 @@ def strip_image(result: FrameResult) -> FrameResult:
         result.attempts,
         result.processing_time_ms,
         result.dropped_boxes,
+        result.objects,
     )

@@ -12,6 +12,7 @@ from detectflow import Frame, FrameResult
 from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.images import image_info
 from detectflow.core.models import QueueItem, strip_image
+from detectflow.core.object_events import FrameObjects
 from detectflow.core.pipeline import failed_result
 from detectflow.flows.steps import (
     camera_key,
@@ -116,7 +117,8 @@ def test_strip_image_keeps_every_other_field() -> None:
     assert all(getattr(frame, f.name) != f.default for f in dataclasses.fields(Frame) if f.init), (
         "give every Frame field a non-default value here"
     )
-    result = FrameResult(frame, (), (), "why", 3, 120, 2)
+    objects = FrameObjects("f-1", 1.0, late=True, track_ids=())
+    result = FrameResult(frame, (), (), "why", 3, 120, 2, objects)
     assert all(getattr(result, f.name) != f.default for f in dataclasses.fields(FrameResult)), (
         "give every FrameResult field a non-default value here"
     )

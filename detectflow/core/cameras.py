@@ -1,0 +1,112 @@
+"""A camera as configuration: what to read, how often, and how to show it.
+
+:class:`Camera` is the one shape every layer shares: the ``cameras`` table
+stores it, the REST API and the CLI edit it, the video source reads the
+streams it names, and the objects step takes its zones from ``options``. A
+camera fed through the API, Redis or MQTT has no ``url`` and still carries its
+settings and status.
+
+Credentials may sit in the URL (``rtsp://user:pass@host/stream``): the store
+encrypts the URL at rest, and everything shown (responses, logs, events,
+metrics) uses :func:`display_url`, which keeps the user and replaces the
+password, since "which account" is what an operator debugs with.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from detectflow.core.models import utcnow
+from detectflow.core.redact import REDACTED, redact_text
+
+__all__ = [
+    "CAMERA_ID",
+    "DEFAULT_FPS",
+    "MAX_FPS",
+    "URL_SCHEMES",
+    "Camera",
+    "check_camera_id",
+    "check_camera_url",
+    "check_fps",
+    "display_url",
+]
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+"""The camera ids every table uses; safe in MQTT topics, paths and metric labels."""
+
+DEFAULT_FPS = 5.0
+MAX_FPS = 60.0
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "file")
+"""What the video source reads: RTSP and RTMP streams, MJPEG or other video over
+HTTP(S), and local files."""
+
+
+@dataclass(frozen=True, slots=True)
+class Camera:
+    """One camera. ``fps`` is how many frames a second are sampled for detection
+    (the stream may run faster); ``provider`` names a provider config, else the
+    routing rules choose; ``options`` holds the reader's settings (``transport``,
+    ``realtime``, ``loop``, ``stall_seconds``, ``jpeg_quality``) beside the
+    objects' zones, masks, lines and filters
+    (:mod:`detectflow.core.object_config`)."""
+
+    id: str
+    name: str = ""
+    url: str | None = None
+    enabled: bool = True
+    fps: float = DEFAULT_FPS
+    provider: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def shown_url(self) -> str | None:
+        return None if self.url is None else display_url(self.url)
+
+
+def check_camera_id(camera_id: str) -> str:
+    """``camera_id`` if usable as an id; else :class:`ValueError` saying why."""
+    if not CAMERA_ID.match(camera_id):
+        raise ValueError(
+            "camera id must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
+        )
+    return camera_id
+
+
+def check_camera_url(url: str) -> str:
+    """``url`` if the video source can read it; else :class:`ValueError` saying why."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in URL_SCHEMES:
+        raise ValueError(f"camera url scheme must be one of {', '.join(URL_SCHEMES)}")
+    if parts.scheme.lower() == "file":
+        if not parts.path:
+            raise ValueError("a file:// camera url needs a path")
+    elif not parts.hostname:
+        raise ValueError("camera url needs a host")
+    return url
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` if a usable sampling rate; else :class:`ValueError`."""
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise ValueError(f"fps must be a number above 0 and at most {MAX_FPS:g}")
+    return float(fps)
+
+
+def display_url(url: str) -> str:
+    """``url`` as shown anywhere: the password (and credential query values)
+    replaced by ``***``, the user, host, port and path kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+    query = redact_text(f"?{parts.query}")[1:] if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
