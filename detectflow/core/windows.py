@@ -32,11 +32,13 @@ __all__ = [
     "SLIDING",
     "TUMBLING",
     "WINDOW_KINDS",
+    "PersonDay",
     "Tally",
     "WindowKey",
     "WindowSpec",
     "WindowStats",
     "event_time",
+    "person_days",
     "tally",
 ]
 
@@ -207,6 +209,29 @@ def tally(
                     out[window] = Tally(group.count, group.confidence_sum, group.max_confidence)
                 else:
                     into.merge(group)
+    return out
+
+
+PersonDay = tuple[str, str, datetime]
+"""(camera_id, person_id, start of the UTC day): one stored person count."""
+
+
+def person_days(detections: Iterable[Detection]) -> dict[PersonDay, int]:
+    """Detections per recognised person, camera and UTC day of their event time.
+
+    Window rows keep no person ids, yet ``most_detected_person`` must not
+    count raw detection rows: these per-day counts sum to it, at most one
+    row per camera, person and day.
+    """
+    out: dict[PersonDay, int] = {}
+    for detection in detections:
+        if detection.person_id is None:
+            continue
+        when = event_time(detection)
+        _require_aware(when, "event time")
+        day = when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        key = (detection.camera_id, detection.person_id, day)
+        out[key] = out.get(key, 0) + 1
     return out
 
 

@@ -29,6 +29,7 @@ from detectflow.core.models import QueueStatus
 from detectflow.store import partitions
 from detectflow.store.engine import BEGIN_MODE
 from detectflow.store.tables import detection_event_logs as events
+from detectflow.store.tables import detection_person_days as person_days
 from detectflow.store.tables import detection_processing_queue as queue
 from detectflow.store.tables import detection_window_stats as windows
 from detectflow.store.tables import detections
@@ -56,7 +57,7 @@ LOCK_TIMEOUT = "10s"
 holding the parent would otherwise queue every new query behind the DDL;
 giving up leaves the work to the next run."""
 
-TABLES = ("detections", "events", "queue", "windows")
+TABLES = ("detections", "events", "queue", "windows", "persons")
 """The keys of every count this module returns, in the order tables are cleaned."""
 
 _TABLES: dict[str, Table] = {
@@ -64,6 +65,7 @@ _TABLES: dict[str, Table] = {
     "events": events,
     "queue": queue,
     "windows": windows,
+    "persons": person_days,
 }
 _PARTITIONED = {"detections": detections.name, "events": events.name, "windows": windows.name}
 
@@ -88,6 +90,9 @@ def _old(name: str, cutoff: datetime) -> list[ColumnElement[bool]]:
         return [table.c.status.in_(FINISHED), table.c.updated_at < cutoff]
     if name == "windows":
         return [table.c.window_start < cutoff]
+    if name == "persons":
+        # only whole days before the cutoff: a count is never split
+        return [table.c.day <= cutoff - timedelta(days=1)]
     return [table.c.created_at < cutoff]
 
 

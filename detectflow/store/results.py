@@ -42,7 +42,7 @@ from detectflow.core.models import (
     FrameResult,
     QueueStatus,
 )
-from detectflow.core.windows import tally
+from detectflow.core.windows import person_days, tally
 from detectflow.store.dialects import insert_new, insert_values, update_values
 from detectflow.store.queue import FINAL_STATUSES, LEASE_ATTR
 from detectflow.store.rows import (
@@ -53,7 +53,7 @@ from detectflow.store.rows import (
     event_from_row,
     event_values,
 )
-from detectflow.store.stats import add_tallies
+from detectflow.store.stats import add_person_days, add_tallies
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
 from detectflow.store.tables import detections
@@ -129,6 +129,7 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     # A replay (some rows existed): count each new row once.
     fresh = found if new_ids is None else list({d.id: d for d in found if d.id in new_ids}.values())
     add_tallies(conn, tally(fresh), now=now)
+    add_person_days(conn, person_days(fresh))
     insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for r in results for e in r.events])
     # Frames from other sources have no queue row: their UPDATE matches nothing.
     # (Inline send-frame's failed frames were queued just before, to keep their bytes.)

@@ -22,7 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, literal, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
 
 from detectflow.store.tables import detection_window_stats as windows
 
@@ -32,6 +43,7 @@ __all__ = [
     "RECHECK",
     "TUMBLING",
     "DetectionTotals",
+    "counted_once",
     "detection_totals",
     "roll_up",
 ]
@@ -156,30 +168,36 @@ def _roll_up(conn: Connection, kind: str, start: datetime, end: datetime, now: d
     conn.execute(insert(windows).from_select(columns, source))
 
 
+def counted_once(conn: Connection) -> ColumnElement[bool]:
+    """The window rows that hold each detection exactly once, and few rows: day rows,
+    hour rows from the day frontier, minute rows from the hour frontier.
+
+    A row of any layer starts on a day or hour boundary, so "since midnight" and
+    "since the hour began" are plain ``window_start`` bounds on these rows.
+    """
+    days, hours = _frontier(conn, DAY), _frontier(conn, HOUR)
+    layers: list[ColumnElement[bool]] = []
+    minutes_from = days
+    if days is not None:
+        layers.append(windows.c.window_kind == DAY)
+    if hours is not None and (days is None or hours > days):
+        after_days = [] if days is None else [windows.c.window_start >= days]
+        layers.append(and_(windows.c.window_kind == HOUR, *after_days))
+        minutes_from = hours
+    after = [] if minutes_from is None else [windows.c.window_start >= minutes_from]
+    layers.append(and_(windows.c.window_kind == TUMBLING, *after))
+    return or_(*layers)
+
+
 def detection_totals(
     conn: Connection, *, now: datetime, camera_id: str | None = None
 ) -> DetectionTotals:
-    """Every detection the window statistics hold, and those of the last hour.
-
-    Day rows, then hour rows from the day frontier, then minute rows from the
-    hour frontier: each detection counted once, and few rows read.
-    """
+    """Every detection the window statistics hold, and those of the last hour."""
     per_camera = [windows.c.camera_id == camera_id] if camera_id is not None else []
     count = func.coalesce(func.sum(windows.c.detection_count), 0)
 
     def total(*where: ColumnElement[bool]) -> int:
         return int(conn.execute(select(count).where(*where, *per_camera)).scalar_one())
 
-    days, hours = _frontier(conn, DAY), _frontier(conn, HOUR)
-    summed = 0
-    minutes_from = days
-    if days is not None:
-        summed += total(windows.c.window_kind == DAY)
-    if hours is not None and (days is None or hours > days):
-        after_days = [] if days is None else [windows.c.window_start >= days]
-        summed += total(windows.c.window_kind == HOUR, *after_days)
-        minutes_from = hours
-    after = [] if minutes_from is None else [windows.c.window_start >= minutes_from]
-    summed += total(windows.c.window_kind == TUMBLING, *after)
     hour = total(windows.c.window_kind == TUMBLING, windows.c.window_start >= now - _LENGTH[HOUR])
-    return DetectionTotals(total=summed, last_hour=hour)
+    return DetectionTotals(total=total(counted_once(conn)), last_hour=hour)

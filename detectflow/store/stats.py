@@ -21,12 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from detectflow.core.windows import (
     DEFAULT_WINDOW_SPECS,
-    TUMBLING,
     WINDOW_KINDS,
+    PersonDay,
     Tally,
     WindowKey,
     WindowStats,
 )
+from detectflow.store.rollups import TUMBLING, counted_once
+from detectflow.store.tables import detection_person_days as person_days
 from detectflow.store.tables import detection_window_stats as windows
 from detectflow.store.tables import detections
 
@@ -34,6 +36,7 @@ __all__ = [
     "ACTIVE_CAMERA_WINDOW",
     "WINDOW_KINDS",
     "DetectionStatistics",
+    "add_person_days",
     "add_tallies",
     "detection_statistics",
     "list_windows",
@@ -103,6 +106,22 @@ def add_tallies(conn: Connection, tallies: Mapping[WindowKey, Tally], *, now: da
     conn.execute(stmt, rows)
 
 
+def add_person_days(conn: Connection, counts: Mapping[PersonDay, int]) -> None:
+    """Add each count to its person's day (created at zero), in key order."""
+    if not counts:
+        return
+    rows = [
+        {"camera_id": c, "person_id": p, "day": d, "detection_count": counts[c, p, d]}
+        for c, p, d in sorted(counts)
+    ]
+    ins = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(person_days)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["camera_id", "person_id", "day"],
+        set_={"detection_count": person_days.c.detection_count + ins.excluded.detection_count},
+    )
+    conn.execute(stmt, rows)
+
+
 def list_windows(
     conn: Connection,
     *,
@@ -161,17 +180,15 @@ def _window_from_row(row: Any, now: datetime) -> WindowStats:
 def detection_statistics(
     conn: Connection, *, camera_id: str | None, now: datetime
 ) -> DetectionStatistics:
-    """The guide's statistics: totals from the tumbling windows, persons from detections.
+    """The guide's statistics, from the window rows and the person counts only.
 
-    Every detection falls in exactly one tumbling window, so their sums are
-    the totals; "today" and "this hour" count windows starting since
-    midnight UTC and since the hour began. Windows keep only a count of
-    distinct persons, so the most detected person is one GROUP BY over the
-    indexed ``detections.person_id``.
+    Totals read each detection once through the day and hour rollups
+    (:func:`~detectflow.store.rollups.counted_once`): ~10^4 rows whatever
+    the history. "Today" and "this hour" are the rows starting since
+    midnight UTC and since the hour began.
     """
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     hour = now.replace(minute=0, second=0, microsecond=0)
-    tumbling = windows.c.window_kind == TUMBLING
     per_camera = [windows.c.camera_id == camera_id] if camera_id is not None else []
     count = windows.c.detection_count
     per_type = conn.execute(
@@ -182,7 +199,7 @@ def detection_statistics(
             func.sum(case((windows.c.window_start >= today, count), else_=0)),
             func.sum(case((windows.c.window_start >= hour, count), else_=0)),
         )
-        .where(tumbling, *per_camera)
+        .where(counted_once(conn), *per_camera)
         .group_by(windows.c.detection_type)
     ).all()
     types = {kind: int(n) for kind, n, _, _, _ in per_type if n}
@@ -190,7 +207,9 @@ def detection_statistics(
     confidence = sum(float(c or 0.0) for _, _, c, _, _ in per_type)
     active = conn.execute(
         select(func.count(func.distinct(windows.c.camera_id))).where(
-            tumbling, windows.c.window_end >= now - ACTIVE_CAMERA_WINDOW, *per_camera
+            windows.c.window_kind == TUMBLING,
+            windows.c.window_end >= now - ACTIVE_CAMERA_WINDOW,
+            *per_camera,
         )
     ).scalar_one()
     return DetectionStatistics(
@@ -206,16 +225,15 @@ def detection_statistics(
 
 
 def _most_detected_person(conn: Connection, camera_id: str | None) -> str | None:
-    n = func.count().label("n")
+    n = func.sum(person_days.c.detection_count).label("n")
     query = (
-        select(detections.c.person_id, n)
-        .where(detections.c.person_id.is_not(None))
-        .group_by(detections.c.person_id)
-        .order_by(n.desc(), detections.c.person_id)
+        select(person_days.c.person_id, n)
+        .group_by(person_days.c.person_id)
+        .order_by(n.desc(), person_days.c.person_id)
         .limit(1)
     )
     if camera_id is not None:
-        query = query.where(detections.c.camera_id == camera_id)
+        query = query.where(person_days.c.camera_id == camera_id)
     row = conn.execute(query).first()
     return None if row is None else str(row[0])
 

@@ -33,10 +33,10 @@ __all__ = [
     "NAMING_CONVENTION",
     "api_keys",
     "detection_event_logs",
+    "detection_person_days",
     "detection_processing_queue",
     "detection_provider_configs",
     "detection_window_stats",
-    "detection_window_too_late",
     "detections",
     "metadata",
 ]
@@ -236,14 +236,16 @@ Index(
     detection_window_stats.c.window_start,
 )
 
-# Detections refused because their window was already evicted: each camera's latest total.
-detection_window_too_late = Table(
-    "detection_window_too_late",
+# Detections per recognised person, camera and UTC day (detectflow.store.stats):
+# what ``most_detected_person`` sums, instead of grouping every detection row.
+detection_person_days = Table(
+    "detection_person_days",
     metadata,
     Column("camera_id", String(128), primary_key=True),
-    Column("window_kind", String(16), primary_key=True),
-    Column("too_late", BigInteger, nullable=False),
-    Column("last_event_time", UTCDateTime(), nullable=False),
-    Column("watermark", UTCDateTime(), nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
+    Column("person_id", String(128), primary_key=True),
+    Column("day", UTCDateTime(), primary_key=True),
+    Column("detection_count", BigInteger, nullable=False),
 )
+
+# Retention deletes whole days.
+Index("ix_detection_person_days_day", detection_person_days.c.day)

@@ -16,6 +16,7 @@ from detectflow.core.windows import (
     Tally,
     WindowKey,
     WindowSpec,
+    person_days,
     tally,
 )
 
@@ -215,3 +216,32 @@ def test_specs_whose_steps_do_not_nest_are_refused():
     specs = {"a": WindowSpec.tumbling(MIN), "b": WindowSpec.tumbling(90 * SEC)}
     with pytest.raises(ValueError, match="multiple of the finest step"):
         tally([det(at=T0)], specs)
+
+
+# --- person_days -------------------------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["cam-1", "cam-2"]),
+            st.sampled_from([None, "p-1", "p-2"]),
+            st.integers(min_value=0, max_value=3 * 86_400 - 1),
+            st.sampled_from([UTC, timezone(timedelta(hours=-7))]),
+        ),
+        max_size=60,
+    )
+)
+def test_person_days_count_each_recognised_detection_once_on_its_utc_day(rows) -> None:
+    found = [
+        det(camera=camera, person=person, at=(T0 + timedelta(seconds=s)).astimezone(zone), n=i)
+        for i, (camera, person, s, zone) in enumerate(rows)
+    ]
+    counts = person_days(found)
+    expected: dict[tuple[str, str, datetime], int] = defaultdict(int)
+    for camera, person, s, _ in rows:
+        if person is not None:
+            when = T0 + timedelta(seconds=s)
+            expected[camera, person, datetime(when.year, when.month, when.day, tzinfo=UTC)] += 1
+    assert counts == dict(expected)
+    assert all(day.tzinfo == UTC and day.hour == 0 for _, _, day in counts)

@@ -23,18 +23,13 @@ from detectflow.core.settings import Settings
 from detectflow.server import create_app
 from detectflow.store import Database
 from detectflow.store.memory import MemoryBus, MemoryCache
+from detectflow.store.tables import metadata
 from tests import services
 from tests.databases import migrated_database, throwaway_postgres
 from tests.server.support import ScriptedAdapter, ScriptedPlugin, TestClient
 
-_TABLES = (
-    "api_keys",
-    "detections",
-    "detection_event_logs",
-    "detection_processing_queue",
-    "detection_provider_configs",
-    "detection_window_stats",
-)
+# Every table, so a table added by a migration starts empty in each test too.
+_TABLES = tuple(t.name for t in metadata.sorted_tables)
 
 
 @pytest.fixture(scope="session")

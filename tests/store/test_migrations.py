@@ -3,12 +3,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from detectflow.core.models import utcnow
 from detectflow.store import Database
@@ -17,6 +18,7 @@ from detectflow.store.migrate import upgrade as run_upgrade
 from detectflow.store.partitions import is_partition_name, list_days
 from detectflow.store.rows import detection_to_row, event_to_row
 from detectflow.store.tables import detection_event_logs as events
+from detectflow.store.tables import detection_person_days as person_days
 from detectflow.store.tables import detections, metadata
 from tests.store.builders import frame, result
 
@@ -167,5 +169,34 @@ def test_0005_converts_existing_rows_keeping_every_row_and_column(
             assert (now - timedelta(days=500)).date() not in days  # a year back at most
         db.record_results([made[1]])  # a replay after the upgrade still conflicts
         assert db.list_detections()[1] == 6
+    finally:
+        db.dispose()
+
+
+def test_0009_fills_person_counts_from_the_stored_detections(
+    database_url: str, secret_key: str
+) -> None:
+    db = Database(database_url, secret_key=secret_key)
+    try:
+        run_upgrade(db.engine, "0005")
+        now = utcnow()
+        made = [
+            result(frame(frame_id=f"f-{n}", timestamp=now - timedelta(days=n % 2)), detections=1)
+            for n in range(5)
+        ]
+        found = [replace(d, person_id="p-7") for r in made for d in r.detections]
+        with db.engine.begin() as conn:
+            conn.execute(detections.insert(), [detection_to_row(d) for d in found])
+
+        db.upgrade()
+
+        assert db.detection_statistics().most_detected_person == "p-7"
+        db.record_results([replace(made[0], detections=(found[0],))])  # a replay adds nothing
+        with db.engine.connect() as conn:
+            counts = conn.execute(
+                select(person_days.c.day, person_days.c.detection_count).order_by("day")
+            ).all()
+        today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        assert [(day, n) for day, n in counts] == [(today - timedelta(days=1), 2), (today, 3)]
     finally:
         db.dispose()

@@ -14,6 +14,8 @@ import pytest
 from detectflow.core.models import FrameResult
 from detectflow.core.windows import SLIDING, TUMBLING, WindowStats
 from detectflow.store import Database
+from detectflow.store.tables import detection_window_stats as windows
+from detectflow.store.tables import detections
 from tests.store.builders import detection, frame, record_concurrently
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
@@ -178,3 +180,52 @@ def test_statistics_sum_tumbling_windows_and_count_persons_from_detections(
 def test_statistics_of_an_empty_database_are_zeros(db: Database) -> None:
     s = db.detection_statistics(now=T0)
     assert dataclasses.astuple(s) == (0, 0, 0, 0.0, None, {}, 0, None)
+
+
+def test_statistics_read_window_rollups_and_person_counts_never_detection_rows(
+    db: Database,
+) -> None:
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    db.record_results(
+        results(
+            *[("cam-1", midnight - timedelta(days=3, hours=-5), "person", 0.9, "p-1")] * 3,
+            *[("cam-2", midnight - timedelta(days=2, hours=-7), "vehicle", 0.7, None)] * 2,
+            ("cam-1", now - timedelta(seconds=1), "person", 0.8, "p-2"),
+            ("cam-1", now - timedelta(seconds=1), "person", 0.8, "p-2"),
+        )
+    )
+    before = db.detection_statistics(now=now)
+    rolled = db.roll_up_windows()
+    assert rolled, "the closed days were rolled up"
+    # What statistics may read: day rows replace the closed days' minutes, and
+    # no detection row is left to count.
+    with db.engine.begin() as conn:
+        conn.execute(detections.delete())
+        conn.execute(
+            windows.delete().where(
+                windows.c.window_kind.in_((TUMBLING, SLIDING)), windows.c.window_start < midnight
+            )
+        )
+
+    after = db.detection_statistics(now=now)
+
+    assert after.total_detections == before.total_detections == 7
+    assert after.detection_types == before.detection_types == {"person": 5, "vehicle": 2}
+    assert after.most_detected_person == before.most_detected_person == "p-1"
+    assert after.average_confidence == pytest.approx(before.average_confidence)
+    assert (after.detections_today, after.detections_this_hour) == (
+        before.detections_today,
+        before.detections_this_hour,
+    )
+
+
+def test_most_detected_person_counts_a_replayed_batch_once(db: Database) -> None:
+    batch = results(("cam-1", T0, "person", 0.9, "p-1"), ("cam-1", T0, "person", 0.9, "p-1"))
+    other = results(
+        *[("cam-1", T0 + timedelta(minutes=n), "person", 0.9, "p-2") for n in (1, 2, 3)]
+    )
+    db.record_results(batch + other[:1])
+    db.record_results(batch)  # a replay: p-1 stays at 2
+    db.record_results(other[1:])
+    assert db.detection_statistics(now=T0).most_detected_person == "p-2"
