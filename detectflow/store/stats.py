@@ -205,10 +205,13 @@ def detection_statistics(
     types = {kind: int(n) for kind, n, _, _, _ in per_type if n}
     total = sum(types.values())
     confidence = sum(float(c or 0.0) for _, _, c, _, _ in per_type)
+    recent = now - ACTIVE_CAMERA_WINDOW
     active = conn.execute(
         select(func.count(func.distinct(windows.c.camera_id))).where(
             windows.c.window_kind == TUMBLING,
-            windows.c.window_end >= now - ACTIVE_CAMERA_WINDOW,
+            # the start bound lets the (kind, start) index find the few recent rows
+            windows.c.window_start >= recent - DEFAULT_WINDOW_SPECS[TUMBLING].length,
+            windows.c.window_end >= recent,
             *per_camera,
         )
     ).scalar_one()

@@ -47,6 +47,16 @@ _FILL = [
 ]
 
 
+# One tumbling row per camera, type and minute, as the recorder would have added them.
+_WINDOWS = """INSERT INTO detection_window_stats (camera_id, detection_type, window_kind,
+    window_start, window_end, detection_count, confidence_sum, max_confidence,
+    distinct_persons, late_count, revision, is_final, updated_at)
+SELECT camera_id, detection_type, 'tumbling', date_trunc('minute', created_at),
+    date_trunc('minute', created_at) + interval '1 minute', count(*), sum(confidence),
+    max(confidence), 0, 0, 1, true, now()
+FROM detections GROUP BY 1, 2, 4"""
+
+
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     from cryptography.fernet import Fernet
@@ -62,6 +72,8 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
             ensure_days(conn, [today - timedelta(days=n) for n in range(DAYS + 1)])
             for sql in _FILL:
                 conn.execute(text(sql))
+            conn.execute(text(_WINDOWS))
+        db.roll_up_windows()
         with db.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
         yield db
@@ -174,3 +186,43 @@ def test_totals_past_the_exact_limit_are_flagged_estimates(filled: Database) -> 
     one_camera = filled.page_events(limit=10, camera_id="cam-7")
     assert not one_camera.total_is_estimate
     assert one_camera.total == ROWS // 50
+
+
+@pytest.mark.parametrize("camera_id", [None, "cam-7"], ids=["all", "camera"])
+def test_statistics_scan_no_detections_and_no_whole_window_partition(
+    filled: Database, camera_id: str | None
+) -> None:
+    """/statistics reads rollups and recent windows through indexes; of the detections
+    only the newest one's time, from the end of an index."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, params))
+
+    event.listen(filled.engine, "before_cursor_execute", capture)
+    try:
+        stats = filled.detection_statistics(camera_id)
+    finally:
+        event.remove(filled.engine, "before_cursor_execute", capture)
+    assert stats.total_detections == (ROWS if camera_id is None else ROWS // 50)
+    empty = _empty(filled)
+    with filled.engine.connect() as conn:
+        for statement, params in sent:
+            plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", params).scalar_one()
+            scans = _scans(plan[0]["Plan"])
+            seq = [s for s in scans if s[0] == "Seq Scan" and s[2] not in empty]
+            # the rollup rows (days, hours) are a small table of their own kind
+            assert not [s for s in seq if not _small(filled, s[2])], (statement, scans)
+            assert all(
+                "Index" in kind for kind, _, rel in scans if rel and rel.startswith("detections")
+            ), (statement, scans)
+
+
+def _small(db: Database, relation: str | None) -> bool:
+    """A relation of under 10,000 rows (by the planner's count): scanning it is cheap."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE relname = :r"), {"r": relation}
+        ).scalar()
+    return rows is not None and rows < 10_000
