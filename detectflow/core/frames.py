@@ -19,6 +19,7 @@ from detectflow.core.models import Frame, utcnow
 __all__ = [
     "CAMERA_ID_PATTERN",
     "MAX_FRAME_ID_LENGTH",
+    "TIME_OF_ARRIVAL",
     "make_frame",
     "parse_timestamp",
     "validate_camera_id",
@@ -26,6 +27,12 @@ __all__ = [
 
 CAMERA_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_FRAME_ID_LENGTH = 128  # the store's column width for frame and queue ids
+
+TIME_OF_ARRIVAL = "detectflow.time_of_arrival"
+"""A frame attribute: its source gave no time, so its timestamp is when it arrived.
+Rows are keyed by (id, frame time) on PostgreSQL, so a redelivery of such a
+frame would not meet its first copy's rows by key; the recorder looks for
+them by id instead (:func:`detectflow.store.results.record_results`)."""
 
 
 def validate_camera_id(camera_id: object) -> str:

@@ -58,7 +58,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from detectflow.core.errors import InvalidFrameError
-from detectflow.core.frames import make_frame
+from detectflow.core.frames import TIME_OF_ARRIVAL, make_frame
 from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, FrameResult
 from detectflow.core.settings import Settings
@@ -176,13 +176,16 @@ def message_to_frame(
     """A PUBLISH as a validated frame, or a failed result saying what is wrong."""
     levels = topic.split("/")
     camera = levels[camera_level] if camera_level < len(levels) else ""
+    given = dict(properties)
+    if "timestamp" not in given:
+        attributes = {**attributes, TIME_OF_ARRIVAL: "1"}
     try:
         return make_frame(
             camera,
             payload,
             max_bytes=max_bytes,
             attributes=attributes,
-            **optional_fields(dict(properties)),
+            **optional_fields(given),
         )
     except InvalidFrameError as exc:
         # The same message redelivered gets the same id; different ones do not.

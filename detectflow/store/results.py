@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 
+from detectflow.core.frames import TIME_OF_ARRIVAL
 from detectflow.core.models import (
     Detection,
     DetectionEvent,
@@ -115,6 +116,9 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     both come back with a result, and a frame has exactly one final outcome
     and one final event. The guarded UPDATE takes the row's lock, so of two
     concurrent writers the second sees the row final and records nothing.
+    A frame stamped on arrival (:data:`~detectflow.core.frames.TIME_OF_ARRIVAL`)
+    whose events are already stored is a broker's redelivery: nothing of it
+    is stored again.
     """
     claimed = [r for r in results if LEASE_ATTR in r.frame.attributes]
     if claimed:
@@ -124,6 +128,10 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
             for r in results
             if LEASE_ATTR not in r.frame.attributes or r.frame.frame_id in finished
         ]
+    arrived = [r for r in results if TIME_OF_ARRIVAL in r.frame.attributes]
+    if arrived:
+        seen = _recorded_before(conn, arrived)
+        results = [r for r in results if r.frame.frame_id not in seen]
     found = [d for r in results for d in r.detections]
     new_ids = insert_new(conn, detections, DETECTION_COLUMNS, [detection_values(d) for d in found])
     # A replay (some rows existed): count each new row once.
@@ -135,6 +143,29 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     # (Inline send-frame's failed frames were queued just before, to keep their bytes.)
     unclaimed = [_queue_row(r, now) for r in results if LEASE_ATTR not in r.frame.attributes]
     update_values(conn, queue, _QUEUE_COLUMNS, unclaimed, fallback=_finish_queue_row)
+
+
+REDELIVERY_WINDOW = timedelta(days=1)
+"""How far back a frame stamped on arrival is looked for: brokers redeliver
+within a session's expiry, seconds to hours, never days."""
+
+
+def _recorded_before(conn: Connection, arrived: Sequence[FrameResult]) -> set[str]:
+    """Frames (ids) among ``arrived`` whose events are already stored under an earlier
+    arrival time: a redelivery. One probe of the events' (id, created_at) key over the
+    partitions of the window before the newest arrival."""
+    by_event = {e.id: r.frame.frame_id for r in arrived for e in r.events}
+    if not by_event:
+        return set()
+    times = [r.frame.timestamp for r in arrived]
+    stored = conn.execute(
+        select(events.c.id).where(
+            events.c.id.in_(list(by_event)),
+            events.c.created_at >= min(times) - REDELIVERY_WINDOW,
+            events.c.created_at <= max(times),
+        )
+    ).scalars()
+    return {by_event[event] for event in stored}
 
 
 def _queue_row(r: FrameResult, now: datetime) -> tuple[object, ...]:

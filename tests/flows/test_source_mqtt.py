@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detectflow import Frame, FrameResult, Settings
+from detectflow.core.frames import TIME_OF_ARRIVAL
 from detectflow.core.models import EventType
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowError, FlowOptions, run_flow, source_mqtt
@@ -226,4 +227,6 @@ def test_any_message_becomes_a_frame_or_a_failure_with_a_reason(
         assert item.error.startswith("invalid frame: ")
         item = item.frame
     assert isinstance(item, Frame)
-    assert item.attributes == {"mqtt_mid": "1"}
+    # a frame without a time of its own is stamped on arrival, and says so
+    stamped = {} if "timestamp" in dict(props) else {TIME_OF_ARRIVAL: "1"}
+    assert item.attributes == {"mqtt_mid": "1", **stamped}
