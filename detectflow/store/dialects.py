@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.errors import UniqueViolation
-from sqlalchemy import Connection, Executable, Table, select, text
+from sqlalchemy import ColumnElement, Connection, Executable, Table, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import (
@@ -48,6 +48,7 @@ from detectflow.store.types import UTCDateTime
 
 __all__ = [
     "BIND_PREFIX",
+    "add_to_rows",
     "insert_ignore",
     "insert_new",
     "insert_values",
@@ -81,7 +82,9 @@ the dataflow hundreds per batch."""
 
 _PG_QUOTE = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
 
-_statements: dict[tuple[str, str, tuple[str, ...]], TextClause | None] = {}
+_statements: dict[
+    tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], TextClause | None
+] = {}
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -206,6 +209,62 @@ def update_values(
     conn.execute(stmt, {"rows": _dumps(_mappings(columns, list(last.values())))})
 
 
+def add_to_rows(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    updates: Mapping[str, str],
+) -> None:
+    """Upsert ``rows`` (one per key, all with the same columns): a new key is inserted,
+    an existing one updated by ``updates`` (column -> how, see below) from its
+    stored row and the one given.
+
+    ``how`` is ``"add"`` (stored + given), ``"max"`` (the larger), ``"count"``
+    (stored + 1) or ``"given"`` (the given value). On PostgreSQL the batch is one
+    statement over a JSON document (one round trip, where an executemany
+    pipelines a statement per row: it measured ~30% of an inline send-frame's
+    recording); on SQLite an executemany, in-process and already fast. Rows are
+    written in the order given: sort them by key so two writers lock alike.
+    """
+    unknown = set(updates.values()) - set(_SET_SQL)
+    if unknown:
+        raise ValueError(f"unknown update(s) {sorted(unknown)}")
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    postgres = conn.dialect.name == "postgresql"
+    stmt = _statement("add", table, columns, tuple(updates.items())) if postgres else None
+    if stmt is not None:
+        conn.execute(stmt, {"rows": _dumps(rows)})
+        return
+    ins = (postgresql if postgres else sqlite).insert(table)
+    sets = {
+        column: _set_value(how, table.c[column], ins.excluded[column], postgres)
+        for column, how in updates.items()
+    }
+    conn.execute(ins.on_conflict_do_update(index_elements=_key(table), set_=sets), list(rows))
+
+
+def _set_value(
+    how: str, stored: ColumnElement[Any], given: ColumnElement[Any], postgres: bool
+) -> ColumnElement[Any]:
+    if how == "add":
+        return stored + given
+    if how == "max":  # MAX of two values on SQLite, GREATEST on PostgreSQL
+        return (func.greatest if postgres else func.max)(stored, given)
+    if how == "count":
+        return stored + 1
+    return given  # "given"
+
+
+_SET_SQL = {
+    "add": "{t}.{c} + excluded.{c}",
+    "max": "GREATEST({t}.{c}, excluded.{c})",
+    "count": "{t}.{c} + 1",
+    "given": "excluded.{c}",
+}
+
+
 def _key(table: Table) -> list[str]:
     """The conflict target: the primary key, which holds the partition key where there is one."""
     return [c.name for c in table.primary_key.columns]
@@ -261,9 +320,14 @@ def _copy_type(column_type: TypeEngine[Any]) -> str:
     raise ValueError(f"no COPY type for {column_type!r}")  # _PLAIN_TYPES and this list differ
 
 
-def _statement(kind: str, table: Table, columns: tuple[str, ...]) -> TextClause | None:
+def _statement(
+    kind: str,
+    table: Table,
+    columns: tuple[str, ...],
+    updates: tuple[tuple[str, str], ...] = (),
+) -> TextClause | None:
     """The (cached) one-statement form for these columns; None if a column is not plain."""
-    key = (kind, table.name, columns)
+    key = (kind, table.name, columns, updates)
     if key in _statements:
         return _statements[key]
     made: TextClause | None = None
@@ -272,7 +336,16 @@ def _statement(kind: str, table: Table, columns: tuple[str, ...]) -> TextClause 
         name = quote(table.name)
         names = ", ".join(quote(c) for c in columns)
         source = f"json_populate_recordset(NULL::{name}, CAST(:rows AS json))"
-        if kind in ("insert", "insert_returning"):
+        if kind == "add":
+            target = ", ".join(quote(c) for c in _key(table))
+            sets = ", ".join(
+                f"{quote(c)} = " + _SET_SQL[how].format(t=name, c=quote(c)) for c, how in updates
+            )
+            sql = (
+                f"INSERT INTO {name} ({names}) SELECT {names} FROM {source} "
+                f"ON CONFLICT ({target}) DO UPDATE SET {sets}"
+            )
+        elif kind in ("insert", "insert_returning"):
             target = ", ".join(quote(c) for c in _key(table))
             sql = (
                 f"INSERT INTO {name} ({names}) SELECT {names} FROM {source} "

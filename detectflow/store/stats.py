@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from detectflow.core.windows import (
     DEFAULT_WINDOW_SPECS,
@@ -27,6 +26,7 @@ from detectflow.core.windows import (
     WindowKey,
     WindowStats,
 )
+from detectflow.store.dialects import add_to_rows
 from detectflow.store.rollups import TUMBLING, counted_once
 from detectflow.store.tables import detection_person_days as person_days
 from detectflow.store.tables import detection_window_stats as windows
@@ -45,7 +45,15 @@ __all__ = [
 ACTIVE_CAMERA_WINDOW = timedelta(minutes=5)
 """A camera is active if it has a window ending this recently."""
 
-_KEY = ["camera_id", "detection_type", "window_kind", "window_start", "window_end"]
+_ADD_TALLY = {
+    "detection_count": "add",
+    "confidence_sum": "add",
+    "max_confidence": "max",
+    "late_count": "add",
+    "revision": "count",
+    "updated_at": "given",
+}
+"""How a tally adds to its window's stored row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +95,7 @@ def add_tallies(conn: Connection, tallies: Mapping[WindowKey, Tally], *, now: da
                 "updated_at": now,
             }
         )
-    postgres = conn.dialect.name == "postgresql"
-    ins = (postgresql if postgres else sqlite).insert(windows)
-    new = ins.excluded
-    # max() of two values is MAX on SQLite and GREATEST on PostgreSQL.
-    larger = func.greatest if postgres else func.max
-    stmt = ins.on_conflict_do_update(
-        index_elements=_KEY,
-        set_={
-            "detection_count": windows.c.detection_count + new.detection_count,
-            "confidence_sum": windows.c.confidence_sum + new.confidence_sum,
-            "max_confidence": larger(windows.c.max_confidence, new.max_confidence),
-            "late_count": windows.c.late_count + new.late_count,
-            "revision": windows.c.revision + 1,
-            "updated_at": new.updated_at,
-        },
-    )
-    conn.execute(stmt, rows)
+    add_to_rows(conn, windows, rows, _ADD_TALLY)
 
 
 def add_person_days(conn: Connection, counts: Mapping[PersonDay, int]) -> None:
@@ -114,12 +106,7 @@ def add_person_days(conn: Connection, counts: Mapping[PersonDay, int]) -> None:
         {"camera_id": c, "person_id": p, "day": d, "detection_count": counts[c, p, d]}
         for c, p, d in sorted(counts)
     ]
-    ins = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(person_days)
-    stmt = ins.on_conflict_do_update(
-        index_elements=["camera_id", "person_id", "day"],
-        set_={"detection_count": person_days.c.detection_count + ins.excluded.detection_count},
-    )
-    conn.execute(stmt, rows)
+    add_to_rows(conn, person_days, rows, {"detection_count": "add"})
 
 
 def list_windows(

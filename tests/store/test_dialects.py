@@ -14,6 +14,7 @@ from detectflow.store import Database
 from detectflow.store.dialects import (
     _PLAIN_TYPES,
     _copy_type,
+    add_to_rows,
     insert_ignore,
     insert_values,
     update_by_id,
@@ -22,6 +23,7 @@ from detectflow.store.dialects import (
 from detectflow.store.rows import event_to_row, queue_row_for_frame
 from detectflow.store.tables import detection_event_logs as events
 from detectflow.store.tables import detection_processing_queue as queue
+from detectflow.store.tables import detection_window_stats as windows
 from detectflow.store.tables import metadata
 from detectflow.store.types import UTCDateTime
 from tests.databases import migrated_database
@@ -210,3 +212,45 @@ def test_update_values_takes_rows_as_tuples_and_the_last_duplicate_wins(db: Data
     assert first is not None and (first.status, first.detections_count) == ("skipped", 2)
     assert first.updated_at == later
     assert second is not None and second.status == "failed"
+
+
+def _window(count: int, best: float, when: datetime) -> dict[str, Any]:
+    return {
+        "camera_id": "cam-1",
+        "detection_type": "person",
+        "window_kind": "tumbling",
+        "window_start": _WRITTEN,
+        "window_end": _WRITTEN + timedelta(minutes=1),
+        "detection_count": count,
+        "confidence_sum": 0.5 * count,
+        "max_confidence": best,
+        "distinct_persons": 0,
+        "late_count": 0,
+        "revision": 1,
+        "is_final": False,
+        "updated_at": when,
+    }
+
+
+def test_add_to_rows_inserts_new_keys_and_updates_stored_ones_as_told(db: Database) -> None:
+    how = {
+        "detection_count": "add",
+        "max_confidence": "max",
+        "revision": "count",
+        "updated_at": "given",
+    }
+    later = _WRITTEN + timedelta(hours=1)
+    with db.engine.begin() as conn:
+        add_to_rows(conn, windows, [_window(3, 0.9, _WRITTEN)], how)
+        add_to_rows(conn, windows, [_window(2, 0.7, later)], how)
+        add_to_rows(conn, windows, [_window(1, 0.95, later)], how)
+    with db.engine.connect() as conn:
+        row = conn.execute(select(windows)).mappings().one()
+    assert (row["detection_count"], row["max_confidence"], row["revision"]) == (6, 0.95, 3)
+    assert row["updated_at"] == later
+    assert row["confidence_sum"] == 1.5  # not named in the updates: the first write's stays
+
+
+def test_add_to_rows_refuses_an_update_it_does_not_know(db: Database) -> None:
+    with db.engine.begin() as conn, pytest.raises(ValueError, match="unknown update"):
+        add_to_rows(conn, windows, [_window(1, 0.5, _WRITTEN)], {"detection_count": "avg"})
