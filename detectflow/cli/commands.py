@@ -131,8 +131,13 @@ def keys_group() -> None:
     "--scope", required=True, type=click.Choice(["read", "write", "admin"]), help="What it may do."
 )
 @click.option("--name", help="A label for people, shown by `keys list`.")
+@click.option(
+    "--camera",
+    help="The camera its clients send for when they name none (an NVR through the "
+    "DeepStack gateway sends only the picture).",
+)
 @pass_state
-def keys_create(state: _State, scope: str, name: str | None) -> None:
+def keys_create(state: _State, scope: str, name: str | None, camera: str | None) -> None:
     """Create a key and print it, ONCE: only its hash is stored.
 
     The key alone goes to stdout (KEY=$(detectflow keys create --scope read)),
@@ -140,11 +145,13 @@ def keys_create(state: _State, scope: str, name: str | None) -> None:
     """
     with open_database(state.settings) as database:
         try:
-            key, plaintext = database.create_api_key(scope, name)
+            key, plaintext = database.create_api_key(scope, name, camera_id=camera)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--name") from None
+            hint = "--camera" if "camera" in str(exc) else "--name"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
     click.echo(plaintext)
     label = f" ({key.name})" if key.name else ""
+    label += f" for camera {key.camera_id}" if key.camera_id else ""
     click.echo(
         f"created {key.scope} key {key.id}{label}; store it now, it cannot be shown again",
         err=True,
@@ -165,6 +172,7 @@ def keys_list(state: _State, as_json: bool) -> None:
             "id": k.id,
             "name": k.name,
             "scope": k.scope.value,
+            "camera_id": k.camera_id,
             "created_at": isoformat(k.created_at),
             "revoked_at": isoformat(k.revoked_at),
         }
@@ -176,12 +184,13 @@ def keys_list(state: _State, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "name", "scope", "created", "revoked")
+    table = Table("id", "name", "scope", "camera", "created", "revoked")
     for row in rows:
         table.add_row(
             row["id"],
             row["name"] or "",
             row["scope"],
+            row["camera_id"] or "",
             row["created_at"] or "",
             row["revoked_at"] or "",
         )

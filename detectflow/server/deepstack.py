@@ -66,6 +66,7 @@ from detectflow.server.errors import ApiError
 from detectflow.server.inline import detect_and_record
 from detectflow.server.params import Query
 from detectflow.server.state import ServerState, server_state
+from detectflow.store.keys import ApiKey
 from detectflow.store.keys import Scope as KeyScope
 
 __all__ = [
@@ -116,16 +117,16 @@ def _deepstack_errors(
     return wrapped
 
 
-def _query(request: Request, default_store: bool) -> tuple[str, bool]:
-    """The camera (``?camera=``, else the ``X-Camera-Id`` header, else
-    :data:`DEFAULT_CAMERA`) and whether to record (``?store=``)."""
+def _query(request: Request, default_store: bool) -> tuple[str | None, bool]:
+    """The camera the request names (``?camera=``, else the ``X-Camera-Id``
+    header; None if neither) and whether to record (``?store=``)."""
     query = Query(request)
     camera = query.text("camera", max_length=128, pattern=CAMERA_ID_PATTERN)
     store = query.boolean("store", default=default_store)
     query.check()
     if camera is None:
-        camera = request.headers.get(CAMERA_HEADER) or DEFAULT_CAMERA
-        if not CAMERA_ID_PATTERN.fullmatch(camera):
+        camera = request.headers.get(CAMERA_HEADER)
+        if camera is not None and not CAMERA_ID_PATTERN.fullmatch(camera):
             raise ApiError(
                 400, "bad_request", f"{CAMERA_HEADER} {camera[:64]!r} has characters not allowed"
             )
@@ -170,7 +171,7 @@ async def _read_form(request: Request, settings: Settings) -> FormData:
         raise ApiError(400, "bad_request", "client disconnected while sending the body") from None
 
 
-async def _authorize(request: Request, state: ServerState, form: FormData) -> None:
+async def _authorize(request: Request, state: ServerState, form: FormData) -> ApiKey | None:
     """A write key from ``api_key`` or ``Authorization``; required only in ``required`` mode."""
     field = form.get("api_key")
     token = field if isinstance(field, str) and field else None
@@ -184,7 +185,7 @@ async def _authorize(request: Request, state: ServerState, form: FormData) -> No
                 "an API key with the write scope is required: send it in the api_key form "
                 "field (create one with `detectflow keys create --scope write`)",
             )
-        return
+        return None
     key = await authenticate(state, token)
     if not key.scope.allows(KeyScope.WRITE):
         raise ApiError(
@@ -192,6 +193,7 @@ async def _authorize(request: Request, state: ServerState, form: FormData) -> No
             "forbidden",
             f"API key {key.id} has the {key.scope.value} scope; detecting needs write",
         )
+    return key
 
 
 async def _image(form: FormData) -> bytes:
@@ -255,14 +257,16 @@ async def _detect(request: Request, routes: RouteTable | None, command: str) -> 
     started = time.perf_counter()
     state = server_state(request)
     settings = state.settings
-    camera, store = _query(request, settings.deepstack_store)
+    named, store = _query(request, settings.deepstack_store)
     form = await _read_form(request, settings)
     try:
-        await _authorize(request, state, form)
+        key = await _authorize(request, state, form)
         image = await _image(form)
         min_confidence = _min_confidence(form)
     finally:
         await form.close()
+    # the camera named, else the key's, else DEFAULT_CAMERA
+    camera = named or (key.camera_id if key is not None else None) or DEFAULT_CAMERA
     frame = _frame(camera, image, settings)
     result = await detect_and_record(state, frame, routes=routes, record=store)
     if result is None:
@@ -365,7 +369,10 @@ def _detect_operation(
             "name": "camera",
             "in": "query",
             "schema": {"type": "string", "maxLength": 128},
-            "description": "the camera id (else the X-Camera-Id header, else deepstack)",
+            "description": (
+                "the camera id (else the X-Camera-Id header, else the camera the API "
+                "key is bound to, else deepstack)"
+            ),
         },
         {
             "name": "store",

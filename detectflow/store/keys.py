@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
+from detectflow.core.cameras import check_camera_id
 from detectflow.store.tables import api_keys
 
 __all__ = [
@@ -81,6 +82,8 @@ class ApiKey:
     name: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    camera_id: str | None = None
+    """The camera a client of this key sends for when it names none."""
 
     @property
     def revoked(self) -> bool:
@@ -123,6 +126,7 @@ def _from_row(row: RowMapping) -> ApiKey:
         name=row["name"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        camera_id=row["camera_id"],
     )
 
 
@@ -133,6 +137,7 @@ def create(
     *,
     now: datetime,
     replace: bool = False,
+    camera_id: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Insert a new key; returns it and the plaintext, which is never seen again.
 
@@ -142,6 +147,8 @@ def create(
     """
     parsed = Scope.parse(scope)
     cleaned = _clean_name(name)
+    if camera_id is not None:
+        check_camera_id(camera_id)
     if replace and cleaned is not None:
         conn.execute(
             update(api_keys)
@@ -161,9 +168,11 @@ def create(
             scope=parsed.value,
             key_sha256=hash_key(plaintext),
             created_at=now,
+            camera_id=camera_id,
         )
     )
-    return ApiKey(id=key_id, scope=parsed, name=cleaned, created_at=now), plaintext
+    key = ApiKey(id=key_id, scope=parsed, name=cleaned, created_at=now, camera_id=camera_id)
+    return key, plaintext
 
 
 def get(conn: Connection, key_id: str) -> ApiKey | None:

@@ -387,15 +387,23 @@ class Database:
 
     # -- api keys (the server's own; see detectflow.store.keys) ----------
     def create_api_key(
-        self, scope: Scope | str, name: str | None = None, *, replace: bool = False
+        self,
+        scope: Scope | str,
+        name: str | None = None,
+        *,
+        replace: bool = False,
+        camera_id: str | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its plaintext, which is shown this once and never stored.
 
-        ValueError for an unknown scope or a bad name. ``replace=True`` revokes
-        the live keys with the same name in the same transaction.
+        ValueError for an unknown scope, a bad name or camera id. ``replace=True``
+        revokes the live keys with the same name in the same transaction.
+        ``camera_id`` is the camera its clients send for when they name none.
         """
         with self._write() as conn:
-            return keys.create(conn, scope, name, now=utcnow(), replace=replace)
+            return keys.create(
+                conn, scope, name, now=utcnow(), replace=replace, camera_id=camera_id
+            )
 
     def list_api_keys(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""

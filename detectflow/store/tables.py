@@ -205,6 +205,9 @@ api_keys = Table(
     Column("key_sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False, server_default=_NOW),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    # the camera a client of this key sends for when it names none (NVRs through
+    # the DeepStack gateway send only the picture)
+    Column("camera_id", String(128), nullable=True),
 )
 
 # Event-time window totals written by the dataflow (detectflow.store.stats).

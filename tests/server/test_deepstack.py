@@ -157,6 +157,24 @@ def test_camera_header_names_the_camera(
         assert not _live(client, "deepstack")
 
 
+def test_a_key_bound_to_a_camera_names_it_when_the_request_does_not(
+    gateway: Settings, database: Database, registry: PluginRegistry, simulator: Simulator
+) -> None:
+    simulator_provider(database, simulator.detect_url())
+    _, driveway = database.create_api_key("write", "nvr-driveway", camera_id="driveway")
+    with gateway_client(gateway, database, registry) as client:
+        assert _frigate_post(client, jpeg(seed=11), driveway).status_code == 200
+        named = client.post(
+            DETECT,
+            files={"image": ("a.jpg", jpeg(seed=12), "image/jpeg")},
+            data={"api_key": driveway},
+            headers={"X-Camera-Id": "porch"},
+        )
+        assert named.status_code == 200, named.text
+        assert _live(client, "driveway") and _live(client, "porch")
+        assert not _live(client, "deepstack")
+
+
 def test_store_0_only_detects(
     gateway: Settings, database: Database, registry: PluginRegistry, simulator: Simulator
 ) -> None:

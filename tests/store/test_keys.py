@@ -225,8 +225,8 @@ def test_cli_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
     listed = runner.invoke(cli, ["keys", "list", "--json"], env=cli_env)
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
-    assert [(r["id"], r["name"], r["scope"], r["revoked_at"]) for r in rows] == [
-        (key_id, "ops", "admin", None)
+    assert [(r["id"], r["name"], r["scope"], r["camera_id"], r["revoked_at"]) for r in rows] == [
+        (key_id, "ops", "admin", None, None)
     ]
     assert plaintext.rsplit("_", 1)[1] not in listed.stdout
     table = runner.invoke(cli, ["keys", "list"], env=cli_env)
@@ -246,6 +246,23 @@ def test_cli_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
     assert rows[0]["revoked_at"] is not None
 
 
+def test_cli_keys_create_binds_a_camera(cli_env: dict[str, str]) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        cli, ["keys", "create", "--scope", "write", "--camera", "driveway"], env=cli_env
+    )
+    assert created.exit_code == 0, created.output
+    assert "for camera driveway" in created.stderr
+    rows = json.loads(runner.invoke(cli, ["keys", "list", "--json"], env=cli_env).stdout)
+    assert [r["camera_id"] for r in rows] == ["driveway"]
+    database = _open(cli_env)
+    try:
+        verified = database.verify_api_key(created.stdout.strip())
+        assert verified is not None and verified.camera_id == "driveway"
+    finally:
+        database.dispose()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_cli_keys_refuses_bad_input_without_a_traceback(cli_env: dict[str, str]) -> None:
     runner = CliRunner()
@@ -253,6 +270,7 @@ def test_cli_keys_refuses_bad_input_without_a_traceback(cli_env: dict[str, str])
         (["keys", "create", "--scope", "root"], 2, "Invalid value for '--scope'"),
         (["keys", "create"], 2, "Missing option '--scope'"),
         (["keys", "create", "--scope", "read", "--name", "x" * 300], 2, "longer than 255"),
+        (["keys", "create", "--scope", "write", "--camera", "a/b"], 2, "--camera: camera id"),
         (["keys", "revoke", "not-an-id"], 2, "expected a key id"),
         (["keys", "revoke", "0123456789ab"], 1, "no API key with id '0123456789ab'"),
     ]

@@ -1,4 +1,5 @@
-"""Per-person daily counts for ``most_detected_person``; the unused too-late table goes.
+"""Per-person daily counts for ``most_detected_person``; a camera bound to an API key;
+the unused too-late table goes.
 
 Revision ID: 0009
 Revises: 0005
@@ -47,9 +48,13 @@ def upgrade() -> None:
         f"WHERE person_id IS NOT NULL GROUP BY camera_id, person_id, {day}"
     )
     op.drop_table("detection_window_too_late")
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("camera_id", sa.String(128), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("camera_id")
     op.create_table(
         "detection_window_too_late",
         sa.Column("camera_id", sa.String(128), nullable=False),
