@@ -81,6 +81,13 @@ SELECT camera_id, detection_type, 'tumbling', date_trunc('minute', created_at),
 FROM detections GROUP BY 1, 2, 4
 """
 
+_PERSONS = """
+INSERT INTO detection_person_days (camera_id, person_id, day, detection_count)
+SELECT camera_id, person_id, date_trunc('day', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+    count(*)
+FROM detections WHERE person_id IS NOT NULL GROUP BY 1, 2, 3
+"""
+
 
 def _admin(url: str) -> str:
     return _libpq(url.rsplit("/", 1)[0] + "/postgres")
@@ -92,15 +99,18 @@ def _libpq(url: str) -> str:
 
 
 @contextmanager
-def _database(base: str) -> Iterator[str]:
+def _database(base: str, keep: bool = False) -> Iterator[str]:
     name = f"bench_scale_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_admin(base), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{base.rsplit('/', 1)[0]}/{name}"
     finally:
-        with psycopg.connect(_admin(base), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if keep:
+            print(f"kept database {name}", flush=True)
+        else:
+            with psycopg.connect(_admin(base), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _fill(url: str, secret_key: str, rows: int) -> float:
@@ -136,7 +146,8 @@ def _fill(url: str, secret_key: str, rows: int) -> float:
             sql.execute(_EVENTS.format(**sizes).encode())
             step("events")
             sql.execute(_WINDOWS.encode())
-            step("windows")
+            sql.execute(_PERSONS.encode())
+            step("windows and person counts")
         with db.engine.begin() as conn:
             for table in indexed:
                 for index in table.indexes:
@@ -344,6 +355,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/x")
     parser.add_argument("--deep", type=int, default=DEEP, help="cursors deep (default 50)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the databases (to EXPLAIN what was measured)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -354,7 +368,7 @@ def main() -> None:
         keys: dict[int, tuple[str, str]] = {}
         for rows in sizes:
             secret_key = Fernet.generate_key().decode()
-            url = stack.enter_context(_database(args.postgres))
+            url = stack.enter_context(_database(args.postgres, args.keep))
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             took = _fill(url, secret_key, rows)
             print(
