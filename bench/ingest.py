@@ -95,6 +95,29 @@ def _jpeg(camera: str) -> bytes:
     return out.getvalue()
 
 
+def _commit_floor(dbname: str, image: bytes, seconds: float) -> dict[str, float]:
+    """One client's INSERT of a frame-sized row and COMMIT, over and over, on the same
+    PostgreSQL: the floor under a 200 ("its detections are stored") or a 202 ("durably
+    queued") at one client, since each waits for a WAL flush; p50/p99 in ms."""
+    import statistics
+    import time
+
+    times = []
+    with psycopg.connect(f"{PG_ADMIN.rsplit(' ', 1)[0]} dbname={dbname}") as conn:
+        conn.execute("CREATE TABLE commit_floor (id bigint PRIMARY KEY, image bytea)")
+        conn.commit()
+        deadline = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            conn.execute("INSERT INTO commit_floor VALUES (%s, %s)", (n, image))
+            conn.commit()
+            times.append((time.perf_counter() - started) * 1000)
+            n += 1
+    times.sort()
+    return {"p50": statistics.median(times), "p99": times[int(len(times) * 0.99)]}
+
+
 def _request(port: int, path: str, body: bytes, key: str | None) -> bytes:
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
     head = (
@@ -180,6 +203,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"p50 {got['p50']:6.2f} ms, p99 {got['p99']:6.2f} ms, "
                         f"server CPU {got['cpu_ms']:.2f} ms/frame"
                     )
+            floor = _commit_floor(dbname, base64.b64decode(frame), min(args.seconds, 4.0))
+            figures["commit_floor"] = floor
+            print(
+                f"  commit floor (INSERT a frame-sized row + COMMIT, 1 client): "
+                f"p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms"
+            )
             bare = figures["bare"]
             for name in [n for n in ("queue", "inline") if n in figures]:
                 ratios = ", ".join(
