@@ -43,7 +43,9 @@ class MqttLink:
 
     ``on_message`` and ``on_published(mid, reason_code)`` run on paho's
     thread and must only hand work over; ``on_lost(error)`` runs there too
-    when an established connection drops.
+    when an established connection drops, and ``on_ready()`` after every
+    (re)connect. ``will`` is a ``(topic, payload)`` the broker publishes,
+    retained, when the connection dies without a goodbye (a killed process).
     """
 
     def __init__(
@@ -55,6 +57,8 @@ class MqttLink:
         on_message: Callable[[mqtt.MQTTMessage], None],
         on_published: Callable[[int, ReasonCode], None] | None = None,
         on_lost: Callable[[ProviderError], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+        will: tuple[str, bytes] | None = None,
         keepalive: int = 30,
         reconnect_delay: tuple[int, int] = (1, 30),
         ca_certs: str | None = None,
@@ -65,6 +69,8 @@ class MqttLink:
         self._on_message = on_message
         self._on_published = on_published
         self._on_lost = on_lost
+        self._on_ready = on_ready
+        self._will = will
         self._keepalive = keepalive
         self._lock = threading.Lock()
         self._state: State = "idle"
@@ -91,6 +97,8 @@ class MqttLink:
         if self.endpoint.tls:
             client.tls_set(ca_certs=ca_certs)
         client.reconnect_delay_set(*reconnect_delay)
+        if self._will is not None:
+            client.will_set(self._will[0], self._will[1], qos=1, retain=True)
         client.on_connect = self._handle_connect
         client.on_connect_fail = self._handle_connect_fail
         client.on_subscribe = self._handle_subscribe
@@ -147,7 +155,9 @@ class MqttLink:
         self._client.loop_start()
         self._thread_started = True
 
-    def publish(self, topic: str, payload: bytes, properties: Properties) -> tuple[int, int]:
+    def publish(
+        self, topic: str, payload: bytes, properties: Properties, *, retain: bool = False
+    ) -> tuple[int, int]:
         """Queue a QoS 1 publish; return paho's message id and result code.
 
         Raises at once when not connected. A non-zero result code can still
@@ -156,7 +166,7 @@ class MqttLink:
         error = self._failure()
         if error is not None:
             raise error
-        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         return info.mid, info.rc
 
     async def close(self) -> None:
@@ -206,6 +216,8 @@ class MqttLink:
             log.info("MQTT client %s connected to %s", self.client_id, self.where)
             with self._lock:
                 self._set_state("ready", None)
+            if self._on_ready is not None:
+                self._on_ready()
             return
         _, mid = client.subscribe(topics)
         with self._lock:
@@ -235,6 +247,8 @@ class MqttLink:
             else:
                 log.info("MQTT client %s connected to %s", self.client_id, self.where)
                 self._set_state("ready", None)
+        if not refused and self._on_ready is not None:
+            self._on_ready()
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         error = TransientProviderError(f"broker unavailable: cannot connect to {self.where}")

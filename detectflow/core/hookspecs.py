@@ -21,14 +21,15 @@ if TYPE_CHECKING:
 
     from detectflow.core.adapter import ProviderAdapter
     from detectflow.core.models import Detection, DetectionEvent, Frame, FrameResult
-    from detectflow.core.settings import Settings
 
     FrameSource: TypeAlias = Source[Frame | FrameResult]
     """A Bytewax source of frames, and of failed results for input it refused."""
     FrameSourceFactory: TypeAlias = Callable[..., FrameSource]
     """``factory(url, settings, **context)``: context arguments are passed only
     when the factory declares them (see :func:`detectflow_frame_sources`)."""
-    ResultSinkFactory: TypeAlias = Callable[[Settings], Sink[FrameResult]]
+    ResultSinkFactory: TypeAlias = Callable[..., Sink[FrameResult] | None]
+    """``factory(settings, **context)``: context arguments are passed only when
+    the factory declares them (see :func:`detectflow_sinks`)."""
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -123,8 +124,12 @@ def detectflow_frame_sources() -> Mapping[str, FrameSourceFactory]:
 @hookspec
 def detectflow_sinks() -> Mapping[str, ResultSinkFactory]:
     """Return extra sink factories keyed by name, called as
-    ``factory(settings)``; each returns a Bytewax sink that receives
-    :class:`~detectflow.core.models.FrameResult` objects.
+    ``factory(settings)`` plus the context arguments it declares
+    (``database``, ``metrics``); each returns a Bytewax sink that receives
+    :class:`~detectflow.core.models.FrameResult` objects, or None when it is
+    not configured (the flow then runs without it). A sink with a
+    ``close()`` method has it called once when the flow ends.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.3 context arguments, None, ``close()``
     """

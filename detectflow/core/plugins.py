@@ -49,8 +49,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "detectflow.adapters.grpc.adapter",
     "detectflow.adapters.kserve.adapter",
     "detectflow.adapters.mqtt",
+    "detectflow.publish.plugin",
 )
-"""Built-in provider adapters, registered when the registry loads."""
+"""Built-in provider adapters and publishers, registered when the registry loads."""
 
 SOURCE_PLUGINS: tuple[str, ...] = (
     "detectflow.flows.source_sql",

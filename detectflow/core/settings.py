@@ -82,12 +82,32 @@ class Settings:
     NVRs expect the detection API at the root of a port of its own."""
     deepstack_store: bool = True
     """Record what the DeepStack API detects; off, it only detects (as ``?store=0``)."""
+    publish_mqtt_url: str | None = None
+    """``mqtt://host:1883/<prefix>``: publish object events and counts in Frigate's
+    topic layout under ``<prefix>`` (default ``detectflow``); see docs/mqtt.md."""
+    publish_mqtt_discovery: bool = False
+    """Also publish Home Assistant discovery configs for each camera/label count."""
+    publish_queue_size: int = 10_000
+    """Events each publisher holds for its worker; past it new ones are dropped and
+    counted, so a slow broker or receiver never slows the flow."""
+    webhooks: bool = True
+    """Deliver events to the subscriptions of ``/api/v1/webhooks`` from the flow."""
+    webhook_retry_seconds: tuple[float, ...] = (15.0, 45.0, 120.0, 420.0)
+    """Waits between a webhook's tries: one try more than waits (5 over 10 minutes)."""
+    webhook_timeout_seconds: float = 10.0
+    webhook_refresh_seconds: float = 5.0
+    """How soon a running flow sees a subscription created, changed or removed."""
 
     def __post_init__(self) -> None:
         if self.auth_mode not in AUTH_MODES:
             raise SettingsError(
                 f"{ENV_PREFIX}AUTH_MODE: must be one of {', '.join(AUTH_MODES)}, "
                 f"got {self.auth_mode!r}"
+            )
+        if any(not seconds >= 0 for seconds in self.webhook_retry_seconds):
+            raise SettingsError(
+                f"{ENV_PREFIX}WEBHOOK_RETRY_SECONDS: waits must be >= 0 seconds, "
+                f"got {self.webhook_retry_seconds!r}"
             )
 
     @classmethod
@@ -132,6 +152,8 @@ def _convert(annotation: object, raw: str) -> Any:
         return int(raw) if raw.strip() else None
     if kind == "float":
         return float(raw)
+    if "tuple[float" in kind:
+        return tuple(float(part) for part in _list(raw))
     if "tuple" in kind:
         return _list(raw)
     return raw or None if "None" in kind else raw

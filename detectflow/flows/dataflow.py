@@ -331,11 +331,41 @@ def _call_factory(
     A vendor's factory written as ``factory(url, settings)`` keeps working
     when we add context later, as pluggy does for hook arguments.
     """
+    return factory(url, settings, **_declared(factory, context))
+
+
+def _declared(factory: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The context arguments ``factory`` declares (all of them for ``**kwargs``)."""
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        return factory(url, settings, **context)
+        return context
     names = {p.name for p in params}
-    return factory(url, settings, **{k: v for k, v in context.items() if k in names})
+    return {k: v for k, v in context.items() if k in names}
+
+
+def _plugin_sinks(
+    registry: PluginRegistry, settings: Settings, **context: Any
+) -> list[tuple[str, Sink[FrameResult]]]:
+    """Every plugin sink a factory made (None: that sink is not configured)."""
+    made: list[tuple[str, Sink[FrameResult]]] = []
+    for name, make in registry.sinks().items():
+        sink = make(settings, **_declared(make, context))
+        if sink is not None:
+            made.append((name, sink))
+    return made
+
+
+def _close_sinks(sinks: Sequence[tuple[str, Sink[FrameResult]]]) -> None:
+    """Bytewax closes partitions only when finite input ends: let each plugin sink
+    with a ``close()`` finish (publish what it holds) whenever the flow ends."""
+    for name, sink in sinks:
+        close = getattr(sink, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:
+            log.exception("plugin sink %s failed to close", name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,20 +573,23 @@ def run_flow(
             # that fails later: write its results in the background.
             sink = WriterSink(writer, background=not getattr(source, "acknowledges", True))
             # Plugin sinks (the detectflow_sinks hook) see every result too.
-            plugin_sinks = [(name, make(settings)) for name, make in registry.sinks().items()]
-            flow = build_dataflow(
-                source,
-                engine,
-                sink,
-                extra_sinks=plugin_sinks,
-                resume=getattr(source, "resume", None),
-            )
+            plugin_sinks = _plugin_sinks(registry, settings, database=database, metrics=metrics)
             try:
-                plan.run(flow)
-            except BaseException:
-                _close_quietly(sink)
-                raise
-            sink.close()  # results written (and acknowledged) before the source closes
+                flow = build_dataflow(
+                    source,
+                    engine,
+                    sink,
+                    extra_sinks=plugin_sinks,
+                    resume=getattr(source, "resume", None),
+                )
+                try:
+                    plan.run(flow)
+                except BaseException:
+                    _close_quietly(sink)
+                    raise
+                sink.close()  # results written (and acknowledged) before the source closes
+            finally:
+                _close_sinks(plugin_sinks)
             if options.until_empty and not (stop is not None and stop.is_set()):
                 _check_finished(source)
         finally:

@@ -39,6 +39,7 @@ from detectflow.server import (
     providers,
     statistics,
     status,
+    webhooks,
     websocket,
 )
 from detectflow.server.detections import SOURCE_SYSTEM
@@ -95,6 +96,7 @@ async def _openapi(request: Request) -> JSONResponse:
 ENDPOINTS: tuple[Endpoint, ...] = (
     *status.endpoints,
     *providers.endpoints,
+    *webhooks.endpoints,
     *statistics.endpoints,
     *websocket.endpoints,
     *page.frame_endpoints,

@@ -28,7 +28,7 @@ from detectflow.core.models import (
     utcnow,
 )
 from detectflow.core.windows import WindowStats
-from detectflow.store import keys, maintenance, providers, queue, rollups
+from detectflow.store import keys, maintenance, providers, queue, rollups, webhooks
 from detectflow.store import results as _results
 from detectflow.store import stats as _stats
 from detectflow.store.crypto import ApiKeyCipher
@@ -454,3 +454,37 @@ class Database:
         """The guide's statistics for one camera or all, as of ``now`` (default: now)."""
         with self._read() as conn:
             return _stats.detection_statistics(conn, camera_id=camera_id, now=now or utcnow())
+
+    # -- webhooks ----------------------------------------------------------
+    def create_webhook(self, webhook: webhooks.Webhook) -> webhooks.Webhook:
+        with self._write() as conn:
+            return webhooks.create(conn, webhook, self._cipher)
+
+    def update_webhook(self, webhook_id: str, changes: Mapping[str, Any]) -> webhooks.Webhook:
+        """Raises KeyError when there is no such webhook."""
+        with self._write() as conn:
+            return webhooks.update_fields(conn, webhook_id, changes, self._cipher, now=utcnow())
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        with self._write() as conn:
+            return webhooks.remove(conn, webhook_id)
+
+    def get_webhook(self, webhook_id: str) -> webhooks.Webhook | None:
+        with self._read() as conn:
+            return webhooks.get(conn, webhook_id, self._cipher)
+
+    def list_webhooks(self) -> list[webhooks.Webhook]:
+        with self._read() as conn:
+            return webhooks.list_all(conn, self._cipher)
+
+    def save_webhook_deliveries(self, records: Sequence[webhooks.Delivery]) -> int:
+        with self._write() as conn:
+            return webhooks.save_deliveries(conn, records)
+
+    def list_webhook_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[webhooks.Delivery], int]:
+        with self._read() as conn:
+            return webhooks.list_deliveries(
+                conn, webhook_id, status=status, limit=limit, offset=offset
+            )

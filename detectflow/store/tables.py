@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -39,6 +40,8 @@ __all__ = [
     "detection_window_stats",
     "detections",
     "metadata",
+    "webhook_deliveries",
+    "webhooks",
 ]
 
 ID_LENGTH = 36
@@ -252,3 +255,46 @@ detection_person_days = Table(
 
 # Retention deletes whole days.
 Index("ix_detection_person_days_day", detection_person_days.c.day)
+
+# Webhook subscriptions (detectflow.store.webhooks): the secret is encrypted like
+# provider api keys; event_types and cameras are JSON lists (empty cameras: all).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", JSON, nullable=False),
+    Column("cameras", JSON, nullable=False),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    *_timestamps(),
+)
+
+# One row per (subscription, event) handed to the delivery worker, with its outcome.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column(
+        "webhook_id",
+        String(ID_LENGTH),
+        ForeignKey("webhooks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", String(FRAME_ID_LENGTH), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("response_code", Integer, nullable=True),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    *_timestamps(),
+)
+
+# A subscription's deliveries, newest first.
+Index(
+    "ix_webhook_deliveries_webhook_id_created_at",
+    webhook_deliveries.c.webhook_id,
+    webhook_deliveries.c.created_at,
+)
