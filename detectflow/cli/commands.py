@@ -315,6 +315,13 @@ _attach_commands()
     is_flag=True,
     help="Keep no snapshots: a crash then loses open window statistics (never frames).",
 )
+@click.option(
+    "--publish-mqtt",
+    "publish_mqtt",
+    metavar="mqtt://HOST:PORT/PREFIX",
+    help="Publish object events and counts to MQTT (docs/mqtt.md) "
+    "[env DETECTFLOW_PUBLISH_MQTT_URL].",
+)
 @pass_state
 def up(
     state: _State,
@@ -326,6 +333,7 @@ def up(
     schedule: bool,
     recovery_dir: Path | None,
     no_recovery: bool,
+    publish_mqtt: str | None,
 ) -> None:
     """Run the API server and the dataflow together, for real deployments.
 
@@ -341,6 +349,7 @@ def up(
     settings = _with_server_options(state.settings, host, port, deepstack_api, deepstack_port)
     if no_recovery:
         settings = dataclasses.replace(settings, recovery_dir=None)
+    settings = settings.with_overrides(publish_mqtt_url=publish_mqtt)
     stack = open_stack(settings)
     recovery = None if no_recovery else recovery_dir or default_recovery_dir(settings)
     stack.start_flow(workers=workers, recovery_dir=recovery)

@@ -81,6 +81,13 @@ def _addresses(
     "processing); exit 1 if frames were left unfinished, saying how many and why.",
 )
 @click.option(
+    "--publish-mqtt",
+    "publish_mqtt",
+    metavar="mqtt://HOST:PORT/PREFIX",
+    help="Publish object events and counts in Frigate's topic layout (docs/mqtt.md) "
+    "[env DETECTFLOW_PUBLISH_MQTT_URL].",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
     help="Serve the flow's Prometheus metrics on 127.0.0.1:PORT/metrics.",
@@ -102,6 +109,7 @@ def flow_run(
     latest_frame_wins: bool | None,
     backlog: int | None,
     until_empty: bool,
+    publish_mqtt: str | None,
     metrics_port: int | None,
     log_level: str,
 ) -> None:
@@ -123,7 +131,9 @@ def flow_run(
 
     try:
         settings = Settings.from_env().with_overrides(
-            latest_frame_wins=latest_frame_wins, frame_backlog=backlog
+            latest_frame_wins=latest_frame_wins,
+            frame_backlog=backlog,
+            publish_mqtt_url=publish_mqtt,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

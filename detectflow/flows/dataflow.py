@@ -349,7 +349,10 @@ def _plugin_sinks(
     """Every plugin sink a factory made (None: that sink is not configured)."""
     made: list[tuple[str, Sink[FrameResult]]] = []
     for name, make in registry.sinks().items():
-        sink = make(settings, **_declared(make, context))
+        try:
+            sink = make(settings, **_declared(make, context))
+        except ValueError as exc:  # a malformed setting, e.g. DETECTFLOW_PUBLISH_MQTT_URL
+            raise FlowError(f"sink {name}: {exc}") from exc
         if sink is not None:
             made.append((name, sink))
     return made

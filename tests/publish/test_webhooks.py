@@ -102,9 +102,7 @@ def test_a_receiver_verifies_each_deliverys_signature(db: Database, serve: Serve
     assert {d.event_id for d in recorded} == {b["id"] for b in bodies}
 
 
-def test_500_twice_then_200_is_delivered_on_the_third_try(
-    db: Database, serve: Serve
-) -> None:
+def test_500_twice_then_200_is_delivered_on_the_third_try(db: Database, serve: Serve) -> None:
     receiver = serve(Receiver(statuses=[500, 500, 200]))
     hook = subscribe(db, receiver.url, event_types=("object_started",))
     sink = PublisherSink(publisher(db))
@@ -153,15 +151,14 @@ def test_a_stuck_receiver_never_holds_the_flow_back(db: Database, serve: Serve) 
 
     recorded = deliveries(db, hook)
     dropped = [d for d in recorded if d.status == "dropped"]
-    assert dropped and all(d.last_error == "delivery queue full (2 events waiting)" for d in dropped)
+    full = "delivery queue full (2 events waiting)"
+    assert dropped and all(d.last_error == full for d in dropped)
     assert all(d.attempts == 0 for d in dropped)
     stopped = [d for d in recorded if d.status == "failed"]
     assert all("the flow stopped before try" in (d.last_error or "") for d in stopped)
 
 
-def test_subscriptions_get_only_their_event_types_and_cameras(
-    db: Database, serve: Serve
-) -> None:
+def test_subscriptions_get_only_their_event_types_and_cameras(db: Database, serve: Serve) -> None:
     ends = serve(Receiver())
     other_camera = serve(Receiver())
     disabled = serve(Receiver())
@@ -176,9 +173,7 @@ def test_subscriptions_get_only_their_event_types_and_cameras(
     assert other_camera.received == [] and disabled.received == []
 
 
-def test_per_frame_event_types_are_delivered_when_asked_for(
-    db: Database, serve: Serve
-) -> None:
+def test_per_frame_event_types_are_delivered_when_asked_for(db: Database, serve: Serve) -> None:
     from detectflow.core.models import DetectionEvent
 
     receiver = serve(Receiver())
