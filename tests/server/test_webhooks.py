@@ -101,9 +101,20 @@ def test_deliveries_are_listed_newest_first_and_filtered_by_status(
     hook_id = str(add(client)["id"])
     now = utcnow()
     records = [
-        Delivery(f"d-{i}", hook_id, f"ev-{i}", "object_started", status, i, error, code,
-                 None, now if status == "delivered" else None,
-                 now + timedelta(seconds=i), now + timedelta(seconds=i))  # fmt: skip
+        Delivery(
+            f"d-{i}",
+            hook_id,
+            f"ev-{i}",
+            "object_started",
+            status,
+            i,
+            error,
+            code,
+            None,
+            now if status == "delivered" else None,
+            now + timedelta(seconds=i),
+            now + timedelta(seconds=i),
+        )
         for i, (status, error, code) in enumerate(
             [("delivered", None, 200), ("failed", "HTTP 500 Internal Server Error", 500)]
         )
