@@ -86,6 +86,14 @@ BENCHES: dict[str, Bench] = {
         ("--seconds", "1"),
         lambda f: [("DeepStack gateway / provider direct, 32 clients", f["ratio"], 0.7)],
     ),
+    "publish": Bench(
+        "bench.publish",
+        ("--cameras", "150"),
+        lambda f: [
+            ("MQTT events/s / bare paho, QoS 1", f["mqtt_ratio"], 0.8),
+            ("webhook events/s / bare aiohttp POSTs", f["webhook_ratio"], 0.8),
+        ],
+    ),
     "kserve": Bench(
         "bench.kserve",
         ("--seconds", "1"),

@@ -156,7 +156,7 @@ class MqttLink:
         self._thread_started = True
 
     def publish(
-        self, topic: str, payload: bytes, properties: Properties, *, retain: bool = False
+        self, topic: str, payload: bytes, properties: Properties | None, *, retain: bool = False
     ) -> tuple[int, int]:
         """Queue a QoS 1 publish; return paho's message id and result code.
 

@@ -67,6 +67,11 @@ class FrigateTopics:
         self._published: dict[str, int] = {}  # count topic -> the count last sent
         self._announced: set[CountKey] = set()
 
+    @property
+    def count_topics(self) -> tuple[str, ...]:
+        """Every count topic published so far (to clear them, say)."""
+        return tuple(self._published)
+
     def available(self, online: bool) -> Message:
         return Message(self.available_topic, b"online" if online else b"offline", retain=True)
 

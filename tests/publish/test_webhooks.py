@@ -90,8 +90,12 @@ def test_a_receiver_verifies_each_deliverys_signature(db: Database, serve: Serve
         assert verify(
             SECRET, headers["x-detectflow-timestamp"], headers["x-detectflow-signature"], got.body
         )
-        assert not verify("another-secret-entirely", headers["x-detectflow-timestamp"],
-                          headers["x-detectflow-signature"], got.body)  # fmt: skip
+        assert not verify(
+            "another-secret-entirely",
+            headers["x-detectflow-timestamp"],
+            headers["x-detectflow-signature"],
+            got.body,
+        )
         assert headers["content-type"] == "application/json"
     bodies = [json.loads(got.body) for got in receiver.received]
     assert sorted(b["type"] for b in bodies) == ["object_ended", "object_started", "object_updated"]
@@ -147,12 +151,17 @@ def test_a_stuck_receiver_never_holds_the_flow_back(db: Database, serve: Serve) 
     flow_through(sink, results)  # returns although no delivery has finished
     assert made.delivered == 0 and made.failed == 0
     assert made.dropped > 0
-    sink.close(), made.close(timeout=0.1)
+    made.close(timeout=0.5)  # the two stuck tries are given up on after half a second
 
     recorded = deliveries(db, hook)
     dropped = [d for d in recorded if d.status == "dropped"]
-    full = "delivery queue full (2 events waiting)"
-    assert dropped and all(d.last_error == full for d in dropped)
+    reasons = {d.last_error for d in dropped}
+    assert "delivery queue full (2 events waiting)" in reasons
+    # what was still queued when the flow ended (the two stuck tries held every slot)
+    assert reasons <= {
+        "delivery queue full (2 events waiting)",
+        "the flow stopped before it was sent",
+    }
     assert all(d.attempts == 0 for d in dropped)
     stopped = [d for d in recorded if d.status == "failed"]
     assert all("the flow stopped before try" in (d.last_error or "") for d in stopped)
