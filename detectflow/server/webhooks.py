@@ -93,15 +93,23 @@ def _strings(body: Body, name: str, *, allowed: Any, max_items: int, what: str) 
     return list(dict.fromkeys(value))
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a malformed port raises here
+    except ValueError:  # "http://[x/": an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _read_fields(body: Body, *, creating: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     url = body.text("url", required=creating, min_length=1, max_length=2048, pattern=_NO_SPACE)
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            body.error("url", "must be an http:// or https:// URL with a host")
-        else:
+        if _is_http_url(url):
             fields["url"] = url
+        else:
+            body.error("url", "must be an http:// or https:// URL with a host")
     event_types = _strings(
         body, "event_types", allowed=EVENT_TYPES.__contains__, max_items=32, what="event type(s)"
     )
