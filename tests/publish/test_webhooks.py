@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,34 +18,13 @@ from detectflow.publish.sinks import PublisherSink
 from detectflow.publish.webhooks import WebhookPublisher
 from detectflow.store import Database
 from detectflow.store.webhooks import Delivery, Webhook
-from detectflow.testing import BackgroundLoop
+from tests.publish.conftest import Serve
 from tests.publish.receiver import Receiver
 from tests.publish.scene import walk_into_the_dock
 from tests.publish.test_mqtt import flow_through, wait_for
 
-Serve = Callable[[Receiver], Receiver]
 SECRET = "a-long-enough-secret-for-tests"
 FAST = (0.05, 0.05, 0.05, 0.05)  # the 10-minute schedule, in a fraction of a second
-
-
-@pytest.fixture
-def loop() -> Iterator[BackgroundLoop]:
-    with BackgroundLoop("receiver") as background:
-        yield background
-
-
-@pytest.fixture
-def serve(loop: BackgroundLoop) -> Iterator[Callable[[Receiver], Receiver]]:
-    """Start receivers on the background loop; stopped before the loop is."""
-    runners = []
-
-    def start(receiver: Receiver) -> Receiver:
-        runners.append(receiver.serve(loop))
-        return receiver
-
-    yield start
-    for runner in runners:
-        loop.run(runner.cleanup())
 
 
 def subscribe(db: Database, url: str, **fields: object) -> Webhook:
