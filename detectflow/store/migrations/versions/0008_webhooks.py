@@ -1,11 +1,13 @@
 """Webhook subscriptions and their deliveries.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-02
 
-down_revision is "0005" FOR NOW: 0006 and 0007 are being written on other
-branches (cameras, tracked objects); the lead re-chains this one at merge.
+Chained after 0009 FOR NOW, which main already has on 0005 (two revisions on
+0005 would be two heads, and ``upgrade head`` refuses that); 0006 and 0007 are
+being written on other branches (cameras, tracked objects), so the lead
+re-chains this one at merge.
 
 Written by hand, like 0001: a frozen record of the schema at this version.
 """
@@ -18,7 +20,7 @@ from alembic import op
 from detectflow.store.types import UTCDateTime
 
 revision = "0008"
-down_revision: str | None = "0005"  # re-chained at merge (see the docstring)
+down_revision: str | None = "0009"  # re-chained at merge (see the docstring)
 branch_labels: str | None = None
 depends_on: str | None = None
 
