@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "detectflow"
 DISCOVERY_PREFIX = "homeassistant"
+_WARN_EVERY = 10.0  # seconds between warnings about dropped events
 _MAX_UNACKED = 1000
 """QoS 1 messages the broker has not acknowledged yet before the thread waits: paho
 queues without bound, so this is what keeps a slow broker's backlog bounded."""
@@ -87,7 +88,8 @@ class MqttPublisher:
         self.topics = FrigateTopics(
             endpoint.topic, discovery=DISCOVERY_PREFIX if discovery else None
         )
-        self._handoff: Handoff[_Item] = Handoff(queue_size)
+        self._handoff: Handoff[_Item] = Handoff(queue_size, on_overflow=self._overflowed)
+        self._warned_at = -_WARN_EVERY
         self._connect_timeout = connect_timeout
         # Counters each advanced by one thread only, through itertools.count (whose
         # next() is atomic): no lock per message. Measured in bench/publish.py: a
@@ -125,7 +127,7 @@ class MqttPublisher:
 
     @property
     def dropped(self) -> int:
-        """Events dropped because ``queue_size`` were already waiting."""
+        """Frames whose events were dropped because ``queue_size`` frames' were waiting."""
         return self._handoff.dropped
 
     @property
@@ -162,6 +164,18 @@ class MqttPublisher:
             self._publish(self.topics.available(online=False))
             self._wait_acked(timeout)
         asyncio.run(self._link.close())
+
+    def _overflowed(self, items: list[_Item]) -> None:
+        """The flow's thread: say so in the log, at most every ``_WARN_EVERY`` s."""
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "MQTT publisher: %d frames' events dropped so far (%d waiting: the broker "
+                "is slower than the flow, or away)",
+                self._handoff.dropped,
+                self._handoff.size,
+            )
 
     # -- the publisher's thread -----------------------------------------
 

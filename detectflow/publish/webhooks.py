@@ -201,7 +201,7 @@ class WebhookPublisher:
 
     @property
     def dropped(self) -> int:
-        """Events dropped because ``queue_size`` were already waiting."""
+        """Results whose events were dropped because ``queue_size`` were waiting."""
         return self._handoff.dropped
 
     @property
