@@ -242,6 +242,15 @@ Index(
     detection_window_stats.c.window_start,
 )
 
+# The same for one camera (/statistics?camera_id=, /summary's totals): the minutes
+# since the last rollup, of that camera only, whatever the fleet writes per minute.
+Index(
+    "ix_detection_window_stats_camera_kind_start",
+    detection_window_stats.c.camera_id,
+    detection_window_stats.c.window_kind,
+    detection_window_stats.c.window_start,
+)
+
 # Detections per recognised person, camera and UTC day (detectflow.store.stats):
 # what ``most_detected_person`` sums, instead of grouping every detection row.
 detection_person_days = Table(

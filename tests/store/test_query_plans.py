@@ -217,6 +217,10 @@ def test_statistics_scan_no_detections_and_no_whole_window_partition(
             assert all(
                 "Index" in kind for kind, _, rel in scans if rel and rel.startswith("detections")
             ), (statement, scans)
+            if camera_id is not None and "GROUP BY" in statement and "window_stats" in statement:
+                # one camera's windows through its own index, not every camera's minutes
+                used = {n for _, n, _ in scans if n and n.startswith("detection_window_stats")}
+                assert any("camera_id_window_kind" in name for name in used), scans
 
 
 def _small(db: Database, relation: str | None) -> bool:

@@ -1,5 +1,5 @@
-"""Per-person daily counts for ``most_detected_person``; a camera bound to an API key;
-the unused too-late table goes.
+"""Per-person daily counts for ``most_detected_person``; window rows indexed per
+camera; a camera bound to an API key; the unused too-late table goes.
 
 Revision ID: 0009
 Revises: 0005
@@ -24,6 +24,8 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _TABLE = "detection_person_days"
+_CAMERA_WINDOWS = "ix_detection_window_stats_camera_kind_start"
+_CAMERA_WINDOW_COLUMNS = ["camera_id", "window_kind", "window_start"]
 _DAY = {
     "postgresql": "date_trunc('day', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
     # the text SQLAlchemy writes for a UTCDateTime, so the recorder's upserts match
@@ -48,11 +50,13 @@ def upgrade() -> None:
         f"WHERE person_id IS NOT NULL GROUP BY camera_id, person_id, {day}"
     )
     op.drop_table("detection_window_too_late")
+    op.create_index(_CAMERA_WINDOWS, "detection_window_stats", _CAMERA_WINDOW_COLUMNS)
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("camera_id", sa.String(128), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_index(_CAMERA_WINDOWS, table_name="detection_window_stats")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("camera_id")
     op.create_table(
