@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -307,6 +308,59 @@ def _cleanup(url: str, secret_key: str) -> tuple[float, int]:
     return took, report.dropped["detections"]
 
 
+def _blocks(url: str, secret_key: str) -> dict[str, float]:
+    """Database pages each call's statements touch (shared buffers hit + read, from
+    ``EXPLAIN (ANALYZE, BUFFERS)``, second run): the work itself, which the
+    machine's load does not change, so its growth with the table is exact."""
+    from sqlalchemy import event
+
+    from detectflow.core.models import utcnow
+    from detectflow.store import Database
+
+    db = Database(url, secret_key=secret_key)
+    since = utcnow() - timedelta(minutes=1440)
+    calls: dict[str, Any] = {
+        "events first page": lambda: db.page_events(limit=100),
+        "events camera_id=cam-7": lambda: db.page_events(limit=100, camera_id="cam-7"),
+        "events event_type=detection_failed": lambda: db.page_events(
+            limit=100, event_type="detection_failed"
+        ),
+        "recent minutes=1440": lambda: db.page_detections(limit=100, since=since),
+        "by-person first page": lambda: db.page_detections(limit=100, person_id="person-7"),
+        "summary totals": db.detection_totals,
+        "statistics camera_id": lambda: db.detection_statistics("cam-11"),
+        "statistics": db.detection_statistics,
+    }
+    figures: dict[str, float] = {}
+    try:
+        for name, call in calls.items():
+            sent: list[tuple[str, Any]] = []
+
+            def capture(
+                _c: Any, _cur: Any, statement: str, params: Any, *_: Any, sent: list[Any] = sent
+            ) -> None:
+                if statement.lstrip().upper().startswith("SELECT"):
+                    sent.append((statement, params))
+
+            event.listen(db.engine, "before_cursor_execute", capture)
+            try:
+                call()
+            finally:
+                event.remove(db.engine, "before_cursor_execute", capture)
+            blocks = 0
+            with db.engine.connect() as conn:
+                for statement, params in sent:
+                    for _ in range(2):  # the second run, caches warm
+                        plan = conn.exec_driver_sql(
+                            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", params
+                        ).scalar_one()[0]["Plan"]
+                    blocks += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+            figures[f"{name} (pages)"] = blocks
+    finally:
+        db.dispose()
+    return figures
+
+
 _DAY_TABLES = ("detections", "detection_event_logs", "detection_window_stats")
 
 
@@ -383,6 +437,8 @@ def main() -> None:
             keys[rows] = (url, secret_key)
         results = _measure(bases, args.deep)
         for rows, (url, secret_key) in keys.items():
+            results[rows].update(_blocks(url, secret_key))
+        for rows, (url, secret_key) in keys.items():
             bare_ms = _bare_drop(url)
             cleanup_ms, dropped = _cleanup(url, secret_key)
             per_day = cleanup_ms / max(dropped, 1)
@@ -405,7 +461,7 @@ def main() -> None:
     for name in results[baseline]:
         row = "".join(f"{results[n][name]:14.1f}" for n in sizes)
         growth = results[sizes[-1]][name] / max(results[baseline][name], 1e-9)
-        bounded = not name.startswith(("cleanup", "bare"))
+        bounded = not name.startswith(("cleanup", "bare")) and not name.endswith("(pages)")
         within = "NO" if bounded and results[sizes[-1]][name] > BOUND_MS else "yes"
         print(f"{name:45s}{row}  {growth:5.2f}x  {within}")
 
