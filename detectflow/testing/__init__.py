@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         ConformanceTarget,
         FrameFactory,
         conformance_frame,
+        undecodable_frame,
     )
     from detectflow.testing.threads import BackgroundLoop
 
@@ -91,6 +92,7 @@ __all__ = [
     "FrameFactory",
     "HttpFaultServer",
     "conformance_frame",
+    "undecodable_frame",
 ]
 
 # Where each export lives: imported on first access (PEP 562), so loading the
@@ -107,6 +109,7 @@ _HOMES = {
     "FrameFactory": "target",
     "HttpFaultServer": "faults",
     "conformance_frame": "target",
+    "undecodable_frame": "target",
 }
 
 # Enabling this package as a pytest plugin registers the hooks and fixtures.
