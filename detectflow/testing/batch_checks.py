@@ -66,6 +66,10 @@ async def _batching(
             why = "hung" if outcome.error is None else f"raised {describe(outcome.error)}"
             raise ConformanceFailure(f"batch_limits() of the healthy adapter {why}")
         limits = outcome.value
+        if not isinstance(limits, BatchLimits):
+            raise ConformanceFailure(
+                f"batch_limits() returned {limits!r:.200}, not a detectflow BatchLimits"
+            )
         if limits.max_batch_size < 2:
             raise CheckSkipped(
                 f"{type(adapter).__name__}.batch_limits() allows one frame per batch "
