@@ -34,6 +34,13 @@ declares ``in_process = True`` (a model inside detectflow's process) skips
 the network fault checks by itself: ``ConformanceTarget(healthy=...)`` is a
 whole target for it.
 
+An adapter that subclasses :class:`~detectflow.adapters.batching.BatchingAdapter`
+also gets ``test_batch_*``/``test_detect_batch_*``: frames of several
+cameras grouped into one batch each get their own answer, ``detect_batch``
+answers in its frames' order, and the target's ``failing_frame`` (e.g.
+:func:`undecodable_frame`) fails alone in its batch
+(:mod:`detectflow.testing.batch_checks`). Other adapters skip them.
+
 Why this collection mechanism: the fixture is the one thing only the vendor
 can write, so defining it is what asks for the suite; the tests appear in the
 vendor's own module, where ``-k``, node ids and ``--deselect`` work as usual.
@@ -77,6 +84,7 @@ if TYPE_CHECKING:
         ConformanceTarget,
         FrameFactory,
         conformance_frame,
+        undecodable_frame,
     )
     from detectflow.testing.threads import BackgroundLoop
 
@@ -91,6 +99,7 @@ __all__ = [
     "FrameFactory",
     "HttpFaultServer",
     "conformance_frame",
+    "undecodable_frame",
 ]
 
 # Where each export lives: imported on first access (PEP 562), so loading the
@@ -107,6 +116,7 @@ _HOMES = {
     "FrameFactory": "target",
     "HttpFaultServer": "faults",
     "conformance_frame": "target",
+    "undecodable_frame": "target",
 }
 
 # Enabling this package as a pytest plugin registers the hooks and fixtures.

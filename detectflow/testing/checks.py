@@ -8,7 +8,6 @@ them from a script; :mod:`detectflow.testing.suite` wraps them as tests.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from detectflow.core.adapter import ProviderAdapter
@@ -16,6 +15,13 @@ from detectflow.core.errors import NormalizationError, ProviderError, TransientP
 from detectflow.core.models import Frame, ProbeResult, RawDetection
 from detectflow.core.normalize import normalize_detections
 from detectflow.core.pipeline import RetryPolicy, run_frame
+from detectflow.testing._answers import (
+    answers_alone,
+    detect_all,
+    raw_list,
+    report_failed_calls,
+    report_wrong_answers,
+)
 from detectflow.testing._harness import ConformanceFailure, bounded, describe, open_adapter
 from detectflow.testing.target import ConformanceTarget
 
@@ -69,7 +75,7 @@ async def check_valid_answers(target: ConformanceTarget) -> None:
                 raise ConformanceFailure(
                     f"healthy provider failed frame {index}: {describe(outcome.error)}"
                 )
-            raws = _raw_list(outcome.value, f"detect(frame {index})")
+            raws = raw_list(outcome.value, f"detect(frame {index})")
             _check_raws(frame, index, raws)
             try:
                 normalized = normalize_detections(frame, raws)
@@ -91,12 +97,6 @@ async def check_valid_answers(target: ConformanceTarget) -> None:
             f"the healthy provider found nothing in {target.valid_frames} frames, so no answer "
             "was checked; make it answer these frames with detections"
         )
-
-
-def _raw_list(value: object, what: str) -> list[RawDetection]:
-    if not isinstance(value, list) or not all(isinstance(r, RawDetection) for r in value):
-        raise ConformanceFailure(f"{what} must return list[RawDetection], got {value!r:.200}")
-    return value
 
 
 def _check_raws(frame: Frame, index: int, raws: Sequence[RawDetection]) -> None:
@@ -170,45 +170,11 @@ async def check_concurrent_answers(target: ConformanceTarget) -> None:
     count = target.concurrency
     frames = [target.frame(i) for i in range(count)]
     async with open_adapter(target, "healthy", target.healthy_timeout_seconds) as adapter:
-        alone: list[list[RawDetection]] = []
-        for index, frame in enumerate(frames):
-            try:
-                alone.append(_raw_list(await adapter.detect(frame), f"detect(frame {index})"))
-            except ProviderError as exc:
-                raise ConformanceFailure(f"healthy provider failed frame {index}: {exc}") from None
-        if len({tuple(answer) for answer in alone}) < 2:
-            raise ConformanceFailure(
-                f"the healthy provider gave one answer for all {count} frames. This check "
-                "sends different frames at once and compares each answer with the one its "
-                "frame gets alone; when every frame gets the same answer, an answer delivered "
-                "to the wrong frame (cross-talk) looks right, so a constant answer proves "
-                "nothing and fails. Make the healthy provider's answers depend on the frame, "
-                "as a real detector's do (a stand-in can derive its box from frame.image)"
-            )
-        together = await asyncio.gather(
-            *(adapter.detect(frame) for frame in frames), return_exceptions=True
-        )
-    errors = [(i, r) for i, r in enumerate(together) if isinstance(r, BaseException)]
-    if errors:
-        index, error = errors[0]
-        raise ConformanceFailure(
-            f"{len(errors)} of {count} concurrent detect calls failed; "
-            f"first: frame {index}: {describe(error)}"
-        )
-    wrong = [i for i, answer in enumerate(together) if answer != alone[i]]
-    if wrong:
-        lines = [_mismatch(i, together[i], alone) for i in wrong[:3]]
-        raise ConformanceFailure(
-            f"{len(wrong)} of {count} concurrent answers differ from the answer for the same "
-            "frame alone:\n  " + "\n  ".join(lines)
-        )
-
-
-def _mismatch(index: int, got: object, alone: list[list[RawDetection]]) -> str:
-    owners = [j for j, answer in enumerate(alone) if answer == got and j != index]
-    if owners:
-        return f"frame {index} got the answer of frame {owners[0]} (cross-talk)"
-    return f"frame {index} got an answer no frame gets alone (is the provider deterministic?)"
+        alone = await answers_alone(adapter, frames)
+        limit = target.healthy_timeout_seconds + target.grace_seconds
+        together = await detect_all(adapter, frames, limit, f"{count} concurrent detect calls")
+    report_failed_calls(together, "concurrent detect calls")
+    report_wrong_answers(together, alone, f"{count} concurrent answers")
 
 
 async def check_aclose_idempotent(target: ConformanceTarget) -> None:
@@ -243,7 +209,7 @@ async def check_async_context_manager(target: ConformanceTarget) -> None:
             raise ConformanceFailure(
                 f"`async with adapter` must yield the adapter itself, got {entered!r:.200}"
             )
-        _raw_list(await entered.detect(target.frame(0)), "detect inside `async with`")
+        raw_list(await entered.detect(target.frame(0)), "detect inside `async with`")
 
 
 async def check_health(target: ConformanceTarget, situation: str, expect_ok: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from detectflow.core.errors import PermanentProviderError, TransientProviderError
-from detectflow.testing import checks
+from detectflow.testing import batch_checks, checks
 from detectflow.testing._harness import CheckSkipped, ConformanceFailure
 from detectflow.testing.plugin import FIXTURE_NAME
 from detectflow.testing.target import ConformanceTarget
@@ -81,3 +81,16 @@ class AdapterConformance:
 
     def test_health_not_ok_when_unreachable(self, detectflow_target: ConformanceTarget) -> None:
         run_check(checks.check_health(detectflow_target, "unreachable", expect_ok=False))
+
+    # -- adapters that declare batch support (skipped for the others) ----------
+
+    def test_batch_mixing_cameras_answers_own_frames(
+        self, detectflow_target: ConformanceTarget
+    ) -> None:
+        run_check(batch_checks.check_batch_mixing_cameras(detectflow_target))
+
+    def test_batch_partial_failure_fails_alone(self, detectflow_target: ConformanceTarget) -> None:
+        run_check(batch_checks.check_batch_partial_failure(detectflow_target))
+
+    def test_detect_batch_answers_in_order(self, detectflow_target: ConformanceTarget) -> None:
+        run_check(batch_checks.check_batch_order(detectflow_target))

@@ -22,7 +22,13 @@ from detectflow.core.frames import make_frame
 from detectflow.core.models import Frame
 from detectflow.samples import sample_frame
 
-__all__ = ["AdapterFactory", "ConformanceTarget", "FrameFactory", "conformance_frame"]
+__all__ = [
+    "AdapterFactory",
+    "ConformanceTarget",
+    "FrameFactory",
+    "conformance_frame",
+    "undecodable_frame",
+]
 
 AdapterFactory = Callable[[float], ProviderAdapter | Awaitable[ProviderAdapter | None] | None]
 """Called with ``timeout_seconds``; returns (or awaits to) a new adapter, or None to skip."""
@@ -48,6 +54,30 @@ def conformance_frame(index: int) -> Frame:
     return make_frame(camera, image, max_bytes=1 << 20, frame_id=frame_id, frame_number=index)
 
 
+# PNG signature (8 bytes) and IHDR chunk (25 bytes): the size, and no pixels.
+_PNG_HEADER_BYTES = 33
+
+
+@lru_cache(maxsize=16)
+def undecodable_frame(index: int) -> Frame:
+    """A frame whose image cannot be decoded: a PNG cut right after its header.
+
+    It passes detectflow's frame validation (the header gives its format and
+    size), so it reaches the adapter, which fails it when it decodes the
+    pixels. Suits ``ConformanceTarget.failing_frame`` for adapters that decode
+    images themselves (letterboxing into a tensor); a provider that gets the
+    encoded bytes needs a frame its server refuses instead.
+    """
+    good = conformance_frame(index)
+    return make_frame(
+        good.camera_id,
+        good.image[:_PNG_HEADER_BYTES],
+        max_bytes=1 << 20,
+        frame_id=f"{good.frame_id}-undecodable",
+        frame_number=index,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ConformanceTarget:
     """How to get the adapter under test facing each situation the kit checks.
@@ -66,6 +96,12 @@ class ConformanceTarget:
       gRPC INVALID_ARGUMENT);
     - ``malformed_answer``: the provider answers, but with nonsense;
     - ``unreachable``: nothing listens where the adapter connects.
+
+    ``failing_frame`` is a fault of one frame, not of the provider: a frame
+    the ``healthy`` provider fails (permanently or transiently) while it
+    answers the others. The batch checks put it in a batch of good frames; left
+    None, the partial-failure check is skipped (the kit cannot make one frame
+    of a batch fail for every provider by itself).
     """
 
     healthy: AdapterFactory
@@ -76,6 +112,9 @@ class ConformanceTarget:
     unreachable: AdapterFactory | None = None
     frame: FrameFactory = conformance_frame
     """Frames to send; the default suits any provider that takes PNG."""
+    failing_frame: FrameFactory | None = None
+    """A frame ``healthy`` fails alone (see above); :func:`undecodable_frame` suits
+    an adapter that decodes images itself."""
     valid_frames: int = 4
     """How many frames the valid-answers check sends."""
     concurrency: int = 100

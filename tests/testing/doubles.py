@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from detectflow.adapters.batching import BatchingAdapter, BatchOutcome
 from detectflow.core.adapter import FunctionAdapter, ProviderAdapter, probe_frame
 from detectflow.core.errors import PermanentProviderError, TransientProviderError
 from detectflow.core.hookspecs import hookimpl
 from detectflow.core.models import Frame, ProbeResult, RawDetection
-from detectflow.testing import ConformanceTarget
+from detectflow.testing import ConformanceTarget, undecodable_frame
 
 __all__ = [
     "BROKEN",
+    "BatchAdapter",
     "InProcessAdapter",
     "LocalAdapter",
     "LocalPlugin",
     "answer_for",
+    "good_batch_target",
     "good_target",
 ]
 
@@ -85,6 +88,32 @@ def good_target() -> ConformanceTarget:
         permanent_fault=factory(raises(PermanentProviderError("HTTP 400", status=400))),
         malformed_answer=factory(raises(PermanentProviderError("answer is not JSON"))),
         unreachable=factory(raises(TransientProviderError("connection refused"))),
+    )
+
+
+class BatchAdapter(BatchingAdapter):
+    """A batching provider that keeps the contract: one answer per frame, in order,
+    and a frame it cannot decode (a PNG without pixel data) fails alone."""
+
+    provider_type = "batch-double"
+
+    def __init__(self) -> None:
+        super().__init__(FunctionAdapter(healthy).config)
+
+    async def detect_batch(self, frames: Sequence[Frame]) -> Sequence[BatchOutcome]:
+        await asyncio.sleep(0.001)
+        return [_batch_outcome(frame) for frame in frames]
+
+
+def _batch_outcome(frame: Frame) -> BatchOutcome:
+    if b"IDAT" not in frame.image:
+        return PermanentProviderError("cannot decode the frame's image: no pixel data")
+    return answer_for(frame)
+
+
+def good_batch_target() -> ConformanceTarget:
+    return replace(
+        good_target(), healthy=lambda timeout: BatchAdapter(), failing_frame=undecodable_frame
     )
 
 
@@ -170,6 +199,46 @@ def _with(**changes: Any) -> ConformanceTarget:
     return replace(good_target(), **changes)
 
 
+class ReversedBatchAdapter(BatchAdapter):
+    """Reads the batch answer back in the wrong order."""
+
+    async def detect_batch(self, frames: Sequence[Frame]) -> Sequence[BatchOutcome]:
+        return list(reversed(await super().detect_batch(frames)))
+
+
+class WholeBatchFailsAdapter(BatchAdapter):
+    """Fails every frame of a batch when one of them cannot be decoded."""
+
+    async def detect_batch(self, frames: Sequence[Frame]) -> Sequence[BatchOutcome]:
+        outcomes = await super().detect_batch(frames)
+        for outcome in outcomes:
+            if isinstance(outcome, PermanentProviderError):
+                raise outcome
+        return outcomes
+
+
+class DropsFailedFrameAdapter(BatchAdapter):
+    """Leaves a failed frame out of the answer, so the frames after it shift."""
+
+    async def detect_batch(self, frames: Sequence[Frame]) -> Sequence[BatchOutcome]:
+        outcomes = await super().detect_batch(frames)
+        return [o for o in outcomes if not isinstance(o, PermanentProviderError)]
+
+
+class NeverGroupsAdapter(BatchAdapter):
+    """Declares batches of 8 but sends every frame alone."""
+
+    async def detect(self, frame: Frame) -> list[RawDetection]:
+        (outcome,) = await self.detect_batch([frame])
+        if isinstance(outcome, PermanentProviderError):
+            raise outcome
+        return outcome
+
+
+def _batch_with(adapter: Callable[[], BatchAdapter]) -> ConformanceTarget:
+    return replace(good_batch_target(), healthy=lambda timeout: adapter())
+
+
 BROKEN: dict[str, Callable[[], ConformanceTarget]] = {
     # a 503 surfaces as a plain RuntimeError instead of TransientProviderError
     "runtime_error_for_503": lambda: _with(
@@ -197,4 +266,12 @@ BROKEN: dict[str, Callable[[], ConformanceTarget]] = {
     "one_answer_for_all": lambda: _with(healthy=factory(one_answer)),
     # no provider_type to register the adapter under
     "no_provider_type": lambda: _with(healthy=lambda timeout: NoTypeAdapter(healthy)),
+    # a batch answer read back in the wrong order
+    "batch_reversed": lambda: _batch_with(ReversedBatchAdapter),
+    # one undecodable frame fails its whole batch
+    "batch_fails_whole": lambda: _batch_with(WholeBatchFailsAdapter),
+    # a failed frame is left out of the batch answer
+    "batch_drops_failed_frame": lambda: _batch_with(DropsFailedFrameAdapter),
+    # declares batch support, never groups frames
+    "batch_never_groups": lambda: _batch_with(NeverGroupsAdapter),
 }

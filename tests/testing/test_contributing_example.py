@@ -36,6 +36,7 @@ NETWORK_CHECKS = {
     "test_unreachable_is_transient",
     "test_health_not_ok_when_unreachable",
 }
+BATCH_CHECKS = {name for name in SUITE if "batch" in name}
 
 
 def blocks(language: str) -> list[str]:
@@ -86,14 +87,15 @@ def test_the_example_plugin_passes_the_kit(plugin_dir: Path, pytester: pytest.Py
     outcomes = result.parseoutcomes()
     assert "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
     passed = {line.split("::")[-1].split(" ")[0] for line in result.outlines if " PASSED" in line}
-    # the in-process example has no network faults and gives no slow factory
-    assert passed == SUITE - NETWORK_CHECKS - {"test_timeout_is_honoured"}
-    assert outcomes["skipped"] == len(NETWORK_CHECKS) + 1
+    # the in-process example has no network faults, gives no slow factory, does not batch
+    assert passed == SUITE - NETWORK_CHECKS - BATCH_CHECKS - {"test_timeout_is_honoured"}
+    assert outcomes["skipped"] == len(NETWORK_CHECKS) + len(BATCH_CHECKS) + 1
     output = result.stdout.str()
     assert "AcmeAdapter runs in-process (in_process = True)" in output
     for situation in ("transient_fault", "permanent_fault", "malformed_answer", "unreachable"):
         assert f"the {situation!r} fault cannot happen" in output
     assert "the conformance target gives no 'slow' factory" in output
+    assert "AcmeAdapter does not declare batch support" in output
 
 
 def test_the_example_type_is_added_without_a_url(

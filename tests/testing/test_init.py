@@ -17,6 +17,7 @@ def test_package_exports_its_public_api() -> None:
         "FrameFactory",
         "HttpFaultServer",
         "conformance_frame",
+        "undecodable_frame",
     }
     assert all(hasattr(detectflow.testing, name) for name in detectflow.testing.__all__)
 

@@ -13,6 +13,7 @@ pytest_plugins = ["pytester"]
 SUB_SESSION = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 
 ALL_TESTS = {name for name in vars(AdapterConformance) if name.startswith("test_")}
+BATCH_TESTS = {name for name in ALL_TESTS if "batch" in name}
 
 # Which tests each broken target must fail; every other test must pass.
 EXPECTED_FAILURES = {
@@ -27,6 +28,16 @@ EXPECTED_FAILURES = {
     "raising_health": {"test_health_not_ok_when_unreachable"},
     "one_answer_for_all": {"test_concurrent_calls_get_own_answers"},
     "no_provider_type": {"test_declares_provider_type"},
+    # single calls are batches of one, so only the checks that mix frames see it
+    "batch_reversed": {
+        "test_concurrent_calls_get_own_answers",
+        "test_batch_mixing_cameras_answers_own_frames",
+        "test_batch_partial_failure_fails_alone",
+        "test_detect_batch_answers_in_order",
+    },
+    "batch_fails_whole": {"test_batch_partial_failure_fails_alone"},
+    "batch_drops_failed_frame": {"test_batch_partial_failure_fails_alone"},
+    "batch_never_groups": {"test_batch_mixing_cameras_answers_own_frames"},
 }
 
 FAILURE_TEXT = {
@@ -41,6 +52,11 @@ FAILURE_TEXT = {
     "one_answer_for_all": "*gave one answer for all 100 frames*cross-talk*looks right, so a "
     "constant answer proves nothing and fails*",
     "no_provider_type": "*provider_type must be a non-empty str*",
+    "batch_reversed": "*frame 0 got the answer of frame 7 (cross-talk), at position 0*",
+    "batch_fails_whole": "*detect_batch on a batch of 8 frames whose frame 3 is the target's "
+    "failing_frame raised *PermanentProviderError: cannot decode*",
+    "batch_drops_failed_frame": "*returned 7 results for 8 frames; it must return one per frame*",
+    "batch_never_groups": "*were never grouped (detect_batch got batches of [[]1])*",
 }
 
 
@@ -51,6 +67,14 @@ def detectflow_target() -> ConformanceTarget:
 
 class TestFunctionAdapterConformance(AdapterConformance):
     """A FunctionAdapter that keeps the contract passes the whole suite in our own session."""
+
+
+class TestBatchAdapterConformance(AdapterConformance):
+    """A batching adapter that keeps the contract passes the batch checks too."""
+
+    @pytest.fixture
+    def detectflow_target(self) -> ConformanceTarget:
+        return doubles.good_batch_target()
 
 
 def test_every_broken_target_names_its_failures() -> None:
@@ -78,7 +102,10 @@ def test_broken_adapter_fails_its_rule(pytester: pytest.Pytester, target: str) -
         line.split("::")[-1].split(" ")[0] for line in result.outlines if line.startswith("FAILED ")
     }
     assert failed == EXPECTED_FAILURES[target], result.stdout.str()
-    assert outcomes.get("passed", 0) == len(ALL_TESTS) - len(failed)
+    # the batch checks skip themselves for adapters that do not batch
+    skipped = set() if target.startswith("batch_") else BATCH_TESTS
+    assert outcomes.get("skipped", 0) == len(skipped)
+    assert outcomes.get("passed", 0) == len(ALL_TESTS) - len(failed) - len(skipped)
     assert "errors" not in outcomes
     result.stdout.fnmatch_lines([f"*{FAILURE_TEXT[target]}*"])
 
