@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -300,6 +301,9 @@ def expected_frames(source_url: str, settings: Settings, database: Any = None) -
     scheme = urlsplit(source_url).scheme or source_url.strip().rstrip(":/")
     if scheme == "file":
         from detectflow.flows.source_file import list_cameras, parse_file_source_url
+
+        if Path(unquote(urlsplit(source_url).path)).is_file():
+            return None  # a video: its sampled frames are not known in advance
 
         options = parse_file_source_url(source_url, settings)
         if options.loop:
