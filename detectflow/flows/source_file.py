@@ -249,14 +249,16 @@ def file_source_factory(
     engine: DetectEngine,
     until_empty: bool = False,
     stop: threading.Event | None = None,
-    **video: Any,
+    database: object | None = None,
+    camera_id: str | None = None,
+    events: Any = None,
 ) -> Any:
     """Build the source for ``url``; a missing folder is refused at once.
 
     A replay is finite without ``loop=1``, whatever ``until_empty`` says:
     the flow ends once every file has been processed. A URL naming a single
-    file is a video (``file:///clip.mp4``): the video source reads it, with
-    the ``video`` context (``camera_id``, ``events``, ``database``).
+    file is a video (``file:///clip.mp4``): the video source reads it (the
+    other arguments are its context).
     """
     from detectflow.flows.dataflow import ReaderSource
 
@@ -265,7 +267,14 @@ def file_source_factory(
         from detectflow.flows.source_video import video_source_factory
 
         return video_source_factory(
-            url, settings, engine=engine, until_empty=until_empty, stop=stop, **video
+            url,
+            settings,
+            engine=engine,
+            until_empty=until_empty,
+            stop=stop,
+            database=database,
+            camera_id=camera_id,
+            events=events,
         )
     options = parse_file_source_url(url, settings)
     cameras = list_cameras(options.folder)

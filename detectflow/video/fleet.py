@@ -93,19 +93,18 @@ class CameraFleet:
                     continue
                 log.info("camera %s: settings changed, reading it anew", camera_id)
                 self._retire(camera_id)
-            elif self._ended.get(camera_id) == _reading(camera):
-                continue  # its file played out: read it again only once it changes
+            elif _reading(camera) in (self._ended.get(camera_id), self._refused.get(camera_id)):
+                continue  # played out, or refused: try again only once it changes
             self._start(camera)
 
     def _start(self, camera: Camera) -> None:
         try:
             reader = self._make(camera)
-        except ValueError as exc:  # bad options: say so once per setting
-            if self._refused.get(camera.id) != _reading(camera):
-                self._refused[camera.id] = _reading(camera)
-                log.warning("camera %s not read: %s", camera.id, exc)
-                if self._on_refused is not None:
-                    self._on_refused(camera, str(exc))
+        except ValueError as exc:  # bad options: said once, until they change
+            self._refused[camera.id] = _reading(camera)
+            log.warning("camera %s not read: %s", camera.id, exc)
+            if self._on_refused is not None:
+                self._on_refused(camera, str(exc))
             return
         self._refused.pop(camera.id, None)
         self._ended.pop(camera.id, None)

@@ -5,7 +5,7 @@ in the project's virtualenv): ``python3 rtsp_camera.py PORT [MOUNT] [WIDTHxHEIGH
 [FPS]``. It serves a moving test pattern as H.264 over RTSP on 127.0.0.1 and
 prints ``ready`` once listening. Tests kill and restart the process to cut the
 stream. This file is not imported by the tests (it needs gi); see
-``tests/video/rtsp.py`` for the fixture that runs it.
+``tests/video/rtsp.py``, which runs it.
 """
 
 import sys
