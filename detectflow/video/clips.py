@@ -49,6 +49,7 @@ def write_clip(
     count = max(1, round(seconds * fps))
     with av.open(str(path), mode="w", format=container_format) as out:
         stream = out.add_stream(codec, rate=Fraction(fps))
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "h264":
             stream.options = {"preset": "veryfast", "tune": "zerolatency"}
@@ -61,7 +62,7 @@ def write_clip(
                 - (height - sprite.height)
             )
             image.paste(sprite, (x, swing))
-            frame = av.VideoFrame.from_image(image)
+            frame = av.VideoFrame.from_image(image)  # type: ignore[no-untyped-call]
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
