@@ -5,7 +5,7 @@ snapshots reuse the same bytes, so each sampled frame is encoded exactly
 once, in its camera's reader thread. PyAV's ``mjpeg`` encoder takes the
 decoder's YUV planes as they are; Pillow would need an RGB copy first
 (``to_image()``). Measured on 1280x720 frames decoded from H.264 (2-core
-machine, quality 80): ``mjpeg`` 5.5 ms of CPU a frame, ``to_image()`` +
+machine, quality 80): ``mjpeg`` 2.3 ms of CPU a frame, ``to_image()`` +
 Pillow 12 ms (8 ms of it the RGB conversion), for the same size of output.
 
 ``quality`` is the usual 1-95 JPEG scale, mapped onto the encoder's fixed
@@ -42,16 +42,15 @@ class JpegEncoder:
         context = self._context
         if context is None or (context.width, context.height) != (frame.width, frame.height):
             context = self._context = self._open(frame.width, frame.height)
-        # The decoder's planes, with JPEG's full range flagged (a copy only for
-        # formats other than 4:2:0).
-        image = frame.reformat(format="yuvj420p")
-        # The encoder wants rising timestamps in its own time base, and takes
-        # every frame as a key frame.
-        image.pts = self._count
-        image.time_base = _TIME_BASE
-        image.pict_type = av.video.frame.PictureType.NONE
+        # The encoder converts to JPEG's full-range 4:2:0 itself, with a
+        # conversion context it keeps: frame.reformat() would build a new one
+        # per call (2.5 ms a 720p frame, as much as the encoding). It wants
+        # rising timestamps in its own time base, and every frame a key frame.
+        frame.pts = self._count
+        frame.time_base = _TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.NONE
         self._count += 1
-        return b"".join(bytes(packet) for packet in context.encode(image))
+        return b"".join(bytes(packet) for packet in context.encode(frame))
 
     def _open(self, width: int, height: int) -> av.video.codeccontext.VideoCodecContext:
         context = av.CodecContext.create("mjpeg", "w")

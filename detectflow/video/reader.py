@@ -138,6 +138,8 @@ class CameraReader:
         self._stop = threading.Event()
         self._slot_lock = threading.Condition()
         self._slot: Frame | None = None
+        self._filled_at: float | None = None
+        self._paced = not self.is_file or self.options.realtime
         self._decoded = 0
         self._sampled = 0
         self._skipped = 0
@@ -171,6 +173,24 @@ class CameraReader:
                 self._sampled += 1
                 self._slot_lock.notify_all()
             return frame
+
+    def next_sample_at(self) -> float:
+        """When (``time.monotonic()``) a sample is next expected in the slot: now if
+        one is there, else a period after the last one was ready (samples come
+        at the camera's fps, each after its encoding: the phase repeats). A
+        file played as fast as the flow takes it refills at once."""
+        now = time.monotonic()
+        period = 1.0 / self.options.fps
+        with self._slot_lock:
+            if self._slot is not None:
+                return now
+            if not self._online or self._filled_at is None:
+                return now + period  # connecting or offline: no hurry
+            if not self._paced:
+                return now
+            due = self._filled_at + period
+            # Late by more than a period (the stream stalls): look once a period.
+            return due if now < due + period else now + period
 
     @property
     def finished(self) -> bool:
@@ -254,7 +274,7 @@ class CameraReader:
             time_base = None  # made-up times: go by arrival instead
         number = 0
         last_frame = anchor
-        paced = not self.is_file or self.options.realtime
+        paced = self._paced
         for frame in container.decode(stream):
             if self._stop.is_set():
                 raise _Stopped
@@ -310,6 +330,7 @@ class CameraReader:
             if self._slot is not None:  # the flow did not take the last one: newest wins
                 self._skipped += 1
             self._slot = frame
+            self._filled_at = time.monotonic()
 
     # -- status -------------------------------------------------------------
 
