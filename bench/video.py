@@ -8,9 +8,11 @@ Writes ``--cameras`` (default 4) clips of 1280x720 H.264 at 25 fps,
    ``--fps``, default 5) with an in-process provider that answers at once,
    into SQLite. Its CPU seconds per camera-second stand next to PyAV
    decoding the same files bare (one thread per file, every frame decoded,
-   nothing else) in the same run. Decoding every frame is the floor; the
-   flow adds a JPEG encoding per sampled frame and the flow's own work.
-   Target: flow <= 1.2 x bare (printed as bare / flow >= 0.83).
+   nothing else) in the same run, and the readers alone (decode, pacing,
+   sampling, JPEG) without the flow. Decoding every frame is the floor; the
+   readers add a JPEG encoding per sampled frame, the flow its per-frame
+   work (detect engine, SQL writes). Target: flow <= 1.2 x bare (all.py
+   shows bare / flow, target >= 0.83).
 2. **Capture-to-stored latency**: the same cameras at ``--fps`` with an HTTP
    provider on loopback answering after ``--latency`` (default 50 ms): from
    each frame's stream time (its ``timestamp``) to the commit of its row,
@@ -42,6 +44,7 @@ from detectflow.flows import FlowOptions, run_flow
 from detectflow.flows.source_video import cameras_source_factory
 from detectflow.store import Database, load_or_create_secret_key
 from detectflow.video.clips import write_clip
+from detectflow.video.reader import CameraReader
 
 try:
     from bench._common import http_provider
@@ -126,6 +129,27 @@ def _bare_decode(paths: Sequence[Path]) -> tuple[float, int]:
     return time.process_time() - start, sum(frames)
 
 
+class _Quiet:
+    def offline(self, camera: Camera, reason: str, *, first: bool) -> None:
+        raise RuntimeError(f"camera {camera.id} failed: {reason}")
+
+    def online(self, camera: Camera) -> None:
+        pass
+
+
+def _readers_only(cameras: Sequence[Camera]) -> tuple[float, int]:
+    """CPU seconds of the readers alone (decode, pace, sample, encode), taken every 10 ms."""
+    start = time.process_time()
+    readers = [CameraReader(c, listener=_Quiet(), max_frame_bytes=10 << 20) for c in cameras]
+    for reader in readers:
+        reader.start()
+    taken = 0
+    while not all(r.finished for r in readers):
+        taken += sum(1 for r in readers if r.take() is not None)
+        time.sleep(0.01)
+    return time.process_time() - start, taken
+
+
 def _database(settings: Settings, provider: ProviderConfig) -> Database:
     db = Database(settings.sql_url, secret_key=load_or_create_secret_key(settings))
     db.upgrade()
@@ -175,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for n, path in enumerate(paths)
         ]
         bare_cpu, decoded = _bare_decode(paths)
+        readers_cpu, _ = _readers_only(cameras)
 
         instant = ProviderConfig(
             id="instant",
@@ -201,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _, _, timed, latency_metrics = _flow(settings, cameras, slow)
 
     bare = bare_cpu / camera_seconds
+    readers = readers_cpu / camera_seconds
     flow = flow_cpu / camera_seconds
     p50 = statistics.median(timed.latencies) * 1000
     p99 = _quantile(timed.latencies, 0.99) * 1000
@@ -209,6 +235,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"({decoded} frames), sampled at {args.fps:g} fps"
     )
     print(f"bare PyAV decode: {bare * 1000:.1f} ms CPU per camera-second")
+    print(
+        f"readers alone (decode + sample + JPEG): {readers * 1000:.1f} ms CPU per "
+        f"camera-second, {readers / bare:.2f} x bare"
+    )
     print(
         f"flow (realtime, instant provider): {flow * 1000:.1f} ms CPU per camera-second, "
         f"{sampled} frames detected in {flow_wall:.1f} s"
@@ -222,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return {
         "bare_ms_per_camera_second": bare * 1000,
         "flow_ms_per_camera_second": flow * 1000,
+        "readers_ms_per_camera_second": readers * 1000,
+        "readers_vs_bare": readers / bare,
         "flow_vs_bare": flow / bare,
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
