@@ -14,7 +14,7 @@ import pytest
 
 from detectflow import Settings, hookimpl
 from detectflow.core.cameras import Camera
-from detectflow.core.models import EventType, Severity
+from detectflow.core.models import DetectionEvent, EventType, Severity
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowError, FlowOptions, run_flow
 from detectflow.flows.source_common import SourceURLError
@@ -137,19 +137,32 @@ def test_an_mjpeg_camera_feeds_the_flow_until_stopped(
     assert total >= 20
 
 
-def test_a_camera_going_offline_and_back_is_in_the_event_log(
-    settings: Settings, sqlite_db: Database, registry: PluginRegistry, mjpeg: MjpegCamera
+class HeardEvents:
+    def __init__(self) -> None:
+        self.events: list[DetectionEvent] = []
+
+    @hookimpl
+    def detectflow_on_event(self, event: DetectionEvent) -> None:
+        self.events.append(event)
+
+
+def test_a_camera_going_offline_and_back_is_in_the_event_log_and_told_to_plugins(
+    settings: Settings, db: Database, registry: PluginRegistry, mjpeg: MjpegCamera
 ) -> None:
-    activate_counted(sqlite_db)
+    activate_counted(db)
+    heard = HeardEvents()
+    registry.register(heard, "heard-events", "tests", "0")
     table = CameraList(Camera(id="yard", url=mjpeg.url, options={"stall_seconds": 1}))
-    with running_flow(settings, sqlite_db, with_table(registry, table), "cameras") as flow:
+    with running_flow(settings, db, with_table(registry, table), "cameras") as flow:
         wait_until(lambda: flow.metrics.snapshot().completed >= 2)
         mjpeg.stall()
         wait_until(lambda: table.last_error.get("yard") is not None)
         mjpeg.stall(False)
-        wait_until(lambda: sqlite_db.list_events(event_type=EventType.CAMERA_ONLINE)[1] == 1)
+        wait_until(lambda: db.list_events(event_type=EventType.CAMERA_ONLINE)[1] == 1)
 
-    offline, count = sqlite_db.list_events(event_type=EventType.CAMERA_OFFLINE)
+    told = [e.event_type for e in heard.events if e.camera_id == "yard"]
+    assert EventType.CAMERA_OFFLINE in told and EventType.CAMERA_ONLINE in told
+    offline, count = db.list_events(event_type=EventType.CAMERA_OFFLINE)
     assert count == 1
     assert (offline[0].camera_id, offline[0].severity) == ("yard", Severity.WARNING)
     assert "stalled" in offline[0].message
