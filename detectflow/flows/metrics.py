@@ -18,8 +18,9 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from detectflow.core.models import EventType, FrameResult
 
@@ -29,6 +30,7 @@ __all__ = [
     "FlowMetrics",
     "LatencyHistogram",
     "MetricsSnapshot",
+    "ReaderCounts",
 ]
 
 LATENCY_BUCKETS_MS = (
@@ -117,6 +119,21 @@ class MetricsSnapshot:
         )
 
 
+class ReaderCounts(Protocol):
+    """One camera reader's counters (:class:`detectflow.video.reader.ReaderCounts`)."""
+
+    @property
+    def decoded(self) -> int: ...
+    @property
+    def sampled(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def online(self) -> bool: ...
+
+
 class FlowMetrics:
     """Thread-safe counters, updated by the sinks (what was written) and the engine."""
 
@@ -134,6 +151,21 @@ class FlowMetrics:
         self._cameras: dict[str, list[int]] = {}
         self._latency = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self._latency_sum_ms = 0.0
+        self._readers: list[Callable[[], Mapping[str, ReaderCounts]]] = []
+
+    def watch_readers(self, counts: Callable[[], Mapping[str, ReaderCounts]]) -> None:
+        """Read camera readers' counters (a video source's) whenever they are asked for."""
+        with self._lock:
+            self._readers.append(counts)
+
+    def readers(self) -> dict[str, ReaderCounts]:
+        """Each camera reader's decoded/sampled/skipped/dropped counts, by camera."""
+        with self._lock:
+            sources = list(self._readers)
+        found: dict[str, ReaderCounts] = {}
+        for counts in sources:
+            found.update(counts())
+        return found
 
     def record(self, results: Iterable[FrameResult]) -> None:
         """Count frames once they are written; a frame's retries are its attempts past one."""

@@ -110,6 +110,7 @@ class FlowCollector(Collector):
         retries.add_metric([], snap.retries)
         yield retries
         yield self._latency()
+        yield from _reader_families(self.metrics)
         in_flight = GaugeMetricFamily("detectflow_flow_in_flight", "Provider calls running now.")
         in_flight.add_metric([], snap.in_flight)
         yield in_flight
@@ -147,6 +148,32 @@ class FlowCollector(Collector):
         for status, count in sorted(counts.items()):
             gauge.add_metric([status], count)
         return gauge
+
+
+def _reader_families(metrics: FlowMetrics) -> Iterable[Metric]:
+    """Video cameras' readers: frames decoded, sampled (sent on) and skipped, drops, online."""
+    readers = sorted(metrics.readers().items())
+    if not readers:
+        return
+    frames = CounterMetricFamily(
+        "detectflow_video_frames",
+        "Frames of each video camera: decoded, sampled (handed to the flow) and skipped "
+        "(decoded, never sent).",
+        labels=["camera", "stage"],
+    )
+    dropped = CounterMetricFamily(
+        "detectflow_video_dropped", "Connections lost (errors, ends, stalls).", labels=["camera"]
+    )
+    online = GaugeMetricFamily(
+        "detectflow_video_online", "1 while the camera's frames flow.", labels=["camera"]
+    )
+    for camera, counts in readers:
+        frames.add_metric([camera, "decoded"], counts.decoded)
+        frames.add_metric([camera, "sampled"], counts.sampled)
+        frames.add_metric([camera, "skipped"], counts.skipped)
+        dropped.add_metric([camera], counts.dropped)
+        online.add_metric([camera], 1 if counts.online else 0)
+    yield from (frames, dropped, online)
 
 
 def register_flow_metrics(

@@ -252,6 +252,7 @@ def file_source_factory(
     database: object | None = None,
     camera_id: str | None = None,
     events: Any = None,
+    metrics: Any = None,
 ) -> Any:
     """Build the source for ``url``; a missing folder is refused at once.
 
@@ -275,6 +276,7 @@ def file_source_factory(
             database=database,
             camera_id=camera_id,
             events=events,
+            metrics=metrics,
         )
     options = parse_file_source_url(url, settings)
     cameras = list_cameras(options.folder)

@@ -44,6 +44,7 @@ from detectflow.video.options import READER_OPTIONS, reader_options
 
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine
+    from detectflow.flows.metrics import FlowMetrics
     from detectflow.video.reader import CameraReader, ReaderCounts
 
 __all__ = [
@@ -347,6 +348,7 @@ def video_source_factory(
     stop: threading.Event | None = None,
     events: EventRecorder | None = None,
     report_error: ErrorReporter | None = None,
+    metrics: FlowMetrics | None = None,
 ) -> VideoSource:
     """One camera from a URL. A file without ``loop=1`` is finite: the run ends
     with it, as a folder replay does; a stream runs until stopped."""
@@ -354,7 +356,7 @@ def video_source_factory(
     finite = until_empty or (camera.url is not None and camera.url.startswith("file:"))
     if finite and reader_options(camera).loop and not until_empty:
         finite = False
-    return VideoSource(
+    source = VideoSource(
         lambda: (camera,),
         engine,
         settings,
@@ -362,6 +364,9 @@ def video_source_factory(
         listener=_listener(database, events, report_error),
         stop=stop,
     )
+    if metrics is not None:
+        metrics.watch_readers(source.counts)
+    return source
 
 
 def cameras_source_factory(
@@ -376,12 +381,13 @@ def cameras_source_factory(
     load_cameras: CameraLoader | None = None,
     report_error: ErrorReporter | None = None,
     refresh_seconds: float | None = None,
+    metrics: FlowMetrics | None = None,
 ) -> VideoSource:
     """Every enabled camera with a URL, followed as the list changes; with
     ``until_empty`` the run ends once no camera has anything left to read."""
     if urlsplit(url).query or url.strip().rstrip(":/") != "cameras":
         raise SourceURLError(f"the cameras source takes no options: {url!r}")
-    return VideoSource(
+    source = VideoSource(
         load_cameras or table_cameras(database),
         engine,
         settings,
@@ -390,6 +396,9 @@ def cameras_source_factory(
         stop=stop,
         refresh_seconds=refresh_seconds,
     )
+    if metrics is not None:
+        metrics.watch_readers(source.counts)
+    return source
 
 
 @hookimpl

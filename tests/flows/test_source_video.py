@@ -17,6 +17,7 @@ from detectflow.core.cameras import Camera
 from detectflow.core.models import DetectionEvent, EventType, Severity
 from detectflow.core.plugins import PluginRegistry
 from detectflow.flows import FlowError, FlowOptions, run_flow
+from detectflow.flows.observe import FlowCollector
 from detectflow.flows.source_common import SourceURLError
 from detectflow.flows.source_video import cameras_source_factory, parse_video_url
 from detectflow.store import Database
@@ -114,6 +115,15 @@ def test_a_video_file_is_detected_sample_by_sample_and_the_run_ends(
     stamps = sorted({(d.frame_number, d.frame_timestamp) for d in detections})
     times = [t for _, t in stamps]
     assert None not in times and times == sorted(times)  # type: ignore[type-var]
+    counts = metrics.readers()["front-door"]
+    assert (counts.decoded, counts.sampled, counts.skipped) == (50, 10, 40)
+    series = {
+        (s.name, s.labels.get("camera"), s.labels.get("stage")): s.value
+        for family in FlowCollector(metrics).collect()
+        for s in family.samples
+    }
+    assert series[("detectflow_video_frames_total", "front-door", "skipped")] == 40
+    assert series[("detectflow_video_frames_total", "front-door", "sampled")] == 10
 
 
 def test_the_camera_id_defaults_to_the_files_name(
