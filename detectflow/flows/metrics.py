@@ -20,9 +20,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from detectflow.core.models import EventType, FrameResult
+from detectflow.video.counts import ReaderCounts
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -30,7 +30,6 @@ __all__ = [
     "FlowMetrics",
     "LatencyHistogram",
     "MetricsSnapshot",
-    "ReaderCounts",
 ]
 
 LATENCY_BUCKETS_MS = (
@@ -117,21 +116,6 @@ class MetricsSnapshot:
             f"{self.retries} retries, "
             f"{self.in_flight} in flight"
         )
-
-
-class ReaderCounts(Protocol):
-    """One camera reader's counters (:class:`detectflow.video.reader.ReaderCounts`)."""
-
-    @property
-    def decoded(self) -> int: ...
-    @property
-    def sampled(self) -> int: ...
-    @property
-    def skipped(self) -> int: ...
-    @property
-    def dropped(self) -> int: ...
-    @property
-    def online(self) -> bool: ...
 
 
 class FlowMetrics:

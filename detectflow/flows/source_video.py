@@ -45,7 +45,8 @@ from detectflow.video.options import READER_OPTIONS, reader_options
 if TYPE_CHECKING:
     from detectflow.flows.engine import DetectEngine
     from detectflow.flows.metrics import FlowMetrics
-    from detectflow.video.reader import CameraReader, ReaderCounts
+    from detectflow.video.counts import ReaderCounts
+    from detectflow.video.reader import CameraReader
 
 __all__ = [
     "IDLE_SECONDS",

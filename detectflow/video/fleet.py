@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from detectflow.core.cameras import Camera
 
 if TYPE_CHECKING:  # the reader needs PyAV, loaded only once a camera is read
-    from detectflow.video.reader import CameraReader, ReaderCounts
+    from detectflow.video.counts import ReaderCounts
+    from detectflow.video.reader import CameraReader
 
 __all__ = ["REFRESH_SECONDS", "CameraFleet", "owner"]
 

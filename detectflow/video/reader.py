@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +42,7 @@ from detectflow.core.frames import make_frame
 from detectflow.core.ids import frame_id_for
 from detectflow.core.models import Frame, utcnow
 from detectflow.core.redact import redact_text
+from detectflow.video.counts import ReaderCounts
 from detectflow.video.jpeg import JpegEncoder
 from detectflow.video.options import ReaderOptions, reader_options
 from detectflow.video.sampling import Sampler, StreamClock
@@ -51,7 +51,6 @@ __all__ = [
     "BACKOFF_CAP_SECONDS",
     "BACKOFF_START_SECONDS",
     "CameraReader",
-    "ReaderCounts",
     "StatusListener",
     "is_file_url",
 ]
@@ -77,23 +76,6 @@ class StatusListener(Protocol):
 
     def online(self, camera: Camera) -> None:
         """Frames flow again after an outage (not called on a first connect)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderCounts:
-    """One camera's frames since its reader started.
-
-    ``decoded`` = ``sampled`` (handed to the flow) + ``skipped`` (never
-    handed on) + at most one waiting in the slot. ``dropped`` counts
-    connections lost (errors, ends of a live stream, stalls).
-    """
-
-    decoded: int = 0
-    sampled: int = 0
-    skipped: int = 0
-    dropped: int = 0
-    online: bool = False
-    last_error: str | None = None
 
 
 class _Stalled(Exception):
