@@ -94,6 +94,14 @@ BENCHES: dict[str, Bench] = {
             ("webhook events/s / bare aiohttp POSTs", f["webhook_ratio"], 0.8),
         ],
     ),
+    "video": Bench(
+        "bench.video",
+        ("--seconds", "4"),
+        lambda f: [
+            ("video: bare decode / flow CPU (<= 1.2x)", 1 / f["flow_vs_bare"], 0.83),
+            ("video: 250 ms / capture-to-stored p99", 250 / f["latency_p99_ms"], 1.0),
+        ],
+    ),
     "kserve": Bench(
         "bench.kserve",
         ("--seconds", "1"),

@@ -410,9 +410,10 @@ def serve(
 def demo(
     state: _State, host: str | None, port: int | None, fps: float, latency: float, provider: str
 ) -> None:
-    """Everything in one process: server, dataflow, a SIMULATED provider and
-    sample frames from 3 cameras. Nothing to install, nothing real detected
-    (--provider opencv runs the OpenCV plugin on the frames instead)."""
+    """Everything in one process: server, dataflow, a SIMULATED provider,
+    sample frames from 3 cameras and a video camera playing a generated clip.
+    Nothing to install, nothing real detected (--provider opencv runs the
+    OpenCV plugin on the frames instead)."""
     from detectflow.cli.demo import run_demo
     from detectflow.core.plugins import get_registry
 

@@ -2,15 +2,19 @@
 
 A simulated provider (synthetic answers, not a detector), registered as the
 active provider config; a feeder queueing sample frames from three cameras;
-the dataflow; and the API server. It prints the URLs to try and a live
-one-line summary, and stops cleanly on Ctrl-C.
+a video camera playing a clip the demo makes at first run (a sample image
+moving across a background, H.264, in the data dir) through the video
+source; the dataflow; and the API server. It prints the URLs to try and a
+live one-line summary, and stops cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 import time
+from pathlib import Path
 
 import click
 
@@ -23,10 +27,36 @@ from detectflow.samples import sample_frame
 from detectflow.simulator import Simulator, run_in_thread
 from detectflow.store import Database
 
-__all__ = ["DEMO_CAMERAS", "DEMO_PROVIDER_NAME", "ensure_demo_provider", "feed", "run_demo"]
+__all__ = [
+    "DEMO_CAMERAS",
+    "DEMO_PROVIDER_NAME",
+    "DEMO_VIDEO_CAMERA",
+    "demo_clip",
+    "ensure_demo_provider",
+    "feed",
+    "run_demo",
+]
 
 DEMO_CAMERAS = ("cam-1", "cam-2", "cam-3")
+DEMO_VIDEO_CAMERA = "video-1"
 DEMO_PROVIDER_NAME = "demo simulator"
+_CLIP_NAME = "demo-clip-v1.mp4"  # a new name when the clip changes, so old data dirs remake it
+
+
+def demo_clip(settings: Settings) -> Path | None:
+    """The demo's video, made at first run into the data dir (a few seconds of CPU);
+    None when PyAV is not installed (the ``video`` extra)."""
+    if importlib.util.find_spec("av") is None:
+        return None
+    path = settings.data_dir / _CLIP_NAME
+    if not path.exists():
+        from detectflow.video.clips import write_clip
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part.mp4")
+        write_clip(partial, width=640, height=360, fps=25, seconds=8.0, camera_id=DEMO_VIDEO_CAMERA)
+        partial.replace(path)  # never a half-written clip, even if interrupted
+    return path
 
 
 def ensure_demo_provider(
@@ -115,6 +145,12 @@ def run_demo(
             source = f"the {provider} provider (real detection of synthetic frames)"
         _, admin_key = stack.database.create_api_key("admin", "demo", replace=True)
         stack.start_flow()
+        clip = demo_clip(settings)
+        if clip is not None:
+            stack.start_flow(
+                source_url=f"file://{clip.resolve()}?loop=1&fps={min(fps, 60):g}",
+                camera_id=DEMO_VIDEO_CAMERA,
+            )
         stack.spawn(lambda: feed(stack.database, settings, stack.stop, fps=fps), "demo-feeder")
         stack.spawn(lambda: _print_status(stack), "demo-status")
         base = f"http://{settings.host}:{settings.port}"
@@ -123,11 +159,17 @@ def run_demo(
                 [
                     f"detectflow demo: {source}, "
                     f"feeding {len(DEMO_CAMERAS)} cameras at {fps:g} fps",
+                    (
+                        f"camera {DEMO_VIDEO_CAMERA} plays {clip} (the video source)"
+                        if clip is not None
+                        else "no video camera: PyAV is missing (pip install 'detectflow[video]')"
+                    ),
                     f"data in {settings.data_dir.resolve()}",
                     "",
                     "try:",
                     f"  curl -s '{base}/api/v1/detections/live?min_confidence=0'",
                     f"  curl -s '{base}/api/v1/detections/live?camera_id=cam-1'",
+                    f"  curl -s '{base}/api/v1/detections/live?camera_id={DEMO_VIDEO_CAMERA}'",
                     f"  curl -s '{base}/api/v1/detections/events?limit=5'",
                     f"  curl -s '{base}/api/v1/detections/queue-stats'",
                     f"  websocket: ws://{settings.host}:{settings.port}/api/v1/detections/ws/me "

@@ -30,7 +30,18 @@ def _addresses(
     "source_url",
     default="sql",
     show_default=True,
-    help="Where frames come from: sql (the processing queue) or a plugin source URL.",
+    help="Where frames come from: sql (the processing queue, default); "
+    "redis://HOST:6379/0?stream=frames&group=detectflow; "
+    "mqtt://HOST:1883/detectflow/frames/+; file:///folder (images) or "
+    "file:///clip.mp4 (a video); rtsp:// or rtsps:// (a camera stream); "
+    "http(s)://HOST/video.mjpg (MJPEG or other video over HTTP); "
+    "cameras (every enabled camera of the cameras table); or a plugin's scheme. "
+    "docs/sources.md has each one's options.",
+)
+@click.option(
+    "--camera-id",
+    help="The camera id of a single video source (rtsp, http, a video file); "
+    "default: the file's name or the host.",
 )
 @click.option(
     "--workers",
@@ -101,6 +112,7 @@ def _addresses(
 )
 def flow_run(
     source_url: str,
+    camera_id: str | None,
     workers: int,
     process_id: int | None,
     addresses: tuple[str, ...],
@@ -156,6 +168,7 @@ def flow_run(
                 addresses=addresses or None,
                 recovery_dir=recovery_dir,
                 snapshot_interval=snapshot_interval,
+                camera_id=camera_id,
             )
             run_flow(settings, options, live=LiveView(cache, bus), metrics=metrics, stop=stop)
     except FlowError as exc:

@@ -53,10 +53,23 @@ class Stack:
         return LiveView(self.cache, self.bus)
 
     def start_flow(
-        self, *, workers: int = 1, source_url: str = "sql", recovery_dir: Path | None = None
+        self,
+        *,
+        workers: int = 1,
+        source_url: str = "sql",
+        recovery_dir: Path | None = None,
+        camera_id: str | None = None,
     ) -> None:
-        """Run the dataflow in a thread; with ``recovery_dir``, a restart resumes its state."""
-        options = FlowOptions(source_url=source_url, workers=workers, recovery_dir=recovery_dir)
+        """Run the dataflow in a thread; with ``recovery_dir``, a restart resumes its state.
+
+        Called once per source: the demo runs the queue and a video camera side by side.
+        """
+        options = FlowOptions(
+            source_url=source_url,
+            workers=workers,
+            recovery_dir=recovery_dir,
+            camera_id=camera_id,
+        )
 
         def run() -> None:
             try:

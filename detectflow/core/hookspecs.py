@@ -113,11 +113,14 @@ def detectflow_frame_sources() -> Mapping[str, FrameSourceFactory]:
     ``detectflow flow run --source URL`` picks the factory for the URL's
     scheme and calls it as ``factory(url, settings)``, adding the context
     arguments it declares (``database``, ``engine``, ``until_empty``,
-    ``stop``, ``metrics``); it returns a Bytewax source yielding
-    :class:`~detectflow.core.models.Frame` objects (or failed results for
-    input it refused, see :mod:`detectflow.flows.source_common`).
+    ``stop``, ``metrics``, ``events``: the flow's writer of events that are
+    no frame's outcome, such as ``camera_offline``; ``camera_id``: the
+    ``--camera-id`` of a single-camera source); it returns a Bytewax source
+    yielding :class:`~detectflow.core.models.Frame` objects (or failed
+    results for input it refused, see :mod:`detectflow.flows.source_common`).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 the ``events`` and ``camera_id`` context arguments
     """
 
 

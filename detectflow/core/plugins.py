@@ -58,6 +58,7 @@ SOURCE_PLUGINS: tuple[str, ...] = (
     "detectflow.flows.source_redis",
     "detectflow.flows.source_mqtt",
     "detectflow.flows.source_file",
+    "detectflow.flows.source_video",
 )
 """Built-in frame sources, registered on first use of :meth:`PluginRegistry.frame_sources`:
 they import the dataflow engine (Bytewax), which a server process never needs."""

@@ -485,6 +485,8 @@ class FlowOptions:
     addresses: tuple[str, ...] | None = None
     recovery_dir: Path | None = None
     snapshot_interval: float | None = None
+    camera_id: str | None = None
+    """The camera id of a single-camera video source (``--camera-id``)."""
 
 
 def run_flow(
@@ -530,6 +532,10 @@ def run_flow(
         database = own_database = open_database(settings)
         own_database.upgrade()
     metrics = metrics or FlowMetrics()
+    # The flow's events that are no frame's outcome (breakers, cameras): one writer.
+    events = BreakerRecorder(
+        database, live=live if isinstance(live, LiveView) else None, registry=registry
+    )
     engine = DetectEngine(
         settings,
         database.active_provider,
@@ -537,9 +543,7 @@ def run_flow(
         metrics=metrics,
         wake_interval=options.wake_interval,
         providers=database.list_providers,
-        breaker_sink=BreakerRecorder(
-            database, live=live if isinstance(live, LiveView) else None, registry=registry
-        ),
+        breaker_sink=events,
     )
     try:
         engine.start()
@@ -557,6 +561,8 @@ def run_flow(
                 until_empty=options.until_empty,
                 stop=stop,
                 metrics=metrics,
+                events=events,
+                camera_id=options.camera_id,
             )
         except ValueError as exc:
             raise FlowError(str(exc)) from exc

@@ -18,10 +18,11 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from detectflow.core.models import EventType, FrameResult
+from detectflow.video.counts import ReaderCounts
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -134,6 +135,21 @@ class FlowMetrics:
         self._cameras: dict[str, list[int]] = {}
         self._latency = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self._latency_sum_ms = 0.0
+        self._readers: list[Callable[[], Mapping[str, ReaderCounts]]] = []
+
+    def watch_readers(self, counts: Callable[[], Mapping[str, ReaderCounts]]) -> None:
+        """Read camera readers' counters (a video source's) whenever they are asked for."""
+        with self._lock:
+            self._readers.append(counts)
+
+    def readers(self) -> dict[str, ReaderCounts]:
+        """Each camera reader's decoded/sampled/skipped/dropped counts, by camera."""
+        with self._lock:
+            sources = list(self._readers)
+        found: dict[str, ReaderCounts] = {}
+        for counts in sources:
+            found.update(counts())
+        return found
 
     def record(self, results: Iterable[FrameResult]) -> None:
         """Count frames once they are written; a frame's retries are its attempts past one."""

@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -109,6 +110,7 @@ class FlowCollector(Collector):
         retries.add_metric([], snap.retries)
         yield retries
         yield self._latency()
+        yield from _reader_families(self.metrics)
         in_flight = GaugeMetricFamily("detectflow_flow_in_flight", "Provider calls running now.")
         in_flight.add_metric([], snap.in_flight)
         yield in_flight
@@ -146,6 +148,32 @@ class FlowCollector(Collector):
         for status, count in sorted(counts.items()):
             gauge.add_metric([status], count)
         return gauge
+
+
+def _reader_families(metrics: FlowMetrics) -> Iterable[Metric]:
+    """Video cameras' readers: frames decoded, sampled (sent on) and skipped, drops, online."""
+    readers = sorted(metrics.readers().items())
+    if not readers:
+        return
+    frames = CounterMetricFamily(
+        "detectflow_video_frames",
+        "Frames of each video camera: decoded, sampled (handed to the flow) and skipped "
+        "(decoded, never sent).",
+        labels=["camera", "stage"],
+    )
+    dropped = CounterMetricFamily(
+        "detectflow_video_dropped", "Connections lost (errors, ends, stalls).", labels=["camera"]
+    )
+    online = GaugeMetricFamily(
+        "detectflow_video_online", "1 while the camera's frames flow.", labels=["camera"]
+    )
+    for camera, counts in readers:
+        frames.add_metric([camera, "decoded"], counts.decoded)
+        frames.add_metric([camera, "sampled"], counts.sampled)
+        frames.add_metric([camera, "skipped"], counts.skipped)
+        dropped.add_metric([camera], counts.dropped)
+        online.add_metric([camera], 1 if counts.online else 0)
+    yield from (frames, dropped, online)
 
 
 def register_flow_metrics(
@@ -300,6 +328,9 @@ def expected_frames(source_url: str, settings: Settings, database: Any = None) -
     scheme = urlsplit(source_url).scheme or source_url.strip().rstrip(":/")
     if scheme == "file":
         from detectflow.flows.source_file import list_cameras, parse_file_source_url
+
+        if Path(unquote(urlsplit(source_url).path)).is_file():
+            return None  # a video: its sampled frames are not known in advance
 
         options = parse_file_source_url(source_url, settings)
         if options.loop:

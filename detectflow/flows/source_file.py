@@ -1,5 +1,7 @@
 """The image-folder source for replays (``--source file:///path/to/folder?fps=10``).
 
+(A ``file://`` URL naming a single file is a video: :mod:`detectflow.flows.source_video`.)
+
 Each sub-folder is a camera (its name is the camera id) and its ``.jpg``,
 ``.jpeg``, ``.png`` and ``.webp`` files are that camera's frames in name
 order; images directly in the folder belong to a camera named after the
@@ -247,14 +249,35 @@ def file_source_factory(
     engine: DetectEngine,
     until_empty: bool = False,
     stop: threading.Event | None = None,
+    database: object | None = None,
+    camera_id: str | None = None,
+    events: Any = None,
+    metrics: Any = None,
 ) -> Any:
     """Build the source for ``url``; a missing folder is refused at once.
 
     A replay is finite without ``loop=1``, whatever ``until_empty`` says:
-    the flow ends once every file has been processed.
+    the flow ends once every file has been processed. A URL naming a single
+    file is a video (``file:///clip.mp4``): the video source reads it (the
+    other arguments are its context).
     """
     from detectflow.flows.dataflow import ReaderSource
 
+    parts = urlsplit(url)
+    if parts.scheme == "file" and Path(unquote(parts.path)).is_file():
+        from detectflow.flows.source_video import video_source_factory
+
+        return video_source_factory(
+            url,
+            settings,
+            engine=engine,
+            until_empty=until_empty,
+            stop=stop,
+            database=database,
+            camera_id=camera_id,
+            events=events,
+            metrics=metrics,
+        )
     options = parse_file_source_url(url, settings)
     cameras = list_cameras(options.folder)
     finite = until_empty or not options.loop

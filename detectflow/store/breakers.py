@@ -1,4 +1,5 @@
-"""Recording circuit-breaker changes: the event log, the live view, the plugins.
+"""Recording circuit-breaker changes (and other events that are no frame's
+outcome, such as a camera going offline): the event log, the live view, the plugins.
 
 A breaker opening or closing is not a frame's outcome, so it does not go
 through the result sinks (a made-up FrameResult would touch queue rows and
@@ -64,6 +65,18 @@ class BreakerRecorder:
         self.events.record_events(events)
         latest = {c.snapshot.provider_id: c.snapshot for c in changes}
         self.refresh(list(latest.values()), events)
+        self._notify(events)
+
+    def record_events(self, events: Sequence[DetectionEvent]) -> None:
+        """Events that are no frame's outcome and no breaker's (a camera going
+        offline): the SQL log, the bus, then plugins, in the same order."""
+        if not events:
+            return
+        self.events.record_events(events)
+        self.refresh((), events)
+        self._notify(events)
+
+    def _notify(self, events: Sequence[DetectionEvent]) -> None:
         if self.registry is not None and events and self.registry.has_notifiers():
             for event in events:
                 self.registry.notify_event(event)
