@@ -71,6 +71,9 @@ class EventType(enum.StrEnum):
     QUEUE_LEASE_EXPIRED = "queue_lease_expired"
     CAMERA_OFFLINE = "camera_offline"
     CAMERA_ONLINE = "camera_online"
+    OBJECT_STARTED = "object_started"
+    OBJECT_UPDATED = "object_updated"
+    OBJECT_ENDED = "object_ended"
 
 
 class TestStatus(enum.StrEnum):
@@ -150,6 +153,8 @@ class Detection:
     frame_timestamp: datetime | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    track_id: str | None = None
+    """The tracked object this box belongs to (set by the dataflow's objects step)."""
 
 
 @dataclass(frozen=True, slots=True)
