@@ -28,7 +28,7 @@ from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.object_events import FrameObjects
 from detectflow.core.objects import CameraObjects
 
-__all__ = ["CameraStep", "ObjectsConfigLookup", "default_objects_config"]
+__all__ = ["CameraStep", "ObjectsConfigLookup", "default_objects_config", "objects_configs_from"]
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +131,20 @@ class CameraStep:
             r.dropped_boxes,
             tracked,
         )
+
+
+def objects_configs_from(document: Any) -> ObjectsConfigLookup:
+    """Per-camera configs from a JSON document ``{camera_id: options, "*": options}``
+    (``"*"`` for every camera not named; the options as a camera's ``options`` hold
+    them). Every entry is parsed now, so a bad zone fails the flow at start with the
+    key at fault (ValueError), not at its camera's first frame."""
+    if not isinstance(document, dict):
+        raise ValueError("objects config: expected an object keyed by camera id")
+    parsed: dict[str, ObjectsConfig] = {}
+    for camera, options in document.items():
+        try:
+            parsed[str(camera)] = ObjectsConfig.from_options(options)
+        except ValueError as exc:
+            raise ValueError(f"objects config for {camera!r}: {exc}") from None
+    fallback = parsed.pop("*", ObjectsConfig())
+    return lambda camera_id: parsed.get(camera_id, fallback)

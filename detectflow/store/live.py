@@ -11,8 +11,8 @@ Bus messages. A frame's detections travel as ONE message on
 ``detection`` messages clients see. Each event is one ``event`` message on
 ``events:{event_type}``; each object event (``object_started`` / ``_updated`` /
 ``_ended``) one ``object`` message with ``before`` and ``after`` on
-``events:{its type}``, after the frame's events. Messages keep the order of the frames and, within a
-frame, detections come before events. Every message carries the batch's
+``events:{its type}``, after the frame's events. Messages keep the order
+of the frames and, within a frame, detections come before events. Every message carries the batch's
 ``published_at``.
 
 Outages. Nothing here raises because the cache or bus is unreachable

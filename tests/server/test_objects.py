@@ -83,7 +83,7 @@ def test_the_snapshot_as_stored_boxed_cropped_and_scaled(client: TestClient, rec
     assert plain.size == (64, 48)  # the frame's size (the scene's PNG, kept as JPEG)
     boxed = _image(client.get(url, params={"bbox": 1}))
     assert boxed.size == (64, 48)
-    x0, y0, x1, y1 = walker.best_box
+    x0, y0, _, y1 = walker.best_box
     assert boxed.convert("RGB").getpixel((int(x0 * 64) + 1, int((y0 + y1) / 2 * 48)))[0] > 200
     cropped = _image(client.get(url, params={"crop": 1}))
     assert cropped.size[0] < 64 and cropped.size[1] < 48
