@@ -11,8 +11,9 @@ Server messages: ``subscription``, ``unsubscription``,
 and ``after``, filtered like events by camera and ``event_types``), plus
 ``lagged`` when this client's outbox overflowed. A bad message gets an
 ``error`` reply; the connection stays open, except for one the server
-will not parse at all (longer than ``MAX_MESSAGE_CHARS``, or nested deeper than ``MAX_JSON_DEPTH``): that one
-gets an ``error`` and the socket closes with 1007. A socket whose key is
+will not parse at all (longer than ``MAX_MESSAGE_CHARS``, or nested
+deeper than ``MAX_JSON_DEPTH``): that one gets an ``error`` and the socket
+closes with 1007. A socket whose key is
 revoked gets an ``unauthorized`` error and closes with 4401
 (:mod:`detectflow.server.key_watch`).
 
