@@ -12,9 +12,12 @@ from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.settings import Settings
 from detectflow.flows.objects import CameraStep
 from detectflow.store import Database
+from detectflow.store.live import LiveView
+from detectflow.store.memory import MemoryBus, MemoryCache
 from detectflow.store.recorder import Recorder
 from detectflow.store.snapshots import snapshot_store
 from tests.object_frames import ZONE_OPTIONS, scene_results
+from tests.server.support import sqlite_only
 
 API = "/api/v1/objects"
 
@@ -96,3 +99,30 @@ def test_an_object_without_a_snapshot_file_is_404(
     walker = recorded[("dock",)]
     snapshot_store(settings).delete([walker.snapshot_path])
     assert client.get(f"{API}/{walker.id}/snapshot.jpg").status_code == 404
+
+
+@sqlite_only
+def test_object_events_reach_websocket_clients_as_object_messages(
+    client: TestClient, database: Database, cache: MemoryCache, bus: MemoryBus
+) -> None:
+    step = CameraStep("cam-1", ObjectsConfig.from_options(ZONE_OPTIONS))
+    results = step.push(scene_results()) + step.stop()
+    with client.websocket_connect("/api/v1/detections/ws/client-1") as ws:
+        ws.send_json({"type": "subscribe", "event_types": ["object_started", "object_ended"]})
+        ws.receive_json()
+        Recorder(database, live=LiveView(cache, bus)).record(results)
+        received: list[dict] = []
+        for _ in range(200):  # the frames' detections come too (every camera subscribed)
+            message = ws.receive_json()
+            if message["type"] == "object":
+                received.append(message)
+                if len(received) == 4:
+                    break
+    assert [m["event_type"] for m in received] == ["object_started"] * 2 + ["object_ended"] * 2
+    started = received[0]
+    assert started["before"] == started["after"] and started["camera_id"] == "cam-1"
+    assert {"id", "label", "top_score", "box", "entered_zones", "has_snapshot"} <= set(
+        started["after"]
+    )
+    ended = next(m for m in received[2:] if m["object_id"] == started["object_id"])
+    assert ended["after"]["end_time"] is not None and ended["before"]["end_time"] is None
