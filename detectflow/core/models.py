@@ -34,6 +34,7 @@ __all__ = [
     "TestStatus",
     "strip_image",
     "utcnow",
+    "with_track_id",
 ]
 
 BoxFormat = Literal["xyxy", "xywh"]
@@ -285,4 +286,29 @@ def strip_image(result: FrameResult) -> FrameResult:
         result.processing_time_ms,
         result.dropped_boxes,
         result.objects,
+    )
+
+
+def with_track_id(d: Detection, track_id: str) -> Detection:
+    """``d`` with its tracked object's id. Built field by field, as :func:`strip_image`:
+    ``dataclasses.replace`` was a quarter of the objects step's CPU (measured
+    ~50 us of ~70 us a frame of 3 boxes)."""
+    return Detection(
+        d.id,
+        d.camera_id,
+        d.frame_id,
+        d.detection_type,
+        d.label,
+        d.confidence,
+        d.bbox,
+        d.person_name,
+        d.person_id,
+        d.face_encoding,
+        d.is_processed,
+        d.processing_status,
+        d.frame_number,
+        d.frame_timestamp,
+        d.created_at,
+        d.updated_at,
+        track_id,
     )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from detectflow.core.models import FrameResult, strip_image
+from detectflow.core.models import FrameResult, strip_image, with_track_id
 from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.object_events import FrameObjects
 from detectflow.core.objects import CameraObjects
@@ -117,7 +117,7 @@ class CameraStep:
         detections = r.detections
         if any(tracked.track_ids):
             detections = tuple(
-                d if t is None else replace(d, track_id=t)
+                d if t is None else with_track_id(d, t)
                 for d, t in zip(detections, tracked.track_ids, strict=True)
             )
         kept = r if tracked.best else strip_image(r)
