@@ -116,14 +116,11 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     whose events are already stored is a broker's redelivery: nothing of it
     is stored again.
     """
-    claimed = [r for r in results if LEASE_ATTR in r.frame.attributes]
+    claimed = _first_per_frame([r for r in results if LEASE_ATTR in r.frame.attributes])
     if claimed:
         finished = _finish_claimed(conn, claimed, now)
-        results = [
-            r
-            for r in results
-            if LEASE_ATTR not in r.frame.attributes or r.frame.frame_id in finished
-        ]
+        chosen = {id(r) for r in claimed if r.frame.frame_id in finished}
+        results = [r for r in results if LEASE_ATTR not in r.frame.attributes or id(r) in chosen]
     arrived = [r for r in results if TIME_OF_ARRIVAL in r.frame.attributes]
     if arrived:
         seen = _recorded_before(conn, arrived)
@@ -163,6 +160,18 @@ def _recorded_before(conn: Connection, arrived: Sequence[FrameResult]) -> set[st
         )
     ).scalars()
     return {by_event[event] for event in stored}
+
+
+def _first_per_frame(claimed: list[FrameResult]) -> list[FrameResult]:
+    """One result per frame, the first: two holders' results for a frame can share a
+    batch, and one UPDATE cannot tell which of them finished the row."""
+    seen: set[str] = set()
+    first = []
+    for r in claimed:
+        if r.frame.frame_id not in seen:
+            seen.add(r.frame.frame_id)
+            first.append(r)
+    return first
 
 
 def _queue_row(r: FrameResult, now: datetime) -> tuple[object, ...]:
