@@ -17,7 +17,14 @@ from detectflow.core.errors import InvalidFrameError
 from detectflow.core.frames import CAMERA_ID_PATTERN, parse_timestamp
 from detectflow.core.serialize import isoformat
 from detectflow.server.detections import read_paging
-from detectflow.server.endpoints import READ_ERRORS, UUID_PATTERN, Operation, PathParam, http
+from detectflow.server.endpoints import (
+    NO_CONTROL_PATTERN,
+    READ_ERRORS,
+    UUID_PATTERN,
+    Operation,
+    PathParam,
+    http,
+)
 from detectflow.server.errors import not_found
 from detectflow.server.openapi import (
     CAMERA_QUERY,
@@ -189,6 +196,12 @@ async def snapshot(request: Request) -> Response:
 
 _OBJECT_ID = PathParam("object_id", UUID_PATTERN, description="A tracked object's id (a UUID).")
 _BOOL = {"type": "boolean", "default": False}
+_TIME_QUERY = {  # as /statistics/windows' since: an empty value means absent
+    "type": "string",
+    "maxLength": 64,
+    "anyOf": [{"format": "date-time"}, {"maxLength": 0}],
+    "pattern": NO_CONTROL_PATTERN,
+}
 
 endpoints = [
     http(
@@ -206,8 +219,8 @@ endpoints = [
                 query("label", {"type": "string", "maxLength": 128}),
                 query("zone", {"type": "string", "maxLength": 64}, "Objects that entered it."),
                 query("in_progress", {"type": "string", "enum": ["", "true", "false"]}),
-                query("after", {"type": "string", "format": "date-time"}, "Started at or after."),
-                query("before", {"type": "string", "format": "date-time"}, "Started before."),
+                query("after", _TIME_QUERY, "Started at or after (RFC 3339)."),
+                query("before", _TIME_QUERY, "Started before (RFC 3339)."),
                 query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0}),
                 LIMIT,
                 OFFSET,
