@@ -1,7 +1,7 @@
 """Tracked objects: ``detections.track_id`` and the ``tracked_objects`` table.
 
 Revision ID: 0007
-Revises: 0005 (for now: the lead re-chains it onto the cameras migration 0006 at merge)
+Revises: 0009 (for now, main's head: the lead re-chains it onto the cameras migration 0006)
 Create Date: 2026-12-02
 
 ``detections`` is partitioned by day on PostgreSQL (0005): a column added to
@@ -20,8 +20,9 @@ from alembic import op
 from detectflow.store.types import UTCDateTime
 
 revision = "0007"
-# TODO(lead): re-chain onto the cameras migration "0006" at merge.
-down_revision: str | None = "0005"
+# LEAD: re-chain onto the cameras migration "0006" at merge (the brief said "0005";
+# main's 0009 also revises 0005, so this follows 0009 to keep one head meanwhile).
+down_revision: str | None = "0009"
 branch_labels: str | None = None
 depends_on: str | None = None
 
