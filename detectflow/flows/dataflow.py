@@ -265,16 +265,20 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
         engine: DetectEngine,
         resume: tuple[Frame, ...] | None = None,
         screen: ResumeScreen | None = None,
+        in_flight: dict[str, int] | None = None,
     ) -> None:
         self._engine = engine
         self._lane: Lane = engine.lane()
         self._ready: list[FrameResult] = []
+        self._in_flight = in_flight
+        self._camera = resume[0].camera_id if resume else None
         if resume:
             frames, self._ready = screen(resume) if screen else (list(resume), [])
             if frames:
                 self._lane.submit(frames)
 
     def on_batch(self, values: list[Frame]) -> tuple[Iterable[FrameResult], bool]:
+        self._camera = values[0].camera_id
         self._lane.submit(values)
         return self._emit()
 
@@ -299,7 +303,10 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
         if self._ready:
             results, self._ready = [*self._ready, *results], []
         # Discard an idle camera's logic: state must not grow with the key space.
-        done = self._lane.pending == 0
+        pending = self._lane.pending
+        if self._in_flight is not None and self._camera is not None:
+            self._in_flight[self._camera] = pending  # the objects step reads it
+        done = pending == 0
         return (results or _EMPTY), (self.DISCARD if done else self.RETAIN)
 
 
@@ -308,17 +315,27 @@ class ObjectsLogic(op.StatefulBatchLogic[FrameResult, FrameResult, dict[str, Any
 
     Bytewax gives a builder the state but not the key, so the camera's step is
     made from its first result (or from the snapshot, which names the camera).
-    When results wait in the reorder buffer and none came for ``idle``
-    seconds of wall clock, they are let out: a camera gone quiet must not
-    hold its last frames back (nor a finite run, which ends only when every
-    frame is recorded). That decides only when frames leave the buffer;
-    which objects they make is decided by frame time.
+
+    Results wait in the reorder buffer only while an older frame may still
+    come: as soon as the camera has no frame left in the detect step
+    (``in_flight``, kept by its :class:`DetectLogic` on the same worker),
+    what waits is let out. Holding results longer would hold back their
+    acknowledgement too, and a source that bounds unacknowledged input
+    (MQTT's receive maximum) would then wait on the buffer. As a fallback,
+    results that waited ``idle`` seconds of wall clock with none arriving are
+    let out too. That decides only when frames leave the buffer; which
+    objects they make is decided by frame time.
     """
 
     def __init__(
-        self, configs: ObjectsConfigLookup, state: dict[str, Any] | None, idle: float
+        self,
+        configs: ObjectsConfigLookup,
+        state: dict[str, Any] | None,
+        idle: float,
+        in_flight: dict[str, int] | None = None,
     ) -> None:
         self._configs = configs
+        self._in_flight = in_flight if in_flight is not None else {}
         self._idle = timedelta(seconds=idle)
         self._last = datetime.now(UTC)
         self._step: CameraStep | None = None
@@ -334,13 +351,23 @@ class ObjectsLogic(op.StatefulBatchLogic[FrameResult, FrameResult, dict[str, Any
 
     def on_batch(self, values: list[FrameResult]) -> tuple[Iterable[FrameResult], bool]:
         self._last = datetime.now(UTC)
-        return self._camera(values[0]).push(values), self.RETAIN
+        step = self._camera(values[0])
+        out = step.push(values)
+        if step.waiting and self._drained(step):
+            out += step.flush()
+        return out, self.RETAIN
 
     def on_notify(self) -> tuple[Iterable[FrameResult], bool]:
         step = self._step
-        if step is None or not step.waiting or datetime.now(UTC) - self._last < self._idle:
+        if step is None or not step.waiting:
             return _EMPTY, self.RETAIN
-        return step.flush(), self.RETAIN
+        if self._drained(step) or datetime.now(UTC) - self._last >= self._idle:
+            return step.flush(), self.RETAIN
+        return _EMPTY, self.RETAIN
+
+    def _drained(self, step: CameraStep) -> bool:
+        """No frame of this camera is left in the detect step: none older can come."""
+        return self._in_flight.get(step.camera_id, 0) == 0
 
     def on_eof(self) -> tuple[Iterable[FrameResult], bool]:
         return (self._step.stop() if self._step else _EMPTY), self.RETAIN
@@ -348,6 +375,8 @@ class ObjectsLogic(op.StatefulBatchLogic[FrameResult, FrameResult, dict[str, Any
     def notify_at(self) -> datetime | None:
         if self._step is None or not self._step.waiting:
             return None
+        if self._drained(self._step):
+            return datetime.now(UTC)
         return self._last + self._idle
 
     def snapshot(self) -> dict[str, Any]:
@@ -375,11 +404,18 @@ def build_dataflow(
     # What is not a frame is a failed result (the source refused the input).
     refused = cast("Stream[FrameResult]", checked.falses)
     keyed = op.key_on("by_camera", checked.trues, camera_key)
-    detected = op.stateful_batch("detect", keyed, lambda state: DetectLogic(engine, state, resume))
+    # Each camera's frames still in the detect step (one worker owns a camera, and
+    # both steps run on it), so the objects step holds no result longer than needed.
+    in_flight: dict[str, int] = {}
+    detected = op.stateful_batch(
+        "detect", keyed, lambda state: DetectLogic(engine, state, resume, in_flight)
+    )
     if objects is not None:
         configs = objects
         detected = op.stateful_batch(
-            "objects", detected, lambda state: ObjectsLogic(configs, state, objects_idle)
+            "objects",
+            detected,
+            lambda state: ObjectsLogic(configs, state, objects_idle, in_flight),
         )
     results = op.merge("results", op.key_rm("unkey", detected), refused)
     op.output("store", results, sink)
