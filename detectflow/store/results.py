@@ -121,10 +121,11 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
         finished = _finish_claimed(conn, claimed, now)
         chosen = {id(r) for r in claimed if r.frame.frame_id in finished}
         results = [r for r in results if LEASE_ATTR not in r.frame.attributes or id(r) in chosen]
-    arrived = [r for r in results if TIME_OF_ARRIVAL in r.frame.attributes]
+    arrived = _first_per_frame([r for r in results if TIME_OF_ARRIVAL in r.frame.attributes])
     if arrived:
         seen = _recorded_before(conn, arrived)
-        results = [r for r in results if r.frame.frame_id not in seen]
+        kept = {id(r) for r in arrived if r.frame.frame_id not in seen}
+        results = [r for r in results if TIME_OF_ARRIVAL not in r.frame.attributes or id(r) in kept]
     found = [d for r in results for d in r.detections]
     new_ids = insert_new(conn, detections, DETECTION_COLUMNS, [detection_values(d) for d in found])
     # A replay (some rows existed): count each new row once.
@@ -162,12 +163,14 @@ def _recorded_before(conn: Connection, arrived: Sequence[FrameResult]) -> set[st
     return {by_event[event] for event in stored}
 
 
-def _first_per_frame(claimed: list[FrameResult]) -> list[FrameResult]:
-    """One result per frame, the first: two holders' results for a frame can share a
-    batch, and one UPDATE cannot tell which of them finished the row."""
+def _first_per_frame(results: list[FrameResult]) -> list[FrameResult]:
+    """One result per frame, the first. Two copies of a frame can share a batch (two
+    holders' results of a queue frame, or a resumed flow's copy beside a broker's
+    redelivery), and neither the guarded UPDATE nor the lookup of stored events can
+    tell them apart."""
     seen: set[str] = set()
     first = []
-    for r in claimed:
+    for r in results:
         if r.frame.frame_id not in seen:
             seen.add(r.frame.frame_id)
             first.append(r)
