@@ -59,7 +59,14 @@ from detectflow.store.redis_backend import RedisBus, RedisCache, escape_glob
 from detectflow.store.rows import detection_to_row, event_to_row, queue_row_for_frame
 from detectflow.store.tables import detection_processing_queue
 
-__all__ = ["ZeroLatencyAdapter", "main"]
+__all__ = [
+    "ZeroLatencyAdapter",
+    "bench_frames",
+    "cleanup_redis",
+    "flow_rate",
+    "fresh_postgres",
+    "main",
+]
 
 _ANSWER = [
     RawDetection("person", 0.92, (0.10, 0.10, 0.40, 0.90)),
@@ -95,7 +102,7 @@ def _provider() -> ProviderConfig:
     )
 
 
-def _frames(count: int, cameras: int) -> list[Frame]:
+def bench_frames(count: int, cameras: int) -> list[Frame]:
     images = [sample_frame(f"cam-{c}", 0, 32, 24) for c in range(cameras)]
     return [
         make_frame(f"cam-{i % cameras}", images[i % cameras], max_bytes=1 << 20, frame_number=i)
@@ -104,7 +111,7 @@ def _frames(count: int, cameras: int) -> list[Frame]:
 
 
 @contextmanager
-def _fresh_postgres() -> Iterator[str]:
+def fresh_postgres() -> Iterator[str]:
     name = f"detectflow_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -126,15 +133,18 @@ def _open_database(url: str, secret: str, frames: list[Frame]) -> Database:
     return db
 
 
-def _flow_rate(
+def flow_rate(
     settings: Settings,
     url: str,
     redis_url: str,
     prefix: str,
     frames: list[Frame],
+    *,
+    tracking: bool = True,
 ) -> tuple[float, float, FlowMetrics, dict[str, int]]:
     registry = get_registry(settings)
-    registry.register(_BenchPlugin(), "bench", "bench", "0")
+    if not registry.pm.has_plugin("bench"):  # the registry is shared by runs of one process
+        registry.register(_BenchPlugin(), "bench", "bench", "0")
     db = _open_database(url, settings.secret_key or "", frames)
     db.create_provider(_provider())
     with RedisCache(redis_url, prefix=prefix) as cache, RedisBus(redis_url, prefix=prefix) as bus:
@@ -143,7 +153,7 @@ def _flow_rate(
         start = time.perf_counter()
         metrics = run_flow(
             settings,
-            FlowOptions(until_empty=True),
+            FlowOptions(until_empty=True, tracking=tracking),
             database=db,
             live=live,
             registry=registry,
@@ -237,7 +247,7 @@ def _baseline_rate(
     return len(frames) / elapsed
 
 
-def _cleanup_redis(redis_url: str, prefix: str) -> None:
+def cleanup_redis(redis_url: str, prefix: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         keys = list(client.scan_iter(match=escape_glob(prefix) + "*", count=1000))
         if keys:
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from cryptography.fernet import Fernet
 
     secret = Fernet.generate_key().decode()
-    frames = _frames(args.frames, args.cameras)
+    frames = bench_frames(args.frames, args.cameras)
     prefix = f"detectflow-bench-{uuid.uuid4().hex[:8]}:"
     settings = Settings(
         secret_key=secret,
@@ -274,12 +284,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     load_before = os.getloadavg()
     try:
-        with _fresh_postgres() as url:
-            rate, cpu, metrics, stats = _flow_rate(settings, url, args.redis_url, prefix, frames)
-        with _fresh_postgres() as url:
+        with fresh_postgres() as url:
+            rate, cpu, metrics, stats = flow_rate(settings, url, args.redis_url, prefix, frames)
+        with fresh_postgres() as url:
             raw = _baseline_rate(url, args.redis_url, prefix + "raw:", frames, secret)
     finally:
-        _cleanup_redis(args.redis_url, prefix)
+        cleanup_redis(args.redis_url, prefix)
     load_after = os.getloadavg()
 
     snap = metrics.snapshot()

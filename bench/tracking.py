@@ -24,7 +24,15 @@ detectflow does not depend on) the matching step alone is timed both ways on
 the scene's real frame-to-frame IoU problems: ours (IoU gate + components +
 Hungarian in pure Python) vs numpy IoU + ``scipy.optimize.linear_sum_assignment``.
 
+With ``--flow`` it also runs the whole dataflow (bench/flow_throughput.py's
+setup: PostgreSQL + Redis, an in-process provider answering 3 boxes a frame,
+``--flow-frames`` frames over 8 cameras) twice in the same run, tracking off
+then on (``FlowOptions.tracking``), and prints frames/s and CPU per frame of
+each; the issue's target is tracking + zones + lifecycle <= 15% of the flow's
+per-frame CPU.
+
     .venv/bin/python -m bench.tracking [--frames 10000] [--objects 30] [--compare-scipy]
+                                       [--flow] [--flow-frames 5000]
 """
 
 from __future__ import annotations
@@ -248,11 +256,51 @@ def compare_scipy(count: int, objects: int) -> None:
     print(f"  ratio ours / scipy: {ours_cpu / theirs_cpu:.2f}")
 
 
+def flow_comparison(count: int, cameras: int = 8) -> dict[str, float]:
+    """The dataflow's frames/s and CPU per frame with tracking off, then on."""
+    import uuid
+
+    from cryptography.fernet import Fernet
+
+    from bench.flow_throughput import bench_frames, cleanup_redis, flow_rate, fresh_postgres
+    from detectflow.core.settings import Settings
+
+    redis_url = os.environ.get("DETECTFLOW_REDIS_URL", "redis://127.0.0.1:6379/15")
+    prefix = f"detectflow-bench-{uuid.uuid4().hex[:8]}:"
+    settings = Settings(
+        secret_key=Fernet.generate_key().decode(),
+        disable_plugin_autoload=True,
+        redis_url=redis_url,
+    )
+    out: dict[str, float] = {}
+    try:
+        for tracking in (False, True):
+            frames = bench_frames(count, cameras)
+            with fresh_postgres() as url:
+                rate, cpu, _, stats = flow_rate(
+                    settings, url, redis_url, f"{prefix}{tracking}:", frames, tracking=tracking
+                )
+            name = "on" if tracking else "off"
+            out[f"rate_{name}"], out[f"cpu_{name}"] = rate, cpu
+            print(
+                f"flow, tracking {name:3}: {rate:7,.0f} frames/s, {cpu * 1e6:5.0f} us CPU/frame "
+                f"({stats['completed']} completed)"
+            )
+    finally:
+        cleanup_redis(redis_url, prefix)
+    print(f"ratio frames/s on / off: {out['rate_on'] / out['rate_off']:.3f}")
+    share = (out["cpu_on"] - out["cpu_off"]) / out["cpu_on"]
+    print(f"tracking's share of the flow's CPU per frame: {share:.1%} (target <= 15%)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--objects", type=int, default=30)
     parser.add_argument("--compare-scipy", action="store_true")
+    parser.add_argument("--flow", action="store_true", help="also: the flow, tracking off vs on")
+    parser.add_argument("--flow-frames", type=int, default=5_000)
     args = parser.parse_args(argv)
     load = os.getloadavg()
     r = run(args.frames, args.objects)
@@ -269,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"load average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f}")
     if args.compare_scipy:
         compare_scipy(args.frames, args.objects)
+    if args.flow:
+        r.update(flow_comparison(args.flow_frames))
     return r
 
 

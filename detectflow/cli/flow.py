@@ -86,6 +86,18 @@ def _addresses(
     "[env DETECTFLOW_FRAME_BACKLOG; 4].",
 )
 @click.option(
+    "--objects-config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help='Zones, masks, lines and filters per camera: a JSON file {"cam-1": {"zones": ...}, '
+    '"*": {...}} ("*": every other camera). Default: every label tracked, no zones.',
+)
+@click.option(
+    "--tracking/--no-tracking",
+    default=True,
+    show_default=True,
+    help="Track objects (track ids, object events, snapshots) or only record boxes.",
+)
+@click.option(
     "--until-empty",
     is_flag=True,
     help="Stop once the source has nothing left (the SQL queue: nothing pending or "
@@ -120,6 +132,8 @@ def flow_run(
     snapshot_interval: float | None,
     latest_frame_wins: bool | None,
     backlog: int | None,
+    objects_config: Path | None,
+    tracking: bool,
     until_empty: bool,
     publish_mqtt: str | None,
     metrics_port: int | None,
@@ -137,6 +151,7 @@ def flow_run(
 
     from detectflow.flows import FlowError, FlowOptions, run_flow
     from detectflow.flows.metrics import FlowMetrics
+    from detectflow.flows.objects import objects_configs_from
     from detectflow.flows.observe import FlowStatus, expected_frames, serve_flow_metrics
     from detectflow.store.backends import close_cache_and_bus, open_cache_and_bus
     from detectflow.store.live import LiveView
@@ -149,6 +164,14 @@ def flow_run(
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    configs = None
+    if objects_config is not None:
+        import json
+
+        try:
+            configs = objects_configs_from(json.loads(objects_config.read_text()))
+        except ValueError as exc:  # json.JSONDecodeError is one
+            raise click.UsageError(f"--objects-config: {exc}") from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -169,8 +192,16 @@ def flow_run(
                 recovery_dir=recovery_dir,
                 snapshot_interval=snapshot_interval,
                 camera_id=camera_id,
+                tracking=tracking,
             )
-            run_flow(settings, options, live=LiveView(cache, bus), metrics=metrics, stop=stop)
+            run_flow(
+                settings,
+                options,
+                live=LiveView(cache, bus),
+                metrics=metrics,
+                stop=stop,
+                objects_config=configs,
+            )
     except FlowError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ from detectflow.core.settings import Settings
 from detectflow.store import Database, open_database
 from detectflow.store.maintenance import DEFAULT_BATCH_SIZE, CleanupReport
 from detectflow.store.partitions import DAYS_AHEAD
+from detectflow.store.snapshots import SnapshotStore, snapshot_store
 
 __all__ = [
     "CLEANUP_EVERY_SECONDS",
@@ -68,14 +69,22 @@ def cleanup(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[str, int], None] | None = None,
+    snapshots: SnapshotStore | None = None,
 ) -> CleanupReport:
     """Remove detections, events, window statistics and finished queue rows older
-    than ``days`` (>= 0; 0 removes everything finished). On PostgreSQL whole
-    day partitions go, so the cutoff rounds down to midnight UTC.
+    than ``days`` (>= 0; 0 removes everything finished), and tracked objects that
+    ended before then with their snapshots. On PostgreSQL whole day partitions
+    go, so the cutoff rounds down to midnight UTC.
     """
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
-    return database.cleanup(timedelta(days=days), batch_size=batch_size, on_batch=on_batch)
+    report = database.cleanup(timedelta(days=days), batch_size=batch_size, on_batch=on_batch)
+    # Ended objects go with their snapshots; objects in progress stay, however old.
+    keys = database.delete_ended_objects(timedelta(days=days))
+    report.deleted["objects"] = len(keys)
+    if snapshots is not None:
+        snapshots.delete(keys)
+    return report
 
 
 def prepare_days(database: Database, *, days_ahead: int = DAYS_AHEAD) -> tuple[list[str], int]:
@@ -152,7 +161,12 @@ def default_jobs(
     """
 
     def run_cleanup() -> CleanupReport:
-        report = cleanup(stack.database, retention_days, batch_size=batch_size)
+        report = cleanup(
+            stack.database,
+            retention_days,
+            batch_size=batch_size,
+            snapshots=snapshot_store(stack.settings),
+        )
         log.info("maintenance cleanup (older than %g days): %s", retention_days, report)
         return report
 
@@ -266,15 +280,17 @@ def cleanup_cmd(ctx: click.Context, days: float, batch_size: int) -> None:
     database = _open(settings_of(ctx))
     started = time.perf_counter()
     try:
-        report = cleanup(database, days, batch_size=batch_size)
+        report = cleanup(
+            database, days, batch_size=batch_size, snapshots=snapshot_store(settings_of(ctx))
+        )
     finally:
         database.dispose()
     took_ms = (time.perf_counter() - started) * 1000
     counts = report.deleted
     click.echo(
         f"deleted {counts['detections']} detection(s), {counts['events']} event(s), "
-        f"{counts['windows']} window row(s) and {counts['queue']} finished queue row(s) "
-        f"older than {days:g} day(s)"
+        f"{counts['windows']} window row(s), {counts['queue']} finished queue row(s) "
+        f"and {counts['objects']} ended object(s) older than {days:g} day(s)"
     )
     dropped = sum(report.dropped.values())
     if dropped:

@@ -257,6 +257,17 @@ class CameraObjects:
             out.append(FrameObjects(frame_id, t, True, (None,) * len(detections)))
         return out
 
+    @property
+    def waiting(self) -> int:
+        """Frames held in the reorder buffer."""
+        return len(self._buffer)
+
+    def flush(self) -> list[FrameObjects]:
+        """Track every waiting frame now, ending no object: the dataflow's guard when a
+        camera goes quiet, so its last frames are not held back until the next one
+        comes. A frame that then arrives with an earlier time is late."""
+        return [self._process(r) for r in self._buffer.flush()]
+
     def stop(self) -> tuple[list[FrameObjects], list[ObjectEvent]]:
         """The camera stopped or went offline: process what waits, end every object."""
         frames = [self._process(r) for r in self._buffer.flush()]

@@ -2,9 +2,15 @@
 
 ::
 
-    source ──> validated? ──yes──> key by camera ──> detect (stateful_batch) ──┐
-                  └──no (failed result with its reason) ───────────────────────┴──> recorder
-                                                                                  └──> plugin sinks
+    source ──> validated? ──yes──> key by camera ──> detect ──> objects ──┐
+                  └──no (failed result with its reason) ─────────────────────┴──> recorder
+                                                                                └──> plugin sinks
+
+``objects`` (:class:`ObjectsLogic`, keyed by camera like ``detect``, so a
+camera's results never leave its worker) tracks each camera's objects and
+sets ``FrameResult.objects`` and the detections' track ids; its snapshot
+is the camera's tracker state, so a resumed flow keeps its tracks. Without
+tracking (``FlowOptions.tracking`` False) results go straight on.
 
 The recorder (:class:`~detectflow.store.recorder.Recorder`, the same one
 inline ``send-frame`` uses) stores the results with their window tallies,
@@ -55,6 +61,7 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
+from detectflow.flows.objects import CameraStep, ObjectsConfigLookup, default_objects_config
 from detectflow.flows.recovery import recovery_config
 from detectflow.flows.sinks import BackgroundWriter
 from detectflow.flows.steps import camera_key
@@ -62,6 +69,7 @@ from detectflow.store.breakers import BreakerRecorder, EventStore
 from detectflow.store.heartbeat import Heartbeat
 from detectflow.store.live import LiveView
 from detectflow.store.recorder import LivePublisher, Recorder, ResultStore
+from detectflow.store.snapshots import snapshot_store
 
 if TYPE_CHECKING:
     from detectflow.core.hookspecs import FrameSourceFactory
@@ -72,6 +80,7 @@ __all__ = [
     "FlowDatabase",
     "FlowError",
     "FlowOptions",
+    "ObjectsLogic",
     "PartitionReader",
     "ReaderSource",
     "ResumeScreen",
@@ -256,16 +265,20 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
         engine: DetectEngine,
         resume: tuple[Frame, ...] | None = None,
         screen: ResumeScreen | None = None,
+        in_flight: dict[str, int] | None = None,
     ) -> None:
         self._engine = engine
         self._lane: Lane = engine.lane()
         self._ready: list[FrameResult] = []
+        self._in_flight = in_flight
+        self._camera = resume[0].camera_id if resume else None
         if resume:
             frames, self._ready = screen(resume) if screen else (list(resume), [])
             if frames:
                 self._lane.submit(frames)
 
     def on_batch(self, values: list[Frame]) -> tuple[Iterable[FrameResult], bool]:
+        self._camera = values[0].camera_id
         self._lane.submit(values)
         return self._emit()
 
@@ -290,8 +303,85 @@ class DetectLogic(op.StatefulBatchLogic[Frame, FrameResult, tuple[Frame, ...]]):
         if self._ready:
             results, self._ready = [*self._ready, *results], []
         # Discard an idle camera's logic: state must not grow with the key space.
-        done = self._lane.pending == 0
+        pending = self._lane.pending
+        if self._in_flight is not None and self._camera is not None:
+            self._in_flight[self._camera] = pending  # the objects step reads it
+        done = pending == 0
         return (results or _EMPTY), (self.DISCARD if done else self.RETAIN)
+
+
+class ObjectsLogic(op.StatefulBatchLogic[FrameResult, FrameResult, dict[str, Any]]):
+    """The objects step for one camera key (:class:`~detectflow.flows.objects.CameraStep`).
+
+    Bytewax gives a builder the state but not the key, so the camera's step is
+    made from its first result (or from the snapshot, which names the camera).
+
+    Results wait in the reorder buffer only while an older frame may still
+    come: as soon as the camera has no frame left in the detect step
+    (``in_flight``, kept by its :class:`DetectLogic` on the same worker),
+    what waits is let out. Holding results longer would hold back their
+    acknowledgement too, and a source that bounds unacknowledged input
+    (MQTT's receive maximum) would then wait on the buffer. As a fallback,
+    results that waited ``idle`` seconds of wall clock with none arriving are
+    let out too. That decides only when frames leave the buffer; which
+    objects they make is decided by frame time.
+    """
+
+    def __init__(
+        self,
+        configs: ObjectsConfigLookup,
+        state: dict[str, Any] | None,
+        idle: float,
+        in_flight: dict[str, int] | None = None,
+    ) -> None:
+        self._configs = configs
+        self._in_flight = in_flight if in_flight is not None else {}
+        self._idle = timedelta(seconds=idle)
+        self._last = datetime.now(UTC)
+        self._step: CameraStep | None = None
+        if state is not None:
+            camera = str(state["objects"]["camera_id"])
+            self._step = CameraStep(camera, configs(camera), state)
+
+    def _camera(self, first: FrameResult) -> CameraStep:
+        if self._step is None:
+            camera = first.frame.camera_id
+            self._step = CameraStep(camera, self._configs(camera))
+        return self._step
+
+    def on_batch(self, values: list[FrameResult]) -> tuple[Iterable[FrameResult], bool]:
+        self._last = datetime.now(UTC)
+        step = self._camera(values[0])
+        out = step.push(values)
+        if step.waiting and self._drained(step):
+            out += step.flush()
+        return out, self.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[FrameResult], bool]:
+        step = self._step
+        if step is None or not step.waiting:
+            return _EMPTY, self.RETAIN
+        if self._drained(step) or datetime.now(UTC) - self._last >= self._idle:
+            return step.flush(), self.RETAIN
+        return _EMPTY, self.RETAIN
+
+    def _drained(self, step: CameraStep) -> bool:
+        """No frame of this camera is left in the detect step: none older can come."""
+        return self._in_flight.get(step.camera_id, 0) == 0
+
+    def on_eof(self) -> tuple[Iterable[FrameResult], bool]:
+        return (self._step.stop() if self._step else _EMPTY), self.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self._step is None or not self._step.waiting:
+            return None
+        if self._drained(self._step):
+            return datetime.now(UTC)
+        return self._last + self._idle
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self._step is not None  # a logic exists only once a result came
+        return self._step.snapshot()
 
 
 def build_dataflow(
@@ -302,16 +392,31 @@ def build_dataflow(
     flow_id: str = "detectflow",
     extra_sinks: Iterable[tuple[str, Sink[FrameResult]]] = (),
     resume: ResumeScreen | None = None,
+    objects: ObjectsConfigLookup | None = None,
+    objects_idle: float = 0.5,
 ) -> Dataflow:
-    """Wire ``source`` (frames or failed results) -> detect -> ``sink`` (and extras);
-    ``resume`` screens the frames a recovery snapshot resubmits."""
+    """Wire ``source`` (frames or failed results) -> detect -> objects -> ``sink`` (and
+    extras); ``resume`` screens the frames a recovery snapshot resubmits. ``objects``
+    gives each camera's objects config; None leaves tracking out."""
     flow = Dataflow(flow_id)
     items = op.input("source", flow, source)
     checked = op.branch("validated", items, _is_frame)
     # What is not a frame is a failed result (the source refused the input).
     refused = cast("Stream[FrameResult]", checked.falses)
     keyed = op.key_on("by_camera", checked.trues, camera_key)
-    detected = op.stateful_batch("detect", keyed, lambda state: DetectLogic(engine, state, resume))
+    # Each camera's frames still in the detect step (one worker owns a camera, and
+    # both steps run on it), so the objects step holds no result longer than needed.
+    in_flight: dict[str, int] = {}
+    detected = op.stateful_batch(
+        "detect", keyed, lambda state: DetectLogic(engine, state, resume, in_flight)
+    )
+    if objects is not None:
+        configs = objects
+        detected = op.stateful_batch(
+            "objects",
+            detected,
+            lambda state: ObjectsLogic(configs, state, objects_idle, in_flight),
+        )
     results = op.merge("results", op.key_rm("unkey", detected), refused)
     op.output("store", results, sink)
     for name, extra in extra_sinks:
@@ -474,7 +579,8 @@ class FlowOptions:
     every ``snapshot_interval`` seconds (default
     ``settings.snapshot_interval_seconds``); see
     :mod:`detectflow.flows.recovery`. ``wake_interval`` is how often a busy
-    detect step looks for finished results.
+    detect step looks for finished results. ``tracking`` turns the objects
+    step on (the default) or off (detections without track ids or objects).
     """
 
     source_url: str = "sql"
@@ -487,6 +593,7 @@ class FlowOptions:
     snapshot_interval: float | None = None
     camera_id: str | None = None
     """The camera id of a single-camera video source (``--camera-id``)."""
+    tracking: bool = True
 
 
 def run_flow(
@@ -498,6 +605,7 @@ def run_flow(
     metrics: FlowMetrics | None = None,
     registry: PluginRegistry | None = None,
     stop: threading.Event | None = None,
+    objects_config: ObjectsConfigLookup | None = None,
 ) -> FlowMetrics:
     """Run the dataflow in this thread until its source ends; return its counters.
 
@@ -514,6 +622,9 @@ def run_flow(
     A finite run (``until_empty``) that ends with frames its source names
     unfinished (no active provider, say) raises :class:`FlowError` saying
     how many and why, after recording everything it did finish.
+
+    ``objects_config`` gives each camera's zones, masks and filters for the
+    objects step (default: :func:`~detectflow.flows.objects.default_objects_config`).
     """
     options = options or FlowOptions()
     plan = _execution_plan(settings, options)
@@ -544,7 +655,12 @@ def run_flow(
         wake_interval=options.wake_interval,
         providers=database.list_providers,
         breaker_sink=events,
+        keep_images=options.tracking,  # the objects step keeps the best frames' images
     )
+    # LEAD: wire the cameras table here: objects_config = lambda camera_id:
+    # ObjectsConfig.from_options(<camera row>.options).with_provider(<its provider>).
+    # Until then every camera gets the defaults (every label, no zones).
+    configs = objects_config or default_objects_config
     try:
         engine.start()
         if options.until_empty and not engine.has_provider:
@@ -577,6 +693,7 @@ def run_flow(
                 observer=metrics,
                 on_stored=getattr(source, "acknowledge", None),
                 give_up_after=settings.store_retry_seconds,
+                snapshots=snapshot_store(settings) if options.tracking else None,
             )
             # A source that acknowledges nothing loses nothing to a write
             # that fails later: write its results in the background.
@@ -590,6 +707,7 @@ def run_flow(
                     sink,
                     extra_sinks=plugin_sinks,
                     resume=getattr(source, "resume", None),
+                    objects=configs if options.tracking else None,
                 )
                 try:
                     plan.run(flow)

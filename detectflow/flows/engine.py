@@ -224,8 +224,12 @@ class DetectEngine:
         breaker_sink: BreakerSink | None = None,
         latest_frame_wins: bool | None = None,
         backlog: int | None = None,
+        keep_images: bool = False,
     ) -> None:
         self.settings = settings
+        # The objects step needs a detected frame's image until it knows whether the
+        # frame became an object's best (its snapshot); it strips the rest itself.
+        self.keep_images = keep_images
         self.max_in_flight = max(1, max_in_flight or settings.max_in_flight)
         if queue_limit is None:
             # Room for two claims of a source beyond the calls in flight: a
@@ -493,7 +497,7 @@ class DetectEngine:
                 except Exception as exc:  # never lose a frame to an engine bug
                     log.exception("detect engine failed on frame %s", frame.frame_id)
                     result = failed_result(frame, f"engine error: {exc!r}")
-                lane._finish(ticket, strip_image(result))
+                lane._finish(ticket, result if self.keep_images else strip_image(result))
         finally:
             self._workers -= 1
             self._set_in_flight()

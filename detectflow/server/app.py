@@ -35,6 +35,7 @@ from detectflow.server import (
     deepstack,
     detections,
     metrics,
+    objects,
     page,
     providers,
     statistics,
@@ -99,6 +100,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *webhooks.endpoints,
     *statistics.endpoints,
     *websocket.endpoints,
+    *objects.endpoints,
     *page.frame_endpoints,
     *detections.endpoints,  # ends with /{detection_id}
     *page.page_endpoints,

@@ -52,9 +52,11 @@ __all__ = [
     "FRAME_ID_PATTERN",
     "LIVE_WINDOW",
     "SOURCE_SYSTEM",
+    "Paging",
     "endpoints",
     "max_body_bytes",
     "page_meta",
+    "read_paging",
 ]
 
 SOURCE_SYSTEM = "detectflow.server"
@@ -82,7 +84,7 @@ def page_meta(limit: int, offset: int, total: int, *, page: int | None = None) -
 
 
 @dataclass(frozen=True, slots=True)
-class _Paging:
+class Paging:
     limit: int
     offset: int
     cursor: Cursor | None
@@ -105,14 +107,14 @@ class _Paging:
         }
 
 
-def _paging(query: Query) -> _Paging:
+def read_paging(query: Query) -> Paging:
     """``limit``, ``offset`` (at most :data:`MAX_OFFSET`) and ``cursor`` (not with an offset)."""
     limit = query.integer("limit", default=100, minimum=1, maximum=1000)
     offset = query.integer("offset", default=0, minimum=0, maximum=MAX_OFFSET)
     cursor = query.cursor()
     if cursor is not None and offset:
         query.error("offset", "cannot be given with cursor (the cursor says where the page is)")
-    return _Paging(limit, offset, cursor)
+    return Paging(limit, offset, cursor)
 
 
 def _decode_frame_data(body: Body, max_frame_bytes: int) -> bytes | None:
@@ -274,7 +276,7 @@ async def events(request: Request) -> JSONResponse:
     event_type = query.text("event_type", max_length=64)
     severity = query.choice("severity", [str(s) for s in Severity])
     person_id = query.text("person_id", max_length=128)
-    paging = _paging(query)
+    paging = read_paging(query)
     query.check()
     page = await in_thread(
         state.database.page_events,
@@ -302,7 +304,7 @@ async def recent(request: Request) -> JSONResponse:
     query = Query(request)
     minutes = query.integer("minutes", default=5, minimum=1, maximum=24 * 60)
     camera_id = _camera_query(query)
-    paging = _paging(query)
+    paging = read_paging(query)
     query.check()
     page = await in_thread(
         state.database.page_detections,
@@ -321,7 +323,7 @@ async def by_person(request: Request) -> JSONResponse:
     state = server_state(request)
     person_id = request.path_params["person_id"]
     query = Query(request)
-    paging = _paging(query)
+    paging = read_paging(query)
     query.check()
     page = await in_thread(
         state.database.page_detections,

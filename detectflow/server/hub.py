@@ -6,7 +6,9 @@ client has a bounded outbox; a client too slow to keep up loses messages
 rather than slowing everyone down, and the losses are counted and reported
 to it (``{"type": "lagged", "dropped": n}``) instead of vanishing.
 
-A bus message is one client message (a JSON object, sent on as it came), or
+A bus message is one client message (a JSON object, sent on as it came: an
+``event``, or an ``object`` event of a tracked object, both on ``events:*``
+and filtered alike), or
 a frame's detections in one compact message
 (:func:`~detectflow.core.serialize.frame_detections_message`, as the dataflow
 publishes them), which the hub expands into the very per-detection

@@ -304,6 +304,44 @@ SCHEMAS["Statistics"] = _object(
     cameras_active=_COUNT,
     last_detection_timestamp=nullable(_TIME),
 )
+_SCORE = {"type": "number", "minimum": 0, "maximum": 1}
+_BOX = {
+    "type": "array",
+    "items": {"type": "number"},
+    "minItems": 4,
+    "maxItems": 4,
+    "description": "[x_min, y_min, x_max, y_max] in fractions of the frame.",
+}
+_OBJECT_FIELDS: dict[str, Schema] = {
+    "id": {"type": "string"},
+    "camera_id": {"type": "string"},
+    "label": {"type": "string"},
+    "detection_type": {"type": "string"},
+    "start_time": _TIME,
+    "end_time": nullable(_TIME),
+    "frames": _COUNT,
+    "top_score": _SCORE,
+    "box": _BOX,
+    "zones": {"type": "array", "items": {"type": "string"}, "description": "Entered, in order."},
+    "in_progress": {"type": "boolean"},
+    "has_snapshot": {"type": "boolean"},
+    "sub_label": nullable({"type": "string"}),
+}
+SCHEMAS["TrackedObject"] = _object(**_OBJECT_FIELDS)
+SCHEMAS["TrackedObjectDetail"] = _object(
+    **_OBJECT_FIELDS,
+    score=_SCORE,
+    current_zones={"type": "array", "items": {"type": "string"}},
+    path={
+        "type": "array",
+        "items": _object(x={"type": "number"}, y={"type": "number"}, time={"type": "number"}),
+        "description": "Sampled box centres (time in unix seconds).",
+    },
+    best=nullable(_object(frame_id={"type": "string"}, score=_SCORE, box=_BOX, time=_TIME)),
+    person_id=nullable({"type": "string"}),
+    person_name=nullable({"type": "string"}),
+    updated_at=_TIME,
+)
 _CONFIDENCE_OR_NONE = nullable({"type": "number", "minimum": 0, "maximum": 1})
 SCHEMAS["WindowStats"] = _object(
     camera_id={"type": "string"},
@@ -511,6 +549,29 @@ WEBSOCKET_MESSAGES: dict[str, Schema] = {
                 camera_id={"type": "string"},
                 detection_id=nullable({"type": "string"}),
                 timestamp=nullable(_TIME),
+                published_at=_TIME,
+            ),
+            _message(
+                "object",
+                ["event_id", "event_type", "camera_id", "object_id", "before", "after"],
+                event_id={"type": "string"},
+                event_type={
+                    "type": "string",
+                    "enum": ["object_started", "object_updated", "object_ended"],
+                },
+                camera_id={"type": "string"},
+                object_id={"type": "string"},
+                frame_id={"type": "string"},
+                changes={
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["zones", "label", "snapshot"]},
+                },
+                timestamp=_TIME,
+                before={
+                    "type": "object",
+                    "description": "The object as last published (Frigate's field names).",
+                },
+                after={"type": "object", "description": "The object now."},
                 published_at=_TIME,
             ),
         ]

@@ -5,12 +5,15 @@ min_confidence?}, ``unsubscribe`` {camera_id?, event_types?}, ``ping``,
 ``get_stats``, ``auth`` {token} (see :mod:`detectflow.server.auth`, which
 also says when a key is needed and how a socket without one is refused).
 Server messages: ``subscription``, ``unsubscription``,
-``pong``, ``stats``, ``error``, and the ``detection`` / ``event``
-broadcasts the hub forwards, plus ``lagged`` when this client's outbox
-overflowed. A bad message gets an ``error`` reply; the connection stays open,
-except for one the server will not parse at all (longer than
-``MAX_MESSAGE_CHARS``, or nested deeper than ``MAX_JSON_DEPTH``): that one
-gets an ``error`` and the socket closes with 1007. A socket whose key is
+``pong``, ``stats``, ``error``, and the ``detection`` / ``event`` /
+``object`` broadcasts the hub forwards (``object``: a tracked object's
+``object_started`` / ``object_updated`` / ``object_ended`` with ``before``
+and ``after``, filtered like events by camera and ``event_types``), plus
+``lagged`` when this client's outbox overflowed. A bad message gets an
+``error`` reply; the connection stays open, except for one the server
+will not parse at all (longer than ``MAX_MESSAGE_CHARS``, or nested
+deeper than ``MAX_JSON_DEPTH``): that one gets an ``error`` and the socket
+closes with 1007. A socket whose key is
 revoked gets an ``unauthorized`` error and closes with 4401
 (:mod:`detectflow.server.key_watch`).
 

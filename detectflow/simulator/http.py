@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -23,6 +24,7 @@ from detectflow.adapters._http_dialects import (
 from detectflow.core.images import image_info
 from detectflow.core.models import RawDetection
 from detectflow.simulator.answers import (
+    SimulatedDetection,
     SimulatorStats,
     check_rates,
     simulate_detections,
@@ -59,7 +61,10 @@ class Simulator:
         api_key: str | None = None,
         seed: int = 0,
         hang_seconds: float = 300.0,
+        answers: Callable[[bytes, int, int], list[SimulatedDetection]] | None = None,
     ) -> None:
+        """``answers`` scripts the boxes (image, width, height -> boxes), for scenes
+        whose objects must move as a test says; by default they derive from the bytes."""
         check_rates(error_rate, timeout_rate, malformed_rate)
         if latency < 0 or hang_seconds < 0:
             raise ValueError("latency and hang_seconds must be >= 0")
@@ -75,6 +80,7 @@ class Simulator:
         self.api_key = api_key or None
         self.seed = seed
         self.hang_seconds = hang_seconds
+        self.answers = answers or simulate_detections
         self.stats = SimulatorStats()
         self._rng = random.Random(seed)
         self._seen: dict[bytes, int] = {}
@@ -168,7 +174,7 @@ class Simulator:
                     "format": "xyxy",
                     "units": "fraction",
                 }
-                for d in simulate_detections(image, width, height)
+                for d in self.answers(image, width, height)
                 if d.confidence >= threshold
             ]
             self.stats.answered += 1
@@ -204,7 +210,7 @@ class Simulator:
                 RawDetection(
                     d.label, d.confidence, (d.x_min, d.y_min, d.x_max, d.y_max), "xyxy", "pixel"
                 )
-                for d in simulate_detections(image, width, height)
+                for d in self.answers(image, width, height)
                 if d.confidence >= threshold
             ]
             self.stats.answered += 1

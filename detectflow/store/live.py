@@ -9,8 +9,10 @@ Bus messages. A frame's detections travel as ONE message on
 :func:`~detectflow.core.serialize.frame_detections_message`; the server's hub
 (:mod:`detectflow.server.hub`) expands it into the per-detection WebSocket
 ``detection`` messages clients see. Each event is one ``event`` message on
-``events:{event_type}``. Messages keep the order of the frames and, within a
-frame, detections come before events. Every message carries the batch's
+``events:{event_type}``; each object event (``object_started`` / ``_updated`` /
+``_ended``) one ``object`` message with ``before`` and ``after`` on
+``events:{its type}``, after the frame's events. Messages keep the order
+of the frames and, within a frame, detections come before events. Every message carries the batch's
 ``published_at``.
 
 Outages. Nothing here raises because the cache or bus is unreachable
@@ -43,6 +45,7 @@ import anyio.to_thread
 from detectflow.core.errors import DetectflowError
 from detectflow.core.frames import parse_timestamp
 from detectflow.core.models import Detection, DetectionEvent, FrameResult, utcnow
+from detectflow.core.object_records import object_message
 from detectflow.core.serialize import (
     detection_to_dict,
     event_message,
@@ -515,6 +518,11 @@ def _messages(results: Sequence[FrameResult], stamp: str) -> list[tuple[str, byt
             body = frame_detections_message(detections, published_at=stamp)
             messages.append((detections_channel(detections[0].camera_id), _dumps(body)))
         messages.extend(_event_message(e, stamp) for e in r.events)
+        if r.objects is not None:
+            messages.extend(
+                (events_channel(e.type), _dumps(object_message(e, published_at=stamp)))
+                for e in r.objects.events
+            )
     return messages
 
 

@@ -1,4 +1,4 @@
-"""The one recorder of results: store -> publish live -> notify plugins.
+"""The one recorder of results: snapshots -> store -> publish live -> notify plugins.
 
 Inline ``send-frame`` and every dataflow record processed frames here and
 nowhere else, so the event log, the live view, plugin notifications and
@@ -27,6 +27,7 @@ from typing import Protocol
 from detectflow.core.models import FrameResult, strip_image
 from detectflow.core.plugins import PluginRegistry
 from detectflow.store.reconnect import retry_lost_connection
+from detectflow.store.snapshots import SnapshotStore, as_jpeg, snapshot_key
 
 __all__ = ["LivePublisher", "Recorder", "ResultObserver", "ResultStore", "StatsCache"]
 
@@ -84,8 +85,10 @@ class Recorder:
         max_batch: int = 2000,
         give_up_after: float = 0.0,
         on_stored: Callable[[Sequence[FrameResult]], None] | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.store = store
+        self.snapshots = snapshots
         self.live = live
         self.stats = stats
         self.registry = registry
@@ -105,6 +108,8 @@ class Recorder:
         dropped, for :meth:`announce`."""
         if not results:
             return []
+        if self.snapshots is not None:
+            self._keep_snapshots(results)
         stripped = [strip_image(r) for r in results]
         for start in range(0, len(stripped), self.max_batch):
             chunk = stripped[start : start + self.max_batch]
@@ -119,6 +124,21 @@ class Recorder:
             except Exception:
                 log.exception("acknowledging %d result(s) to the source failed", len(stripped))
         return stripped
+
+    def _keep_snapshots(self, results: Sequence[FrameResult]) -> None:
+        """Save the frames that became an object's best (before the commit, so a
+        stored object never names a snapshot that was never written). A snapshot
+        that cannot be written is logged: it must not cost the frame's results."""
+        assert self.snapshots is not None
+        for r in results:
+            if r.objects is None or not r.objects.best or not r.frame.image:
+                continue
+            try:
+                image = as_jpeg(r.frame.image)
+                for object_id, _ in r.objects.best:
+                    self.snapshots.save(snapshot_key(object_id), image)
+            except Exception:
+                log.exception("keeping the snapshot of frame %s failed", r.frame.frame_id)
 
     def announce(self, stored: Sequence[FrameResult]) -> None:
         """Tell the live view, plugins and metrics about results already stored."""

@@ -29,12 +29,14 @@ from detectflow.core.models import (
 )
 from detectflow.core.windows import WindowStats
 from detectflow.store import keys, maintenance, providers, queue, rollups, webhooks
+from detectflow.store import objects as _objects
 from detectflow.store import results as _results
 from detectflow.store import stats as _stats
 from detectflow.store.crypto import ApiKeyCipher
 from detectflow.store.engine import BEGIN_MODE, create_database_engine
 from detectflow.store.keys import ApiKey, Scope
 from detectflow.store.migrate import upgrade as run_upgrade
+from detectflow.store.objects import TrackedObject
 from detectflow.store.partitions import DAYS_AHEAD
 from detectflow.store.queue import ClaimedRow
 from detectflow.store.results import Keyset, Page
@@ -322,6 +324,47 @@ class Database:
                 after=after,
                 exact_total=exact_total,
             )
+
+    # -- tracked objects -------------------------------------------------
+
+    def page_objects(
+        self,
+        *,
+        camera_id: str | None = None,
+        label: str | None = None,
+        zone: str | None = None,
+        in_progress: bool | None = None,
+        after_time: datetime | None = None,
+        before_time: datetime | None = None,
+        min_score: float = 0.0,
+        limit: int = 100,
+        offset: int = 0,
+        after: Keyset | None = None,
+    ) -> Page[TrackedObject]:
+        """Tracked objects newest first by start time (see :mod:`detectflow.store.objects`)."""
+        with self._read() as conn:
+            return _objects.list_objects(
+                conn,
+                camera_id=camera_id,
+                label=label,
+                zone=zone,
+                in_progress=in_progress,
+                after_time=after_time,
+                before_time=before_time,
+                min_score=min_score,
+                limit=limit,
+                offset=offset,
+                after=after,
+            )
+
+    def get_object(self, object_id: str) -> TrackedObject | None:
+        with self._read() as conn:
+            return _objects.get_object(conn, object_id)
+
+    def delete_ended_objects(self, older_than: timedelta) -> list[str]:
+        """Delete objects that ended more than ``older_than`` ago; their snapshot keys."""
+        with self._write() as conn:
+            return _objects.delete_ended_before(conn, utcnow() - older_than)
 
     def cleanup(
         self,

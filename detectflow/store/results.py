@@ -5,8 +5,8 @@ stage): four statements per batch, whatever its size (detections, their
 window tallies, events, queue rows); see :mod:`~detectflow.store.dialects`
 for how each travels.
 
-Lists are newest first, ordered by (created_at, id), and page either by
-offset (small ones; the server caps it) or by keyset: ``after`` is the
+Lists are newest first, ordered by (created_at, id) (:mod:`~detectflow.store.paging`),
+and page either by offset (small ones; the server caps it) or by keyset: ``after`` is the
 (created_at, id) of the last row already seen, so a page deep in a
 billion-row table reads ``limit`` index entries, not everything before
 them. Every filter the API offers has a composite index ending in
@@ -16,22 +16,15 @@ created_at (see :mod:`~detectflow.store.tables`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    RowMapping,
-    Select,
-    Table,
     bindparam,
-    func,
     select,
     text,
-    tuple_,
     update,
 )
 
@@ -45,6 +38,8 @@ from detectflow.core.models import (
 )
 from detectflow.core.windows import person_days, tally
 from detectflow.store.dialects import insert_new, insert_values, update_values
+from detectflow.store.objects import record_object_events
+from detectflow.store.paging import EXACT_TOTAL_UP_TO, Keyset, Page, page_rows
 from detectflow.store.queue import FINAL_STATUSES, LEASE_ATTR
 from detectflow.store.rows import (
     DETECTION_COLUMNS,
@@ -67,6 +62,7 @@ __all__ = [
     "get_detection",
     "list_detections",
     "list_events",
+    "page_rows",
     "record_events",
     "record_results",
 ]
@@ -108,7 +104,7 @@ def _status(result: FrameResult) -> QueueStatus:
 
 def record_results(conn: Connection, results: Sequence[FrameResult], *, now: datetime) -> None:
     """Store a batch in the caller's transaction: queue rows, detections with their
-    window tallies, events.
+    window tallies (and track ids), events, tracked objects and their events.
 
     A frame claimed from the queue (it carries :data:`LEASE_ATTR`) is recorded
     only if this call is the one that finishes its row: a holder whose lease
@@ -120,18 +116,16 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     whose events are already stored is a broker's redelivery: nothing of it
     is stored again.
     """
-    claimed = [r for r in results if LEASE_ATTR in r.frame.attributes]
+    claimed = _first_per_frame([r for r in results if LEASE_ATTR in r.frame.attributes])
     if claimed:
         finished = _finish_claimed(conn, claimed, now)
-        results = [
-            r
-            for r in results
-            if LEASE_ATTR not in r.frame.attributes or r.frame.frame_id in finished
-        ]
-    arrived = [r for r in results if TIME_OF_ARRIVAL in r.frame.attributes]
+        chosen = {id(r) for r in claimed if r.frame.frame_id in finished}
+        results = [r for r in results if LEASE_ATTR not in r.frame.attributes or id(r) in chosen]
+    arrived = _first_per_frame([r for r in results if TIME_OF_ARRIVAL in r.frame.attributes])
     if arrived:
         seen = _recorded_before(conn, arrived)
-        results = [r for r in results if r.frame.frame_id not in seen]
+        kept = {id(r) for r in arrived if r.frame.frame_id not in seen}
+        results = [r for r in results if TIME_OF_ARRIVAL not in r.frame.attributes or id(r) in kept]
     found = [d for r in results for d in r.detections]
     new_ids = insert_new(conn, detections, DETECTION_COLUMNS, [detection_values(d) for d in found])
     # A replay (some rows existed): count each new row once.
@@ -139,6 +133,7 @@ def record_results(conn: Connection, results: Sequence[FrameResult], *, now: dat
     add_tallies(conn, tally(fresh), now=now)
     add_person_days(conn, person_days(fresh))
     insert_values(conn, events, EVENT_COLUMNS, [event_values(e) for r in results for e in r.events])
+    record_object_events(conn, results)
     # Frames from other sources have no queue row: their UPDATE matches nothing.
     # (Inline send-frame's failed frames were queued just before, to keep their bytes.)
     unclaimed = [_queue_row(r, now) for r in results if LEASE_ATTR not in r.frame.attributes]
@@ -166,6 +161,20 @@ def _recorded_before(conn: Connection, arrived: Sequence[FrameResult]) -> set[st
         )
     ).scalars()
     return {by_event[event] for event in stored}
+
+
+def _first_per_frame(results: list[FrameResult]) -> list[FrameResult]:
+    """One result per frame, the first. Two copies of a frame can share a batch (two
+    holders' results of a queue frame, or a resumed flow's copy beside a broker's
+    redelivery), and neither the guarded UPDATE nor the lookup of stored events can
+    tell them apart."""
+    seen: set[str] = set()
+    first = []
+    for r in results:
+        if r.frame.frame_id not in seen:
+            seen.add(r.frame.frame_id)
+            first.append(r)
+    return first
 
 
 def _queue_row(r: FrameResult, now: datetime) -> tuple[object, ...]:
@@ -219,32 +228,6 @@ def get_detection(conn: Connection, detection_id: str) -> Detection | None:
     return None if row is None else detection_from_row(row)
 
 
-T = TypeVar("T")
-
-Keyset = tuple[datetime, str]
-"""(created_at, id) of a row: where a keyset page starts (strictly older rows)."""
-
-EXACT_TOTAL_UP_TO = 10_000
-"""Totals up to this many rows are counted exactly (a count of at most this many
-index entries: a few milliseconds); above it PostgreSQL's planner estimates,
-and the page says so. Counting every row of a camera over 30 days at fleet
-rates is seconds, and grows with the table."""
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a list, newest first.
-
-    ``total`` is exact unless ``total_is_estimate``. ``last_key`` is the keyset
-    of the last item when the page is full (there may be more), else None.
-    """
-
-    items: list[T]
-    total: int
-    total_is_estimate: bool
-    last_key: Keyset | None
-
-
 def list_detections(
     conn: Connection,
     *,
@@ -269,7 +252,7 @@ def list_detections(
         where.append(detections.c.person_id == person_id)
     if since is not None:
         where.append(detections.c.created_at >= since)
-    return _page(
+    return page_rows(
         conn, detections, where, detection_from_row, limit, offset, after, exact_total=exact_total
     )
 
@@ -295,60 +278,6 @@ def list_events(
         where.append(events.c.severity == severity)
     if person_id is not None:
         where.append(events.c.person_id == person_id)
-    return _page(conn, events, where, event_from_row, limit, offset, after, exact_total=exact_total)
-
-
-def _page(
-    conn: Connection,
-    table: Table,
-    where: list[ColumnElement[bool]],
-    convert: Callable[[RowMapping], T],
-    limit: int,
-    offset: int,
-    after: Keyset | None,
-    *,
-    exact_total: bool,
-) -> Page[T]:
-    """One page, newest first (id breaks ties so pages never overlap), and the total."""
-    if limit < 0 or offset < 0:
-        raise ValueError("limit and offset must be >= 0")
-    query = select(table).where(*where)
-    if after is not None:
-        query = query.where(tuple_(table.c.created_at, table.c.id) < tuple_(*after))
-    query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
-    rows = list(conn.execute(query.offset(offset) if offset else query).mappings())
-    total, estimated = _total(conn, table, where, exact=exact_total)
-    last = rows[-1] if rows and len(rows) == limit else None
-    return Page(
-        [convert(row) for row in rows],
-        total,
-        estimated,
-        None if last is None else (last["created_at"], last["id"]),
+    return page_rows(
+        conn, events, where, event_from_row, limit, offset, after, exact_total=exact_total
     )
-
-
-def _total(
-    conn: Connection, table: Table, where: list[ColumnElement[bool]], *, exact: bool
-) -> tuple[int, bool]:
-    """The number of rows matching ``where``, and whether it is an estimate.
-
-    SQLite (the embedded, single-machine store) always counts. PostgreSQL
-    counts up to :data:`EXACT_TOTAL_UP_TO` rows unless ``exact``; past that
-    it answers with the planner's estimate (never below what it counted).
-    """
-    if exact or conn.dialect.name != "postgresql":
-        count = select(func.count()).select_from(table).where(*where)
-        return int(conn.execute(count).scalar_one()), False
-    capped = select(table.c.id).where(*where).limit(EXACT_TOTAL_UP_TO + 1).subquery()
-    counted = int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
-    if counted <= EXACT_TOTAL_UP_TO:
-        return counted, False
-    return max(counted, _planner_rows(conn, select(table.c.id).where(*where))), True
-
-
-def _planner_rows(conn: Connection, query: Select[Any]) -> int:
-    """PostgreSQL's estimate of the rows ``query`` returns (``EXPLAIN``, nothing run)."""
-    compiled = query.compile(dialect=conn.dialect)
-    result = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", compiled.params)
-    plan = result.scalar_one()
-    return int(plan[0]["Plan"]["Plan Rows"])

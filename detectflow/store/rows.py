@@ -81,6 +81,7 @@ DETECTION_COLUMNS = (
     "frame_timestamp",
     "created_at",
     "updated_at",
+    "track_id",
 )
 """The columns :func:`detection_values` fills, in its order."""
 
@@ -109,6 +110,7 @@ def detection_values(d: Detection) -> tuple[Any, ...]:
         d.frame_timestamp,
         d.created_at,
         d.updated_at,
+        d.track_id,
     )
 
 
@@ -134,6 +136,7 @@ def detection_from_row(row: RowMapping) -> Detection:
         frame_timestamp=row["frame_timestamp"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        track_id=row["track_id"],
     )
 
 

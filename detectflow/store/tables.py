@@ -40,6 +40,7 @@ __all__ = [
     "detection_window_stats",
     "detections",
     "metadata",
+    "tracked_objects",
     "webhook_deliveries",
     "webhooks",
 ]
@@ -122,6 +123,7 @@ detections = Table(
     Column("frame_number", BigInteger, nullable=True),
     Column("frame_timestamp", UTCDateTime(), nullable=True),
     *_timestamps(),
+    Column("track_id", String(ID_LENGTH), nullable=True),  # the tracked object (0007)
     PrimaryKeyConstraint("id", "created_at"),
     Index(None, "camera_id", "created_at"),
     Index(None, "created_at"),
@@ -306,4 +308,46 @@ Index(
     "ix_webhook_deliveries_webhook_id_created_at",
     webhook_deliveries.c.webhook_id,
     webhook_deliveries.c.created_at,
+)
+
+# Tracked objects (detectflow.store.objects): one row per object, upserted from
+# its started/updated/ended events. Small next to detections (one row per object,
+# not per box), so not partitioned. Lists go newest first by start_time under
+# each filter; in-progress objects (end_time NULL) are found by a partial index.
+tracked_objects = Table(
+    "tracked_objects",
+    metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),
+    Column("camera_id", String(128), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("detection_type", String(64), nullable=False),
+    Column("start_time", UTCDateTime(), nullable=False),
+    Column("end_time", UTCDateTime(), nullable=True),
+    Column("frames", Integer, nullable=False),
+    Column("top_score", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("box", JSON, nullable=False),
+    Column("best_box", JSON, nullable=True),
+    Column("best_frame_id", String(FRAME_ID_LENGTH), nullable=True),
+    Column("best_score", Float, nullable=True),
+    Column("best_time", UTCDateTime(), nullable=True),
+    Column("zones", JSON, nullable=False),
+    Column("current_zones", JSON, nullable=False),
+    Column("path", JSON, nullable=False),
+    Column("sub_label", String(255), nullable=True),
+    Column("person_id", String(128), nullable=True),
+    Column("person_name", String(255), nullable=True),
+    Column("snapshot_path", Text, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False, server_default=_NOW),
+    Index(None, "camera_id", "start_time"),
+    Index(None, "start_time"),
+    Index(None, "label", "start_time"),
+    Index(None, "end_time"),
+)
+# In progress: few rows, read on every list with in_progress=true.
+Index(
+    "ix_tracked_objects_in_progress",
+    tracked_objects.c.start_time,
+    postgresql_where=text("end_time IS NULL"),
+    sqlite_where=text("end_time IS NULL"),
 )

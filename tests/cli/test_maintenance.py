@@ -15,11 +15,16 @@ from click.testing import CliRunner
 from detectflow.cli import maintenance as jobs
 from detectflow.cli.maintenance import Job, NoProviderError, maintenance, run_schedule
 from detectflow.core.models import ProviderConfig, TestStatus, utcnow
+from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.plugins import get_registry
 from detectflow.core.settings import Settings
+from detectflow.flows.objects import CameraStep
 from detectflow.simulator import Simulator, run_in_thread
 from detectflow.store import Database
 from detectflow.store.maintenance import delete_in_batches
+from detectflow.store.recorder import Recorder
+from detectflow.store.snapshots import FileSnapshots
+from tests.object_frames import scene_results
 from tests.store.builders import frame, result
 
 
@@ -112,8 +117,8 @@ def test_cleanup_command_reports_what_it_deleted(sqlite_db: Database, env: dict[
     )
     assert outcome.exit_code == 0, outcome.output
     assert (
-        "deleted 4 detection(s), 2 event(s), 0 window row(s) and 0 finished queue row(s)"
-        in outcome.output
+        "deleted 4 detection(s), 2 event(s), 0 window row(s), 0 finished queue row(s) "
+        "and 0 ended object(s)" in outcome.output
     )
     assert sqlite_db.list_detections()[1] == 0
 
@@ -283,3 +288,24 @@ def test_default_schedule_tests_the_active_provider_at_once_and_cleans_up_later(
     assert (deleted["detections"], deleted["events"], deleted["queue"]) == (2, 1, 0)
     made, _rolled = default[1].run()
     assert made == []  # SQLite: plain tables, no partitions
+
+
+def test_cleanup_deletes_ended_objects_with_their_snapshots_and_keeps_the_rest(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    snapshots = FileSnapshots(tmp_path / "snapshots")
+    ended = CameraStep("cam-1", ObjectsConfig())
+    going = CameraStep("cam-2", ObjectsConfig())
+    results = ended.push(scene_results("cam-1")) + ended.stop()
+    results += going.push(scene_results("cam-2")) + going.flush()  # still in progress
+    Recorder(sqlite_db, snapshots=snapshots).record(results)
+    kept = {o.id: o.snapshot_path for o in sqlite_db.page_objects().items}
+    assert len(kept) == 4 and all(snapshots.load(k) for k in kept.values() if k)
+
+    report = jobs.cleanup(sqlite_db, 0, snapshots=snapshots)
+
+    assert report.deleted["objects"] == 2
+    left = sqlite_db.page_objects().items
+    assert {o.camera_id for o in left} == {"cam-2"} and all(o.in_progress for o in left)
+    gone = [k for oid, k in kept.items() if oid not in {o.id for o in left}]
+    assert gone and all(snapshots.load(k) is None for k in gone)

@@ -280,6 +280,22 @@ def test_a_frame_later_than_the_buffer_is_counted_late_and_still_returned():
     assert cam.counts["late"] == 1
 
 
+def test_flush_tracks_the_waiting_frames_and_ends_no_object():
+    cam = CameraObjects("cam-1", ObjectsConfig(reorder_frames=32, reorder_seconds=10.0))
+    frames = scene([A], range(6))
+    done, _ = feed(cam, frames, stop=False)
+    assert done == [] and cam.waiting == 6  # all within the buffer's bounds
+    flushed = cam.flush()
+    assert [f.frame_id for f in flushed] == [frame_id(k) for k in range(6)]
+    assert cam.waiting == 0
+    assert not [e for f in flushed for e in f.events if e.type == OBJECT_ENDED]
+    assert len(cam.in_progress) == 1  # the object goes on
+    k, when, dets = scene([A], range(6, 7))[0]
+    assert cam.push(frame_id(k), when, dets) == []  # a newer frame waits as before
+    returned = cam.push(frame_id(5), frames[5][1], frames[5][2])  # already flushed: late
+    assert [(f.frame_id, f.late) for f in returned] == [(frame_id(5), True)]
+
+
 # -- filters, masks, provider flags -------------------------------------------------------
 
 

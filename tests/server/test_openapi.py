@@ -108,7 +108,10 @@ def _bounded_query_params() -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-_EXAMPLE_IDS = {"detection_id": "3f2a6a4e-8c1b-4a55-9f0e-1234567890ab"}
+_EXAMPLE_IDS = {
+    "detection_id": "3f2a6a4e-8c1b-4a55-9f0e-1234567890ab",
+    "object_id": "3f2a6a4e-8c1b-4a55-9f0e-1234567890ab",
+}
 
 
 def _concrete(path: str) -> str:

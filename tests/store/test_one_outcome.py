@@ -55,6 +55,25 @@ def test_the_first_holder_to_finish_a_frame_decides_its_outcome(db: Database, fi
         assert (detections, events, counted) == (0, ["detection_failed"], 0)
 
 
+@pytest.mark.parametrize("first", ["completed", "failed"])
+def test_two_holders_results_in_one_batch_leave_the_first_outcome(db: Database, first: str) -> None:
+    """The dataflow's objects step may hand a resumed holder's result on in the same
+    batch as the taking-over run's result for the same frame."""
+    f = frame("cam-1")
+    db.enqueue(f)
+    ok = result(held_by(f, "run-a"), detections=2)
+    failed = result(held_by(f, "run-b"), error="provider timed out")
+
+    db.record_results([ok, failed] if first == "completed" else [failed, ok])
+
+    status, detections, events, counted = outcome(db, f)
+    assert status == first
+    if first == "completed":
+        assert (detections, events, counted) == (2, ["detection_completed"], 2)
+    else:
+        assert (detections, events, counted) == (0, ["detection_failed"], 0)
+
+
 def test_a_replayed_result_of_a_finished_frame_changes_nothing(db: Database) -> None:
     f = frame("cam-1")
     db.enqueue(f)

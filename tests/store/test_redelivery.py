@@ -31,3 +31,15 @@ def test_a_redelivered_frame_stamped_on_arrival_is_stored_once(db: Database) -> 
     db.record_results([result(again, detections=2), result(frame("cam-1"), detections=1)])
 
     assert _totals(db) == (3, 2, 3)
+
+
+def test_both_copies_in_one_batch_are_stored_once(db: Database) -> None:
+    """After a crash the resumed flow's copy (from its snapshot) and the broker's
+    redelivery of the same frame can reach the recorder together."""
+    first = frame("cam-1", timestamp=utcnow() - timedelta(minutes=3))
+    first = replace(first, attributes={TIME_OF_ARRIVAL: "1"})
+    again = replace(first, timestamp=first.timestamp + timedelta(seconds=40))
+
+    db.record_results([result(first, detections=2), result(again, detections=2)])
+
+    assert _totals(db) == (2, 1, 2)
