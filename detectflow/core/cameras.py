@@ -35,6 +35,8 @@ __all__ = [
     "check_camera_url",
     "check_fps",
     "display_url",
+    "url_password",
+    "with_password",
 ]
 
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -54,7 +56,8 @@ class Camera:
     routing rules choose; ``options`` holds the reader's settings (``transport``,
     ``realtime``, ``loop``, ``stall_seconds``, ``jpeg_quality``) beside the
     objects' zones, masks, lines and filters
-    (:mod:`detectflow.core.object_config`)."""
+    (:mod:`detectflow.core.object_config`). ``last_error`` is the reader's latest
+    reason for not reading the camera (shown as given: readers redact it)."""
 
     id: str
     name: str = ""
@@ -65,6 +68,7 @@ class Camera:
     options: Mapping[str, Any] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    last_error: str | None = None
 
     @property
     def shown_url(self) -> str | None:
@@ -110,3 +114,25 @@ def display_url(url: str) -> str:
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
     query = redact_text(f"?{parts.query}")[1:] if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s userinfo (percent-encoded as written), or None."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return None
+    return userinfo.partition(":")[2]
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with its userinfo's password set to ``password`` (written as given).
+
+    How a masked URL (``rtsp://user:***@host/...``, what :func:`display_url`
+    shows) gets its stored password back when a fleet file is imported.
+    """
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        raise ValueError("camera url has no user to give a password to")
+    netloc = f"{userinfo.partition(':')[0]}:{password}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
+from detectflow.core.cameras import Camera
 from detectflow.core.models import Detection, DetectionEvent, ProviderConfig
 from detectflow.core.windows import WindowStats
 
 __all__ = [
     "FRAME_DETECTIONS",
+    "camera_to_dict",
     "detection_message",
     "detection_messages",
     "detection_to_dict",
@@ -229,6 +231,23 @@ def event_message(e: DetectionEvent, published_at: datetime | str | None = None)
 
 def _text(stamp: datetime | str) -> str:
     return stamp if isinstance(stamp, str) else isoformat(stamp)
+
+
+def camera_to_dict(c: Camera) -> dict[str, Any]:
+    """A camera for the API and the CLI. The URL only as ``display_url``: its
+    password is stored encrypted and never leaves."""
+    return {
+        "id": c.id,
+        "name": c.name,
+        "display_url": c.shown_url,
+        "enabled": c.enabled,
+        "fps": c.fps,
+        "provider": c.provider,
+        "options": dict(c.options),
+        "last_error": c.last_error,
+        "createdAt": isoformat(c.created_at),
+        "updatedAt": isoformat(c.updated_at),
+    }
 
 
 def provider_to_dict(p: ProviderConfig) -> dict[str, Any]:

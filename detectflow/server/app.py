@@ -32,6 +32,8 @@ from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.redact import install_log_redaction
 from detectflow.core.settings import Settings
 from detectflow.server import (
+    camera_status,
+    cameras,
     deepstack,
     detections,
     metrics,
@@ -98,6 +100,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *status.endpoints,
     *providers.endpoints,
     *webhooks.endpoints,
+    *camera_status.endpoints,  # /cameras/status before /cameras/{camera_id}
+    *cameras.endpoints,
     *statistics.endpoints,
     *websocket.endpoints,
     *objects.endpoints,

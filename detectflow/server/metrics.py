@@ -9,11 +9,13 @@ matched is labelled ``unmatched``. The hub's counters are read at scrape
 time rather than mirrored, so they cannot drift from what ``/health`` says.
 
 Series with a ``camera`` label (the dataflow's frames per camera) are bounded
-the same way: cameras named in a provider's ``options.cameras`` keep their
-name, other cameras get one while fewer than ``max_cameras`` have one (the
-first seen keep theirs for good, so a series never changes name), and every
-camera after that is counted under ``camera="_other"``. Made-up camera ids
-therefore add at most one series, however many there are.
+the same way: cameras in the cameras table or named in a provider's
+``options.cameras`` keep their name, other cameras get one while fewer
+than ``max_cameras`` have one (the first seen keep theirs for good, so a
+series never changes name), and every camera after that is counted under
+``camera="_other"``. Made-up camera ids therefore add at most one series,
+however many there are. The cameras' status series (``detectflow_camera_*``,
+:mod:`detectflow.server.camera_status`) exist for configured cameras only.
 
 ``/metrics`` is a read: open in the default auth mode, and in ``required``
 mode it needs a key of any scope (Prometheus sends one with
@@ -36,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from detectflow.server.camera_status import camera_metric_families, camera_statuses
 from detectflow.server.endpoints import Operation, http
 from detectflow.server.hub import Hub
 from detectflow.server.params import Query
@@ -140,12 +143,19 @@ def _folded(families: Iterable[Metric], label: Callable[[str], str]) -> Iterator
 class _BoundedView:
     """The registry as /metrics shows it: camera labels bounded."""
 
-    def __init__(self, registry: CollectorRegistry, label: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        label: Callable[[str], str],
+        extra: Iterable[Metric] = (),
+    ) -> None:
         self._registry = registry
         self._label = label
+        self._extra = extra
 
     def collect(self) -> Iterable[Metric]:
-        return _folded(self._registry.collect(), self._label)
+        yield from _folded(self._registry.collect(), self._label)
+        yield from self._extra
 
 
 class Metrics:
@@ -183,13 +193,16 @@ class Metrics:
             max(0.0, seconds)
         )
 
-    def render(self, configured_cameras: Collection[str] = ()) -> bytes:
-        """The text exposition; ``configured_cameras`` always keep their names."""
+    def render(
+        self, configured_cameras: Collection[str] = (), extra: Iterable[Metric] = ()
+    ) -> bytes:
+        """The text exposition; ``configured_cameras`` always keep their names.
+        ``extra`` families (read at scrape time, such as the cameras' status) are added."""
 
         def label(camera: str) -> str:
             return self.cameras.label(camera, configured_cameras)
 
-        return generate_latest(_BoundedView(self.registry, label))
+        return generate_latest(_BoundedView(self.registry, label, extra))
 
 
 def _find_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
@@ -275,12 +288,16 @@ async def metrics_endpoint(request: Request) -> Response:
     Query(request).check()
     metrics: Any = getattr(request.state, METRICS_KEY)
     assert isinstance(metrics, Metrics)
+    state = server_state(request)
     try:
-        configs = await in_thread(server_state(request).database.list_providers)
+        configs = await in_thread(state.database.list_providers)
+        cameras = await in_thread(state.database.list_cameras)
     except Exception:  # a database outage must not take the scrape down with it
         log.warning("metrics: cannot read the configured cameras", exc_info=True)
-        configs = []
-    body = await in_thread(metrics.render, _configured_cameras(configs))
+        configs, cameras = [], []
+    statuses = await in_thread(camera_statuses, state, cameras)
+    configured = _configured_cameras(configs) | {c.id for c in cameras}
+    body = await in_thread(metrics.render, configured, camera_metric_families(statuses))
     return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -424,6 +424,71 @@ SCHEMAS["SendFrame"] = _object(
     priority={"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
     frame_id={"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,128}$"},
 )
+_CAMERA_FIELDS: dict[str, Schema] = {
+    "name": {"type": "string", "maxLength": 255, "pattern": _NO_NUL},
+    "url": {
+        **nullable(
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 2048,
+                "pattern": "^(?i:rtsps?|rtmp|https?|file)://[^\\s\\u0000]*$",
+            }
+        ),
+        "description": "rtsp(s)://, rtmp://, http(s):// or file:// (null: a camera fed "
+        "through the API, Redis or MQTT). Credentials go here (user:pass@host); "
+        "stored encrypted, never returned.",
+    },
+    "enabled": {"type": "boolean", "default": True},
+    "fps": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "default": 5},
+    "provider": {
+        **nullable({"type": "string", "minLength": 1, "maxLength": 64, "pattern": _NO_NUL}),
+        "description": "A provider config id; null: the routing rules choose.",
+    },
+    "options": {
+        "type": "object",
+        "description": "The reader's settings (transport, realtime, loop, stall_seconds, "
+        "jpeg_quality) and the objects' zones, masks, lines and filters. No null values, "
+        "no credentials.",
+    },
+}
+SCHEMAS["Camera"] = _object(
+    id=_CAMERA,
+    name={"type": "string"},
+    display_url={
+        **nullable({"type": "string"}),
+        "description": "The URL with its password replaced by ***.",
+    },
+    enabled={"type": "boolean"},
+    fps={"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+    provider=nullable({"type": "string"}),
+    options={"type": "object"},
+    last_error=nullable({"type": "string"}),
+    createdAt=_TIME,
+    updatedAt=_TIME,
+)
+SCHEMAS["CameraCreate"] = _object(["id"], id={**_CAMERA, "maxLength": 128}, **_CAMERA_FIELDS)
+SCHEMAS["CameraUpdate"] = {**_object([], **_CAMERA_FIELDS), "minProperties": 1}
+_RATE = {"type": "number", "minimum": 0}
+SCHEMAS["CameraStatus"] = _object(
+    camera_id=_CAMERA,
+    enabled={"type": "boolean"},
+    status={
+        "type": "string",
+        "enum": ["online", "offline", "unknown"],
+        "description": "unknown: the cache holding the reports does not answer.",
+    },
+    seen={"type": "boolean", "description": "A reader reported in the last 60 s."},
+    reported_at=nullable(_TIME),
+    last_frame_time=nullable(_TIME),
+    decode_fps=_RATE,
+    sampled_fps=_RATE,
+    skipped_per_second=_RATE,
+    detect_fps=_RATE,
+    inference_ms=_object(p50=nullable(_RATE), p95=nullable(_RATE)),
+    in_flight=_COUNT,
+    last_error=nullable({"type": "string"}),
+)
 SCHEMAS["TestProvider"] = _object(
     [],
     provider_config_id={
@@ -626,7 +691,7 @@ _DESCRIPTIONS = {
     401: "Missing, invalid or revoked API key",
     403: "The API key's scope is too small",
     404: "Not found",
-    409: "Conflict (no active provider)",
+    409: "Conflict (no active provider; a camera id that is taken)",
     413: "Body or frame too large",
     415: "Body is not application/json",
     422: "Invalid parameters or body; details lists every bad field",

@@ -1,6 +1,7 @@
-"""Provider api keys, encrypted at rest with Fernet.
+"""Provider api keys and camera URLs, encrypted at rest with Fernet.
 
-A database dump alone must not leak the keys of the detection services, so
+A database dump alone must not leak the keys of the detection services or
+the passwords in camera URLs, so
 the key that decrypts them lives outside the database (the environment or a
 file in the data dir). A wrong or missing key is an operator mistake, so it
 surfaces as :class:`SecretKeyError` naming the setting to fix, never as a
@@ -25,7 +26,7 @@ class SecretKeyError(DetectflowError):
 
 
 class ApiKeyCipher:
-    """Encrypts and decrypts provider api keys with one Fernet key."""
+    """Encrypts and decrypts provider api keys and camera URLs with one Fernet key."""
 
     def __init__(self, secret_key: str) -> None:
         try:
@@ -44,14 +45,21 @@ class ApiKeyCipher:
             return None
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
 
-    def decrypt(self, token: str | None) -> str | None:
+    def decrypt(
+        self,
+        token: str | None,
+        *,
+        what: str = "provider api key",
+        fix: str = "the provider's api_key",
+    ) -> str | None:
+        """``what`` and ``fix`` name the secret in the error (a camera URL, a provider key)."""
         if token is None:
             return None
         try:
             return self._fernet.decrypt(token.encode("ascii")).decode()
         except (InvalidToken, UnicodeError):
             raise SecretKeyError(
-                f"cannot decrypt a stored provider api key: {_SETTING} (or <data_dir>/secret.key) "
-                "is not the key it was encrypted with; restore the original key, or set the "
-                "provider's api_key again"
+                f"cannot decrypt a stored {what}: {_SETTING} (or <data_dir>/secret.key) "
+                f"is not the key it was encrypted with; restore the original key, or set "
+                f"{fix} again"
             ) from None

@@ -42,6 +42,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from detectflow.core.camera_status import CameraStatus
 from detectflow.core.errors import DetectflowError
 from detectflow.core.frames import parse_timestamp
 from detectflow.core.models import Detection, DetectionEvent, FrameResult, utcnow
@@ -53,6 +54,7 @@ from detectflow.core.serialize import (
     isoformat,
 )
 from detectflow.store.cache import Bus, Cache, CacheUnavailableError
+from detectflow.store.camera_status import CameraStatusBoard, read_camera_statuses
 from detectflow.store.entries import dump_entry as _dumps
 from detectflow.store.entries import load_entry as _loads
 from detectflow.store.heartbeat import Heartbeat, WorkerBeat, read_heartbeats
@@ -293,6 +295,16 @@ class LiveView:
     def heartbeat(self, worker_index: int, worker_count: int) -> Heartbeat:
         """A dataflow worker's heartbeat writer, on this view's cache."""
         return Heartbeat(self._cache, worker_index=worker_index, worker_count=worker_count)
+
+    def camera_board(self) -> CameraStatusBoard:
+        """A writer of per-camera status (for the video source), on this view's cache."""
+        return CameraStatusBoard(self._cache)
+
+    def camera_statuses(self, camera_ids: Sequence[str]) -> dict[str, CameraStatus]:
+        """The cameras' last status reports. Like :meth:`workers` this read raises
+        :class:`~detectflow.store.cache.CacheUnavailableError`: "cannot tell" must
+        not read as "never seen"."""
+        return read_camera_statuses(self._cache, camera_ids)
 
     def workers(self) -> list[WorkerBeat]:
         """The dataflow workers' last heartbeats. Unlike the other reads this one

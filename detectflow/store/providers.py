@@ -11,7 +11,12 @@ from sqlalchemy import Connection, delete, select, update
 
 from detectflow.core.models import ProbeResult, ProviderConfig, TestStatus
 from detectflow.store.crypto import ApiKeyCipher
-from detectflow.store.rows import PROVIDER_FIELDS, provider_from_row, provider_to_row
+from detectflow.store.rows import (
+    PROVIDER_FIELDS,
+    check_changeable,
+    provider_from_row,
+    provider_to_row,
+)
 from detectflow.store.tables import detection_provider_configs as providers
 
 __all__ = ["active", "create", "get", "list_all", "record_test", "remove", "update_fields"]
@@ -35,12 +40,7 @@ def update_fields(
     *,
     now: datetime,
 ) -> ProviderConfig:
-    unknown = sorted(set(changes) - PROVIDER_FIELDS)
-    if unknown:
-        raise ValueError(
-            f"cannot change provider field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(sorted(PROVIDER_FIELDS))}"
-        )
+    check_changeable("provider", changes, PROVIDER_FIELDS)
     values: dict[str, Any] = {k: v for k, v in changes.items() if k != "api_key"}
     if "api_key" in changes:
         values["api_key_encrypted"] = cipher.encrypt(changes["api_key"])

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from detectflow.core.camera_sync import SyncPlan
+from detectflow.core.cameras import Camera
 from detectflow.core.models import (
     Detection,
     DetectionEvent,
@@ -28,7 +30,7 @@ from detectflow.core.models import (
     utcnow,
 )
 from detectflow.core.windows import WindowStats
-from detectflow.store import keys, maintenance, providers, queue, rollups, webhooks
+from detectflow.store import cameras, keys, maintenance, providers, queue, rollups, webhooks
 from detectflow.store import objects as _objects
 from detectflow.store import results as _results
 from detectflow.store import stats as _stats
@@ -427,6 +429,78 @@ class Database:
         """Set test_status, last_tested and last_error (KeyError if no such provider)."""
         with self._write() as conn:
             return providers.record_test(conn, provider_id, result, self._cipher, now=utcnow())
+
+    # -- cameras (configuration; see detectflow.store.cameras) ------------
+    def create_camera(self, camera: Camera) -> Camera:
+        """Insert; :class:`~detectflow.store.cameras.CameraExistsError` if the id is taken."""
+        try:
+            with self._write() as conn:
+                return cameras.create(conn, camera, self._cipher)
+        except IntegrityError:
+            raise cameras.CameraExistsError(
+                f"a camera with id {camera.id!r} already exists"
+            ) from None
+
+    def get_camera(self, camera_id: str) -> Camera | None:
+        with self._read() as conn:
+            return cameras.get(conn, camera_id, self._cipher)
+
+    def page_cameras(
+        self, *, limit: int = 100, offset: int = 0, enabled: bool | None = None
+    ) -> tuple[list[Camera], int]:
+        """A page of cameras by id, and the count matching ``enabled`` (None: all)."""
+        with self._read() as conn:
+            return cameras.page(conn, self._cipher, limit=limit, offset=offset, enabled=enabled)
+
+    def list_cameras(self) -> list[Camera]:
+        """Every camera, by id."""
+        with self._read() as conn:
+            return cameras.list_all(conn, self._cipher)
+
+    def list_enabled_cameras(self) -> list[Camera]:
+        """The cameras a video source reads, by id."""
+        with self._read() as conn:
+            return cameras.list_all(conn, self._cipher, enabled_only=True)
+
+    def update_camera(self, camera_id: str, changes: Mapping[str, Any]) -> Camera:
+        """Change the named configuration fields (KeyError if no such camera,
+        ValueError for a field that is not configuration); ``url`` is re-encrypted."""
+        with self._write() as conn:
+            return cameras.update_fields(conn, camera_id, changes, self._cipher, now=utcnow())
+
+    def set_camera_enabled(self, camera_id: str, enabled: bool) -> Camera:
+        """Enable or disable (KeyError if no such camera)."""
+        return self.update_camera(camera_id, {"enabled": enabled})
+
+    def set_camera_last_error(self, camera_id: str, error: str | None) -> bool:
+        """Why the camera cannot be read (None: it can again); redacted, and not a
+        configuration change (``updated_at`` and :meth:`cameras_version` stay)."""
+        with self._write() as conn:
+            return cameras.set_last_error(conn, camera_id, error)
+
+    def delete_camera(self, camera_id: str) -> bool:
+        with self._write() as conn:
+            return cameras.remove(conn, camera_id)
+
+    def cameras_version(self) -> str:
+        """A token that changes whenever a camera is added, removed or changed."""
+        with self._read() as conn:
+            return cameras.version(conn)
+
+    def cameras_changed_since(self, version: str | None) -> tuple[str, list[Camera]] | None:
+        """None while :meth:`cameras_version` is still ``version``; else the new
+        version and the enabled cameras, read in one transaction. A reader polls
+        this every few seconds (None to start)."""
+        with self._read() as conn, conn.begin():
+            now = cameras.version(conn)
+            if now == version:
+                return None
+            return now, cameras.list_all(conn, self._cipher, enabled_only=True)
+
+    def sync_cameras(self, plan: SyncPlan) -> None:
+        """Apply an import's plan in one transaction: all of it or nothing."""
+        with self._write() as conn:
+            cameras.apply_plan(conn, plan, self._cipher, now=utcnow())
 
     # -- api keys (the server's own; see detectflow.store.keys) ----------
     def create_api_key(

@@ -6,11 +6,13 @@ readers share one definition of every column.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping
 
+from detectflow.core.cameras import Camera
 from detectflow.core.models import (
     BBox,
     Detection,
@@ -23,9 +25,13 @@ from detectflow.core.models import (
 from detectflow.store.crypto import ApiKeyCipher
 
 __all__ = [
+    "CAMERA_FIELDS",
     "DETECTION_COLUMNS",
     "EVENT_COLUMNS",
     "PROVIDER_FIELDS",
+    "camera_from_row",
+    "camera_to_row",
+    "check_changeable",
     "detection_from_row",
     "detection_to_row",
     "detection_values",
@@ -59,6 +65,20 @@ PROVIDER_FIELDS = frozenset(
     }
 )
 """Fields of :class:`ProviderConfig` a caller may change (not id or timestamps)."""
+
+
+def check_changeable(kind: str, changes: Iterable[str], known: frozenset[str]) -> None:
+    """ValueError naming every field of ``changes`` a caller may not change."""
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(
+            f"cannot change {kind} field(s) {', '.join(unknown)}; "
+            f"known fields: {', '.join(sorted(known))}"
+        )
+
+
+CAMERA_FIELDS = frozenset({"name", "url", "enabled", "fps", "provider", "options"})
+"""Fields of :class:`Camera` that are configuration (not id, timestamps or last_error)."""
 
 
 DETECTION_COLUMNS = (
@@ -280,6 +300,39 @@ def provider_from_row(row: RowMapping, cipher: ApiKeyCipher) -> ProviderConfig:
         last_tested=row["last_tested"],
         last_error=row["last_error"],
         options=dict(row["options"] or {}),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+_CAMERA_URL = {"what": "camera url", "fix": "the camera's url"}
+
+
+def camera_to_row(c: Camera, cipher: ApiKeyCipher) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "url_encrypted": cipher.encrypt(c.url),
+        "enabled": c.enabled,
+        "fps": c.fps,
+        "provider": c.provider,
+        "options": dict(c.options),
+        "last_error": c.last_error,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+
+
+def camera_from_row(row: RowMapping, cipher: ApiKeyCipher) -> Camera:
+    return Camera(
+        id=row["id"],
+        name=row["name"],
+        url=cipher.decrypt(row["url_encrypted"], **_CAMERA_URL),
+        enabled=row["enabled"],
+        fps=row["fps"],
+        provider=row["provider"],
+        options=dict(row["options"] or {}),
+        last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

@@ -33,6 +33,7 @@ __all__ = [
     "ID_LENGTH",
     "NAMING_CONVENTION",
     "api_keys",
+    "cameras",
     "detection_event_logs",
     "detection_person_days",
     "detection_processing_queue",
@@ -350,4 +351,19 @@ Index(
     tracked_objects.c.start_time,
     postgresql_where=text("end_time IS NULL"),
     sqlite_where=text("end_time IS NULL"),
+)
+
+# Cameras as configuration (detectflow.store.cameras); the URL is encrypted at rest.
+cameras = Table(
+    "cameras",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(255), nullable=False, server_default=text("''")),
+    Column("url_encrypted", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("fps", Float, nullable=False, server_default=text("5")),
+    Column("provider", String(64), nullable=True),
+    Column("options", JSON, nullable=False),
+    Column("last_error", Text, nullable=True),
+    *_timestamps(),
 )
