@@ -280,12 +280,14 @@ def flow_group() -> None:
 
 def _attach_commands() -> None:
     """Commands that live in their own modules, next to what they run."""
+    from detectflow.cli.camera import camera_group
     from detectflow.cli.flow import flow_run
     from detectflow.cli.maintenance import maintenance
     from detectflow.cli.provider import provider_group
 
     flow_group.add_command(flow_run)
     cli.add_command(provider_group)
+    cli.add_command(camera_group)
     cli.add_command(maintenance)
 
 

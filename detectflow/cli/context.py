@@ -7,9 +7,10 @@ so they find the settings the group read, or read the environment.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,7 +19,7 @@ from detectflow.core.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from detectflow.store import Database
 
-__all__ = ["open_database", "settings_of"]
+__all__ = ["echo_fields", "open_database", "settings_of"]
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -51,3 +52,13 @@ def open_database(settings: Settings) -> Iterator[Database]:
         raise click.ClickException(f"database error: {exc.__class__.__name__}: {exc}") from None
     finally:
         database.dispose()
+
+
+def echo_fields(data: Mapping[str, Any]) -> None:
+    """A record as aligned ``key  value`` lines (what ``show`` commands print)."""
+    width = max((len(key) for key in data), default=0)
+    for key, value in data.items():
+        shown = (
+            json.dumps(value) if isinstance(value, dict | list | bool) or value is None else value
+        )
+        click.echo(f"{key:<{width}}  {shown}")

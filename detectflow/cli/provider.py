@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from detectflow.cli.context import open_database, settings_of
+from detectflow.cli.context import echo_fields, open_database, settings_of
 from detectflow.core.models import ProbeResult, ProviderConfig
 from detectflow.core.settings import Settings
 
@@ -293,12 +293,7 @@ def provider_show(ctx: click.Context, provider_id: str | None, as_json: bool) ->
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    width = max(len(key) for key in data)
-    for key, value in data.items():
-        shown = (
-            json.dumps(value) if isinstance(value, dict | list | bool) or value is None else value
-        )
-        click.echo(f"{key:<{width}}  {shown}")
+    echo_fields(data)
 
 
 @provider_group.command("update")

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from detectflow.core.models import utcnow
-from detectflow.core.redact import REDACTED, redact_text
+from detectflow.core.redact import REDACTED, SECRET_PARAMETERS, redact_text
 
 __all__ = [
     "CAMERA_ID",
@@ -35,6 +35,8 @@ __all__ = [
     "check_camera_url",
     "check_fps",
     "display_url",
+    "has_masked_secret",
+    "unmask_url",
     "url_password",
     "with_password",
 ]
@@ -136,3 +138,38 @@ def with_password(url: str, password: str) -> str:
         raise ValueError("camera url has no user to give a password to")
     netloc = f"{userinfo.partition(':')[0]}:{password}@{hostport}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def has_masked_secret(url: str) -> bool:
+    """Does ``url`` hold ``***`` where a credential goes (the password, or a
+    credential-like query value)? Then it is a displayed URL, not a usable one."""
+    if url_password(url) == REDACTED:
+        return True
+    for part in re.split("[&;]", urlsplit(url).query):
+        name, _, value = part.partition("=")
+        if value == REDACTED and name.lower() in SECRET_PARAMETERS:
+            return True
+    return False
+
+
+def unmask_url(url: str, stored: str | None) -> str:
+    """``url`` with the credentials ``***`` stands for taken from ``stored`` (the
+    camera's URL as stored): how a fleet file exported without secrets is imported.
+
+    The stored URL itself when ``url`` is its display form; else, a masked
+    password gets the stored password (the host or path may have changed).
+    ValueError when the masked credential cannot be restored.
+    """
+    if not has_masked_secret(url):
+        return url
+    if stored is not None and display_url(stored) == url:
+        return stored
+    password = None if stored is None else url_password(stored)
+    if password is not None and url_password(url) == REDACTED:
+        restored = with_password(url, password)
+        if not has_masked_secret(restored):
+            return restored
+    raise ValueError(
+        f"camera url has {REDACTED} for a credential and no stored camera url to take it "
+        "from; write the credential, or ${NAME} to read it from the environment"
+    )
