@@ -12,6 +12,10 @@ from detectflow.core.cameras import (
     check_camera_url,
     check_fps,
     display_url,
+    has_masked_secret,
+    unmask_url,
+    url_password,
+    with_password,
 )
 
 
@@ -60,3 +64,67 @@ def test_a_usable_camera_passes_every_check() -> None:
     assert check_camera_id("garage-1") == "garage-1"
     assert check_camera_url("rtsp://cam:554/s") == "rtsp://cam:554/s"
     assert check_fps(5) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("rtsp://admin:s3cret@cam/s", "s3cret"),
+        ("rtsp://admin:p%40ss@cam/s", "p%40ss"),
+        ("rtsp://admin@cam/s", None),
+        ("rtsp://cam/s", None),
+        ("rtsp://admin:@cam/s", ""),
+    ],
+)
+def test_url_password_reads_the_userinfo_as_written(url: str, password: str | None) -> None:
+    assert url_password(url) == password
+
+
+def test_with_password_replaces_only_the_password() -> None:
+    url = "rtsp://admin:***@10.0.0.5:554/s?x=1#f"
+    assert with_password(url, "s3cret") == "rtsp://admin:s3cret@10.0.0.5:554/s?x=1#f"
+    with pytest.raises(ValueError, match="no user"):
+        with_password("rtsp://cam/s", "x")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("rtsp://admin:***@cam/s", True),
+        ("http://cam/v.mjpg?user=a&password=***", True),
+        ("http://cam/v.mjpg?user=***", False),  # not a credential's place
+        ("rtsp://admin:s3cret@cam/s", False),
+        ("rtsp://cam/***", False),
+    ],
+)
+def test_has_masked_secret_finds_stars_where_credentials_go(url: str, masked: bool) -> None:
+    assert has_masked_secret(url) is masked
+
+
+def test_unmask_url_restores_what_display_url_masked() -> None:
+    stored = "http://cam/v.mjpg?user=a&password=s3cret"
+    assert unmask_url(display_url(stored), stored) == stored
+    stored = "rtsp://admin:s3cret@10.0.0.5/s"
+    # The host moved; the masked password is still the stored one.
+    assert unmask_url("rtsp://admin:***@10.0.0.9/s", stored) == "rtsp://admin:s3cret@10.0.0.9/s"
+    assert unmask_url("rtsp://admin:new@10.0.0.9/s", stored) == "rtsp://admin:new@10.0.0.9/s"
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("rtsp://admin:***@cam/s", None),
+        ("rtsp://admin:***@cam/s", "rtsp://admin@cam/s"),
+        ("http://cam/v?password=***&x=2", "http://cam/v?password=s3cret"),
+    ],
+    ids=["no-stored-camera", "stored-url-has-no-password", "masked-query-and-a-changed-url"],
+)
+def test_unmask_url_refuses_stars_it_cannot_restore(url: str, stored: str | None) -> None:
+    with pytest.raises(ValueError, match=r"\$\{NAME\}"):
+        unmask_url(url, stored)
+
+
+@given(password=_SECRET.filter(lambda p: p.isalnum()))
+def test_a_displayed_url_unmasks_to_the_stored_one(password: str) -> None:
+    stored = f"rtsp://admin:{password}@cam.local:554/stream"
+    assert unmask_url(display_url(stored), stored) == stored

@@ -1,0 +1,94 @@
+"""The fleet file: what export writes, import reads back as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detectflow.core.camera_toml import dump_cameras, expand_env, load_cameras
+from detectflow.core.cameras import Camera
+
+_TEXT = st.text(max_size=12)
+_SCALAR = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT
+)
+_JSON: st.SearchStrategy[Any] = st.recursive(
+    _SCALAR,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+_CAMERA = st.builds(
+    Camera,
+    id=st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+    name=_TEXT,
+    url=st.none() | st.sampled_from(["rtsp://u:p@h:554/s", "file:///clips/a b.mp4", "http://h/x"]),
+    enabled=st.booleans(),
+    fps=st.floats(min_value=0.01, max_value=60),
+    provider=st.none() | _TEXT,
+    options=st.dictionaries(_TEXT, _JSON, max_size=4),
+)
+
+
+def _as_file(camera: Camera) -> dict[str, Any]:
+    """What a camera's table must read back as."""
+    fields: dict[str, Any] = {"id": camera.id, "name": camera.name}
+    if camera.url is not None:
+        fields["url"] = camera.url
+    fields["enabled"] = camera.enabled
+    fields["fps"] = camera.fps
+    if camera.provider is not None:
+        fields["provider"] = camera.provider
+    if camera.options:
+        fields["options"] = dict(camera.options)
+    return fields
+
+
+@given(cameras=st.lists(_CAMERA, max_size=4))
+def test_an_exported_fleet_reads_back_field_for_field(cameras: list[Camera]) -> None:
+    text = dump_cameras(cameras, with_secrets=True)
+    assert load_cameras(text) == [_as_file(c) for c in cameras]
+
+
+def test_without_secrets_urls_are_written_as_displayed() -> None:
+    camera = Camera("cam-1", url="rtsp://admin:s3cret@10.0.0.5/s?token=abc")
+    text = dump_cameras([camera])
+    assert "s3cret" not in text and "abc" not in text
+    assert load_cameras(text)[0]["url"] == "rtsp://admin:***@10.0.0.5/s?token=***"
+
+
+def test_null_has_no_place_in_a_fleet_file() -> None:
+    with pytest.raises(ValueError, match="no null"):
+        dump_cameras([Camera("c", options={"x": None})])
+
+
+def test_an_empty_file_is_an_empty_fleet() -> None:
+    assert load_cameras("") == []
+    assert load_cameras(dump_cameras([])) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[cameras]\nid=1", "not TOML"),
+        ('[[camera]]\nid = "a"', "unknown top-level key"),
+        ('cameras = "a"', "expected \\[\\[cameras\\]\\]"),
+        ('[[cameras]]\nid = "a"\n[cameras.options]\nat = 2026-12-02', r"cameras\[0\].options.at"),
+    ],
+)
+def test_a_file_of_another_shape_is_refused_saying_where(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_cameras(text)
+
+
+def test_expand_env_fills_variables_and_names_the_missing_ones() -> None:
+    url = "rtsp://u:${CAM_PW}@h/s?k=${KEY}"
+    assert expand_env(url, {"CAM_PW": "p$w", "KEY": "k"}) == "rtsp://u:p$w@h/s?k=k"
+    with pytest.raises(ValueError, match="not set: CAM_PW, KEY"):
+        expand_env(url, {})
+    assert expand_env("rtsp://u:pa$$@h/s", {}) == "rtsp://u:pa$$@h/s"
