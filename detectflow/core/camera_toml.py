@@ -45,7 +45,7 @@ from detectflow.core.cameras import Camera
 __all__ = ["CAMERAS_KEY", "dump_cameras", "expand_env", "load_cameras"]
 
 CAMERAS_KEY = "cameras"
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER = """\
 # detectflow cameras. `detectflow camera import FILE` makes the cameras table
@@ -93,7 +93,7 @@ def _table(path: list[str], values: Mapping[str, Any], *, header: bool = False) 
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
+    return key if _BARE_KEY.fullmatch(key) else _string(key)
 
 
 def _value(value: Any) -> str:
@@ -146,19 +146,22 @@ def load_cameras(text: str) -> list[dict[str, Any]]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ValueError("cameras: expected [[cameras]] tables")
     for index, entry in enumerate(entries):
-        where = _not_json(entry, f"cameras[{index}]")
-        if where is not None:
-            raise ValueError(f"{where}: a date or time; camera settings are JSON values")
+        problem = _not_json(entry, f"cameras[{index}]")
+        if problem is not None:
+            raise ValueError(problem)
     return entries
 
 
 def _not_json(value: Any, path: str) -> str | None:
-    """Where ``value`` holds a TOML date/time, which a JSON column cannot store."""
+    """What in ``value`` a JSON column cannot store: a TOML date or time, or NUL
+    (which PostgreSQL refuses in text, and the API refuses in a body)."""
     if isinstance(value, datetime | date | time):
-        return path
+        return f"{path}: a date or time; camera settings are JSON values"
+    if isinstance(value, str) and "\x00" in value:
+        return f"{path}: has a NUL character"
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _not_json(item, f"{path}.{key}")
+            found = _not_json(key, f"{path} (a key)") or _not_json(item, f"{path}.{key}")
             if found:
                 return found
     if isinstance(value, list):

@@ -32,7 +32,7 @@ from detectflow.core.cameras import (
     check_camera_id,
     check_camera_url,
     check_fps,
-    url_password,
+    has_masked_secret,
 )
 from detectflow.core.models import utcnow
 from detectflow.core.object_config import ObjectsConfig
@@ -83,11 +83,11 @@ def read_camera_fields(body: Body, *, creating: bool) -> dict[str, Any]:
     else:
         url = body.text("url", min_length=1, max_length=2048, pattern=_NO_SPACE)
         checked = url is not None and _check(body, "url", check_camera_url, url, fields)
-        if checked and url is not None and url_password(url) == REDACTED:
+        if checked and url is not None and has_masked_secret(url):
             body.error(
                 "url",
-                f"its password is {REDACTED}, the masked form display_url shows; "
-                "send the real password (it is stored encrypted)",
+                f"holds {REDACTED} for a credential, the masked form display_url shows; "
+                "send the real one (it is stored encrypted)",
             )
     enabled = body.boolean("enabled")
     if enabled is not None:

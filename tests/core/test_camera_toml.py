@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from detectflow.core.camera_toml import dump_cameras, expand_env, load_cameras
 from detectflow.core.cameras import Camera
 
-_TEXT = st.text(max_size=12)
+_TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=12)
+"""Any text a JSON body may hold (NUL is refused at every door: test below)."""
 _SCALAR = (
     st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -79,6 +80,11 @@ def test_an_empty_file_is_an_empty_fleet() -> None:
         ('[[camera]]\nid = "a"', "unknown top-level key"),
         ('cameras = "a"', "expected \\[\\[cameras\\]\\]"),
         ('[[cameras]]\nid = "a"\n[cameras.options]\nat = 2026-12-02', r"cameras\[0\].options.at"),
+        ('[[cameras]]\nid = "a"\nname = "x\\u0000"', r"cameras\[0\].name: has a NUL"),
+        (
+            '[[cameras]]\nid = "a"\n[cameras.options]\n"k\\u0000" = 1',
+            r"cameras\[0\].options \(a key\)",
+        ),
     ],
 )
 def test_a_file_of_another_shape_is_refused_saying_where(text: str, message: str) -> None:
@@ -92,3 +98,9 @@ def test_expand_env_fills_variables_and_names_the_missing_ones() -> None:
     with pytest.raises(ValueError, match="not set: CAM_PW, KEY"):
         expand_env(url, {})
     assert expand_env("rtsp://u:pa$$@h/s", {}) == "rtsp://u:pa$$@h/s"
+
+
+@pytest.mark.parametrize("key", ["a\n", "a.b", "", "ü", "a b", 'q"'])
+def test_keys_that_are_not_bare_are_quoted(key: str) -> None:
+    camera = Camera("c", options={key: 1, "t": {key: {key: [1]}}})
+    assert load_cameras(dump_cameras([camera]))[0]["options"] == camera.options
