@@ -45,12 +45,8 @@ class SyncPlan:
 
 
 def changed_fields(current: Camera, wanted: Camera) -> tuple[str, ...]:
-    return tuple(f for f in COMPARED_FIELDS if _value(current, f) != _value(wanted, f))
-
-
-def _value(camera: Camera, name: str) -> object:
-    value = getattr(camera, name)
-    return dict(value) if name == "options" else value
+    """Options compare as mappings: key order, and 1 against 1.0, are no change."""
+    return tuple(f for f in COMPARED_FIELDS if getattr(current, f) != getattr(wanted, f))
 
 
 def plan_sync(current: Sequence[Camera], wanted: Sequence[Camera], *, prune: bool) -> SyncPlan:
