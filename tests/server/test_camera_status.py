@@ -120,10 +120,10 @@ def test_series_exist_for_configured_cameras_only(client: TestClient, cache: Mem
 def test_an_unreadable_cache_shows_unknown_not_offline(
     client_factory: Callable[..., TestClient], free_port: int
 ) -> None:
-    with RedisCache(f"redis://127.0.0.1:{free_port}/0") as dead:  # nothing listens there
-        with client_factory(cache=dead) as client:
-            add(client, "cam-1")
-            response = client.get(f"{CAMERAS}/cam-1/status")
-            assert response.status_code == 200
-            assert response.json()["data"]["status"] == "unknown"
-            assert "detectflow_camera_online{" not in client.get("/metrics").text
+    dead = RedisCache(f"redis://127.0.0.1:{free_port}/0")  # nothing listens there
+    with dead, client_factory(cache=dead) as client:
+        add(client, "cam-1")
+        response = client.get(f"{CAMERAS}/cam-1/status")
+        assert response.status_code == 200
+        assert response.json()["data"]["status"] == "unknown"
+        assert "detectflow_camera_online{" not in client.get("/metrics").text
