@@ -104,3 +104,35 @@ def test_expand_env_fills_variables_and_names_the_missing_ones() -> None:
 def test_keys_that_are_not_bare_are_quoted(key: str) -> None:
     camera = Camera("c", options={key: 1, "t": {key: {key: [1]}}})
     assert load_cameras(dump_cameras([camera]))[0]["options"] == camera.options
+
+
+def test_the_file_reads_as_a_person_would_write_it() -> None:
+    camera = Camera("cam-1", name="Front door", options={"transport": "tcp", "e": {}})
+    text = dump_cameras([camera])
+    assert '\n[[cameras]]\nid = "cam-1"\nname = "Front door"\n' in text
+    assert '\n[cameras.options]\ntransport = "tcp"\ne = {}\n' in text
+    assert dump_cameras([Camera("c", options={"m": [{"a": 1}]})]).endswith("m = [{ a = 1 }]\n")
+    assert '"\\u001f\\u007f"' in dump_cameras([Camera("c", name="\x1f\x7f")])
+
+
+def test_what_toml_cannot_hold_is_named() -> None:
+    with pytest.raises(ValueError, match="a set has no place"):
+        dump_cameras([Camera("c", options={"s": {1}})])
+    with pytest.raises(ValueError, match="inf has no place"):
+        dump_cameras([Camera("c", options={"f": float("inf")})])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a = 1\nb = 2", r"^unknown top-level key\(s\) a, b; expected \[\[cameras\]\]$"),
+        ("cameras = [1]", r"^cameras: expected \[\[cameras\]\] tables$"),
+        (
+            '[[cameras]]\nid = "a"\n[cameras.options]\nl = [1, [2, 2026-12-02]]',
+            r"^cameras\[0\]\.options\.l\[1\]\[1\]: a date or time",
+        ),
+    ],
+)
+def test_refusals_say_exactly_what_and_where(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_cameras(text)
