@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,3 +130,57 @@ def test_unmask_url_refuses_stars_it_cannot_restore(url: str, stored: str | None
 def test_a_displayed_url_unmasks_to_the_stored_one(password: str) -> None:
     stored = f"rtsp://admin:{password}@cam.local:554/stream"
     assert unmask_url(display_url(stored), stored) == stored
+
+
+def test_each_refusal_says_exactly_why() -> None:
+    cases = [
+        (
+            check_camera_id,
+            "a b",
+            "camera id must be 1-128 characters of letters, digits, '_', '.', ':' or '-'",
+        ),
+        (
+            check_camera_url,
+            "ftp://h/x",
+            "camera url scheme must be one of rtsp, rtsps, rtmp, http, https, file",
+        ),
+        (check_camera_url, "FILE://", "a file:// camera url needs a path"),
+        (check_camera_url, "rtsp:///x", "camera url needs a host"),
+        (
+            lambda url: with_password(url, "x"),
+            "rtsp://h/s",
+            "camera url has no user to give a password to",
+        ),
+        (
+            lambda url: unmask_url(url, None),
+            "rtsp://u:***@h/s",
+            "camera url has *** for a "
+            "credential and no stored camera url to take it from; write the credential, or "
+            "${NAME} to read it from the environment",
+        ),
+    ]
+    for check, value, message in cases:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            check(value)
+
+
+def test_schemes_are_read_in_any_case_and_the_fps_range_is_inclusive_at_sixty() -> None:
+    assert check_camera_url("FILE:///clips/a.mp4") == "FILE:///clips/a.mp4"
+    assert check_camera_url("RTSP://cam/s") == "RTSP://cam/s"
+    assert check_fps(0.5) == 0.5
+    assert check_fps(60) == 60.0
+
+
+@pytest.mark.parametrize(
+    ("url", "password", "shown"),
+    [
+        ("rtsp://admin:p@ss@cam/s", "p@ss", "rtsp://admin:***@cam/s"),
+        ("rtsp://admin:pa:ss@cam/s", "pa:ss", "rtsp://admin:***@cam/s"),
+    ],
+)
+def test_a_password_holding_at_or_colon_is_still_one_password(
+    url: str, password: str, shown: str
+) -> None:
+    assert url_password(url) == password
+    assert display_url(url) == shown
+    assert with_password(shown, password) == url
