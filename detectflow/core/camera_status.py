@@ -141,8 +141,9 @@ class _Rate:
         self._count += count
 
     def per_second(self, now: float, span: float) -> float:
+        """``span`` is at least a second (see :meth:`CameraMeter.snapshot`)."""
         self.trim(now)
-        return self._count / span if span > 0 else 0.0
+        return self._count / span
 
     def trim(self, now: float) -> None:
         while self._events and self._events[0][0] <= now - self._window:

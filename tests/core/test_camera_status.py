@@ -167,3 +167,49 @@ def test_a_report_reads_back_as_written(
 )
 def test_an_entry_it_cannot_read_is_no_report(data: dict[str, object]) -> None:
     assert CameraStatus.from_dict(data) is None
+
+
+def test_a_fresh_meter_reports_nothing_yet_under_its_camera_and_the_wall_time() -> None:
+    status = meter(Clock()).snapshot()
+    assert status == CameraStatus("cam-1", False, WALL)
+
+
+def test_in_flight_counts_submitted_minus_completed() -> None:
+    m = meter(Clock())
+    m.submitted()
+    m.submitted(2)
+    m.completed(5.0)
+    assert m.snapshot().in_flight == 2
+    m.skipped()
+    assert m.snapshot().skipped_per_second == 1.0  # one, in a meter younger than a second
+
+
+def test_a_zero_inference_time_counts_and_only_the_newest_samples_are_kept() -> None:
+    clock = Clock()
+    m = meter(clock)
+    m.completed(0.0)
+    assert m.snapshot().inference_ms_p50 == 0.0
+    for _ in range(MAX_SAMPLES):
+        m.completed(1000.0)
+    for _ in range(MAX_SAMPLES):
+        m.completed(0.5)
+    assert m.snapshot().inference_ms_p95 == 0.5
+
+
+def test_a_window_shorter_than_a_second_is_allowed_but_must_be_positive() -> None:
+    assert CameraMeter("c", window_seconds=0.5).camera_id == "c"
+    with pytest.raises(ValueError, match=r"^window_seconds must be > 0$"):
+        CameraMeter("c", window_seconds=0)
+
+
+def test_an_entry_without_counts_reads_as_zero() -> None:
+    status = CameraStatus.from_dict(
+        {"camera_id": "c", "online": True, "reported_at": "2026-12-02T12:00:00Z"}
+    )
+    assert status == CameraStatus("c", True, WALL)
+
+
+@pytest.mark.parametrize("bad", [True, float("nan"), "1", None])
+def test_a_rate_that_is_not_a_finite_number_is_no_report(bad: object) -> None:
+    entry = CameraStatus("c", True, WALL).as_dict()
+    assert CameraStatus.from_dict({**entry, "decode_fps": bad}) is None
