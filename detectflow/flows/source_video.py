@@ -39,6 +39,7 @@ from detectflow.core.models import DetectionEvent, EventType, Severity
 from detectflow.core.settings import Settings
 from detectflow.flows.dataflow import ReaderSource
 from detectflow.flows.source_common import Batch, SourceOptions, SourceReader, SourceURLError
+from detectflow.store.repository import Database
 from detectflow.video.fleet import REFRESH_SECONDS, CameraFleet
 from detectflow.video.options import READER_OPTIONS, reader_options
 
@@ -93,30 +94,26 @@ class EventRecorder(Protocol):
     def record_events(self, events: Sequence[DetectionEvent]) -> None: ...
 
 
-# -- LEAD: wire these two to the cameras table (store/cameras.py) ---------------------
+# -- the cameras table (detectflow.store.cameras) ---------------------------------------
 
 
 def table_cameras(database: object) -> CameraLoader:
-    """The enabled cameras of the table, for ``--source cameras``.
-
-    LEAD: the cameras table is built on another branch; once it is on main,
-    return its repository's ``list_enabled`` here (e.g.
-    ``return CameraRepository(database.engine).list_enabled``). Until then
-    ``--source cameras`` is refused with this message.
-    """
-    raise SourceURLError("the cameras table is not in this build yet: --source cameras")
+    """The enabled cameras of the table, for ``--source cameras``, read again every
+    ``refresh_seconds`` (a reader fault keeps the current list: see CameraFleet)."""
+    if not isinstance(database, Database):
+        raise SourceURLError("--source cameras reads the cameras table: it needs the database")
+    return database.list_enabled_cameras
 
 
 def table_error_reporter(database: object) -> ErrorReporter:
-    """Records a camera's ``last_error`` in the table.
-
-    LEAD: return the cameras repository's ``set_last_error`` here once the
-    table is on main. Until then the reason is in the ``camera_offline``
-    event and the log only.
-    """
+    """Records a camera's ``last_error`` in the table (without a database, the reason
+    is in the ``camera_offline`` event and the log only)."""
 
     def report(camera_id: str, reason: str | None) -> None:
-        log.debug("camera %s last_error: %s", camera_id, reason)
+        if isinstance(database, Database):
+            database.set_camera_last_error(camera_id, reason)
+        else:
+            log.debug("camera %s last_error: %s", camera_id, reason)
 
     return report
 

@@ -16,10 +16,10 @@ from detectflow import Settings, hookimpl
 from detectflow.core.cameras import Camera
 from detectflow.core.models import DetectionEvent, EventType, Severity
 from detectflow.core.plugins import PluginRegistry
-from detectflow.flows import FlowError, FlowOptions, run_flow
+from detectflow.flows import FlowOptions, run_flow
 from detectflow.flows.observe import FlowCollector
 from detectflow.flows.source_common import SourceURLError
-from detectflow.flows.source_video import cameras_source_factory, parse_video_url
+from detectflow.flows.source_video import cameras_source_factory, parse_video_url, table_cameras
 from detectflow.store import Database
 from detectflow.video.clips import write_clip
 from detectflow.video.fleet import owner
@@ -239,12 +239,25 @@ def test_two_workers_read_each_camera_once(
         assert sqlite_db.list_detections(camera_id=camera_id, limit=1)[1] == 20
 
 
-def test_the_cameras_source_needs_the_table(
-    settings: Settings, sqlite_db: Database, registry: PluginRegistry
+def test_the_cameras_source_reads_the_table_and_records_why_a_camera_is_not_read(
+    settings: Settings, sqlite_db: Database, registry: PluginRegistry, clip: Path
 ) -> None:
     activate_counted(sqlite_db)
-    with pytest.raises(FlowError, match="cameras table"):
-        run(settings, sqlite_db, registry, "cameras", until_empty=True)
+    sqlite_db.create_camera(Camera(id="good", url=f"file://{clip}", options={"realtime": 0}))
+    sqlite_db.create_camera(Camera(id="bad", url=f"file://{clip}", options={"transport": "x"}))
+    sqlite_db.create_camera(Camera(id="off", url=f"file://{clip}", enabled=False))
+
+    metrics = run(settings, sqlite_db, registry, "cameras", until_empty=True)
+
+    assert metrics.snapshot().completed == 10
+    assert sqlite_db.list_detections(camera_id="off", limit=1)[1] == 0
+    bad = sqlite_db.get_camera("bad")
+    assert bad is not None and "transport" in (bad.last_error or "")
+
+
+def test_the_cameras_source_needs_the_database() -> None:
+    with pytest.raises(SourceURLError, match="cameras table"):
+        table_cameras(None)
 
 
 def test_stream_urls_keep_their_query_and_take_options_from_the_fragment() -> None:
