@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,24 +23,6 @@ from detectflow.store import Database
 PASSWORD = "Sup3r-s3cret-pw"
 URL = f"rtsp://admin:{PASSWORD}@10.0.0.5:554/stream1"
 SHOWN = "rtsp://admin:***@10.0.0.5:554/stream1"
-
-
-@pytest.fixture
-def env(tmp_path: Path, sqlite_url: str, secret_key: str) -> dict[str, str]:
-    return {
-        "DETECTFLOW_DATA_DIR": str(tmp_path),
-        "DETECTFLOW_DATABASE_URL": sqlite_url,
-        "DETECTFLOW_SECRET_KEY": secret_key,
-        "DETECTFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
-    }
-
-
-@pytest.fixture
-def database(env: dict[str, str]) -> Iterator[Database]:
-    db = Database(env["DETECTFLOW_DATABASE_URL"], secret_key=env["DETECTFLOW_SECRET_KEY"])
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 def run(env: dict[str, str], *args: str, extra_env: dict[str, str] | None = None) -> Result:

@@ -26,24 +26,6 @@ from tests.testing import doubles
 
 
 @pytest.fixture
-def env(tmp_path: Path, sqlite_url: str, secret_key: str) -> dict[str, str]:
-    return {
-        "DETECTFLOW_DATA_DIR": str(tmp_path),
-        "DETECTFLOW_DATABASE_URL": sqlite_url,
-        "DETECTFLOW_SECRET_KEY": secret_key,
-        "DETECTFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
-    }
-
-
-@pytest.fixture
-def database(env: dict[str, str]) -> Iterator[Database]:
-    db = Database(env["DETECTFLOW_DATABASE_URL"], secret_key=env["DETECTFLOW_SECRET_KEY"])
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
     handle = run_in_thread(Simulator())
     yield handle
