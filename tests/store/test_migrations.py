@@ -174,7 +174,7 @@ def test_0005_converts_existing_rows_keeping_every_row_and_column(
         db.dispose()
 
 
-def test_0009_fills_person_counts_from_the_stored_detections(
+def test_0006_fills_person_counts_from_the_stored_detections(
     database_url: str, secret_key: str
 ) -> None:
     db = Database(database_url, secret_key=secret_key)

@@ -1,7 +1,7 @@
 """Per-person daily counts for ``most_detected_person``; window rows indexed per
 camera; a camera bound to an API key; the unused too-late table goes.
 
-Revision ID: 0009
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-02
 
@@ -18,7 +18,7 @@ from alembic import op
 
 from detectflow.store.types import UTCDateTime
 
-revision = "0009"
+revision = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None

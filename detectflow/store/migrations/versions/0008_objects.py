@@ -1,7 +1,7 @@
 """Tracked objects: ``detections.track_id`` and the ``tracked_objects`` table.
 
-Revision ID: 0007
-Revises: 0008 (for now, main's head: the lead re-chains it onto the cameras migration 0006)
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 
 ``detections`` is partitioned by day on PostgreSQL (0005): a column added to
@@ -19,10 +19,8 @@ from alembic import op
 
 from detectflow.store.types import UTCDateTime
 
-revision = "0007"
-# LEAD: re-chain onto the cameras migration "0006" at merge (the brief said "0005";
-# main's 0009 and 0008 came since, so this follows main's head to keep one head).
-down_revision: str | None = "0008"
+revision = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,12 +1,8 @@
 """Cameras as configuration: what to read, how often, with which provider.
 
-Revision ID: 0006
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
-
-Numbered 0006 as planned for the round-2 tables, but chained after the head
-main had when this was merged (0005 -> 0009 -> 0008 -> 0007): a database already
-there gets this table on its next upgrade, and the chain keeps one head.
 
 ``id`` is the camera_id every other table uses. The URL may carry
 credentials, so it is stored Fernet-encrypted (``url_encrypted``) like
@@ -24,8 +20,8 @@ from alembic import op
 
 from detectflow.store.types import UTCDateTime
 
-revision = "0006"
-down_revision: str | None = "0007"
+revision = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | None = None
 depends_on: str | None = None
 

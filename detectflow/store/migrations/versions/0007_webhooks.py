@@ -1,13 +1,8 @@
 """Webhook subscriptions and their deliveries.
 
-Revision ID: 0008
-Revises: 0009
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
-
-Chained after 0009 FOR NOW, which main already has on 0005 (two revisions on
-0005 would be two heads, and ``upgrade head`` refuses that); 0006 and 0007 are
-being written on other branches (cameras, tracked objects), so the lead
-re-chains this one at merge.
 
 Written by hand, like 0001: a frozen record of the schema at this version.
 """
@@ -19,8 +14,8 @@ from alembic import op
 
 from detectflow.store.types import UTCDateTime
 
-revision = "0008"
-down_revision: str | None = "0009"  # re-chained at merge (see the docstring)
+revision = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | None = None
 depends_on: str | None = None
 
