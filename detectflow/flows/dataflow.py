@@ -55,13 +55,14 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from bytewax.run import cli_main as _cli_main
 from bytewax.testing import run_main as _run_main
 
+from detectflow.core.cameras import Camera
 from detectflow.core.errors import DetectflowError
 from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
-from detectflow.flows.objects import CameraStep, ObjectsConfigLookup, default_objects_config
+from detectflow.flows.objects import CameraStep, ObjectsConfigLookup, table_objects_config
 from detectflow.flows.recovery import recovery_config
 from detectflow.flows.sinks import BackgroundWriter
 from detectflow.flows.steps import camera_key
@@ -115,6 +116,8 @@ class FlowDatabase(ResultStore, EventStore, Protocol):
     def list_providers(self) -> list[ProviderConfig]: ...
 
     def queue_stats(self) -> dict[str, int]: ...
+
+    def get_camera(self, camera_id: str) -> Camera | None: ...
 
 
 ResumeScreen = Callable[[Sequence[Frame]], tuple[list[Frame], list[FrameResult]]]
@@ -624,7 +627,8 @@ def run_flow(
     how many and why, after recording everything it did finish.
 
     ``objects_config`` gives each camera's zones, masks and filters for the
-    objects step (default: :func:`~detectflow.flows.objects.default_objects_config`).
+    objects step (default: the cameras table's, see
+    :func:`~detectflow.flows.objects.table_objects_config`).
     """
     options = options or FlowOptions()
     plan = _execution_plan(settings, options)
@@ -657,10 +661,8 @@ def run_flow(
         breaker_sink=events,
         keep_images=options.tracking,  # the objects step keeps the best frames' images
     )
-    # LEAD: wire the cameras table here: objects_config = lambda camera_id:
-    # ObjectsConfig.from_options(<camera row>.options).with_provider(<its provider>).
-    # Until then every camera gets the defaults (every label, no zones).
-    configs = objects_config or default_objects_config
+    # Zones, masks and filters from the cameras table unless the caller gives them.
+    configs = objects_config or table_objects_config(database)
     try:
         engine.start()
         if options.until_empty and not engine.has_provider:

@@ -21,14 +21,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
+from detectflow.core.cameras import Camera
 from detectflow.core.models import FrameResult, strip_image, with_track_id
 from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.object_events import FrameObjects
 from detectflow.core.objects import CameraObjects
 
-__all__ = ["CameraStep", "ObjectsConfigLookup", "default_objects_config", "objects_configs_from"]
+__all__ = [
+    "CameraStep",
+    "ObjectsConfigLookup",
+    "default_objects_config",
+    "objects_configs_from",
+    "table_objects_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,29 @@ _STATE_VERSION = 1
 def default_objects_config(camera_id: str) -> ObjectsConfig:
     """Every camera tracks every label with Frigate's defaults, no zones."""
     return ObjectsConfig()
+
+
+class CameraLookup(Protocol):
+    def get_camera(self, camera_id: str) -> Camera | None: ...
+
+
+def table_objects_config(database: CameraLookup) -> ObjectsConfigLookup:
+    """Each camera's config from its row of the cameras table (``options``), read when
+    the flow first sees the camera; a camera not in the table gets the defaults. The
+    API refuses a bad config, so one that does not parse was edited by hand: the
+    camera gets the defaults and the log says why."""
+
+    def lookup(camera_id: str) -> ObjectsConfig:
+        camera = database.get_camera(camera_id)
+        if camera is None:
+            return ObjectsConfig()
+        try:
+            return ObjectsConfig.from_options(camera.options)
+        except ValueError as exc:
+            log.warning("camera %s: objects config ignored, defaults used: %s", camera_id, exc)
+            return ObjectsConfig()
+
+    return lookup
 
 
 class CameraStep:

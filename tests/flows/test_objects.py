@@ -6,10 +6,12 @@ from __future__ import annotations
 import pickle
 import random
 
+from detectflow.core.cameras import Camera
 from detectflow.core.ids import track_id
 from detectflow.core.object_config import ObjectsConfig
 from detectflow.core.pipeline import failed_result
-from detectflow.flows.objects import CameraStep
+from detectflow.flows.objects import CameraStep, table_objects_config
+from detectflow.store import Database
 from tests.object_frames import ZONE_OPTIONS, scene_results
 
 CONFIG = ObjectsConfig.from_options(ZONE_OPTIONS)
@@ -89,3 +91,13 @@ def test_a_snapshot_resumes_the_same_objects_without_a_second_start():
         ("object_started", A_ID),
         ("object_started", B_ID),
     ]
+
+
+def test_the_cameras_table_gives_each_camera_its_zones(db: Database) -> None:
+    db.create_camera(Camera(id="dock-cam", options=ZONE_OPTIONS))
+    db.create_camera(Camera(id="plain-cam"))
+    lookup = table_objects_config(db)
+    assert lookup("dock-cam") == ObjectsConfig.from_options(ZONE_OPTIONS)
+    assert lookup("dock-cam").zones
+    assert lookup("plain-cam") == ObjectsConfig()
+    assert lookup("not-in-the-table") == ObjectsConfig()
