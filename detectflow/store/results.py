@@ -193,6 +193,10 @@ def _finish_claimed(conn: Connection, claimed: Sequence[FrameResult], now: datet
     """Finish the queue rows of ``claimed`` that are not final yet; their ids."""
     rows = [dict(zip(_QUEUE_COLUMNS, _queue_row(r, now), strict=True)) for r in claimed]
     if conn.dialect.name == "postgresql":
+        # Two writers finishing overlapping rows (a slow holder and the run that took
+        # over) must lock them in one order, or each waits for the other's rows: the
+        # UPDATE's join locks in whatever order its plan reads, so lock first, by id.
+        conn.execute(_LOCK_IN_ORDER, {"ids": sorted({str(row["id"]) for row in rows})})
         finished = conn.execute(_FINISH_UNLESS_FINAL, {"rows": json.dumps(rows, default=str)})
         return {row[0] for row in finished}
     ids = [r["id"] for r in rows]
@@ -206,6 +210,10 @@ def _finish_claimed(conn: Connection, claimed: Sequence[FrameResult], now: datet
         conn.execute(_finish_queue_row, [{f"b_{k}": v for k, v in row.items()} for row in todo])
     return {str(row["id"]) for row in todo}
 
+
+_LOCK_IN_ORDER = text(
+    "SELECT id FROM detection_processing_queue WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+)
 
 _FINISH_UNLESS_FINAL = text(
     "UPDATE detection_processing_queue AS q SET status = v.status, "
