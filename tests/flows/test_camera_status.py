@@ -141,6 +141,16 @@ def test_reader_counts_are_fed_as_differences_with_online_changes() -> None:
     del readers.counts["cam"]  # disabled: no longer read
     feed.poll()
     assert board.snapshot("cam") is None and read_camera_statuses(cache, ["cam"]) == {}
+    # A frame of it still in flight when it stopped does not bring its report back.
+    late = frames(1, cameras=("cam",))[0]
+    feed.completed([FrameResult(late, (), (), None, 1, 30)])
+    assert board.snapshot("cam") is None
+
+    readers.counts["cam"] = ReaderCounts(decoded=3, online=True)  # enabled again
+    feed.poll()
+    feed.completed([FrameResult(late, (), (), None, 1, 30)])
+    report = board.snapshot("cam")
+    assert report is not None and report.online and report.inference_ms_p50 == 30.0
 
 
 def test_a_camera_without_a_reader_is_online_while_frames_arrive_and_offline_when_idle() -> None:
