@@ -339,8 +339,10 @@ def up(
 ) -> None:
     """Run the API server and the dataflow together, for real deployments.
 
-    Uses the configured database and the active provider; no simulator and
-    no sample frames (see `detectflow demo` for those). Crash-safe by
+    Reads the processing queue and every enabled camera of the cameras table
+    (added, changed or disabled ones within 10 s). Uses the configured
+    database and the active provider; no simulator and no sample frames
+    (see `detectflow demo` for those). Crash-safe by
     default: queued frames are leased, and the dataflow's state is
     snapshotted under the data dir (see --no-recovery).
     """
@@ -355,11 +357,14 @@ def up(
     stack = open_stack(settings)
     recovery = None if no_recovery else recovery_dir or default_recovery_dir(settings)
     stack.start_flow(workers=workers, recovery_dir=recovery)
+    reads_cameras = stack.start_camera_flow(workers=workers, recovery_dir=recovery)
     if schedule:
         from detectflow.cli.maintenance import run_schedule
 
         stack.spawn(lambda: run_schedule(stack), "detectflow-maintenance")
     click.echo(f"detectflow up on {_listening(settings)} (Ctrl-C stops)")
+    if not reads_cameras:
+        click.echo("cameras table not read: PyAV is missing (pip install 'detectflow[video]')")
     stack.serve(settings.host, settings.port)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from detectflow.cli.runner import Stack, open_stack
+from detectflow.core.cameras import Camera
 from detectflow.core.frames import make_frame
 from detectflow.core.ids import new_id
 from detectflow.core.models import ProviderConfig
@@ -32,6 +33,7 @@ __all__ = [
     "DEMO_PROVIDER_NAME",
     "DEMO_VIDEO_CAMERA",
     "demo_clip",
+    "ensure_demo_cameras",
     "ensure_demo_provider",
     "feed",
     "run_demo",
@@ -57,6 +59,32 @@ def demo_clip(settings: Settings) -> Path | None:
         write_clip(partial, width=640, height=360, fps=25, seconds=8.0, camera_id=DEMO_VIDEO_CAMERA)
         partial.replace(path)  # never a half-written clip, even if interrupted
     return path
+
+
+def ensure_demo_cameras(database: Database, clip: Path | None, *, fps: float) -> None:
+    """The demo's cameras as rows of the cameras table, so the live page shows their
+    status and the video camera is read like any camera ``up`` reads: the queue's
+    cameras without a URL (their frames come through the queue), the video camera
+    playing ``clip`` in a loop. Kept in step across runs (the clip's path may move)."""
+    wanted = [Camera(id=c, name=f"demo {c} (queue)") for c in DEMO_CAMERAS]
+    if clip is not None:
+        wanted.append(
+            Camera(
+                id=DEMO_VIDEO_CAMERA,
+                name="demo clip",
+                url=f"file://{clip.resolve()}",
+                fps=min(fps, 60),
+                options={"loop": "1"},
+            )
+        )
+    for camera in wanted:
+        found = database.get_camera(camera.id)
+        if found is None:
+            database.create_camera(camera)
+        else:  # the zones and filters someone gave it stay
+            options = {**found.options, **camera.options}
+            changes = {"url": camera.url, "fps": camera.fps, "options": options, "enabled": True}
+            database.update_camera(camera.id, changes)
 
 
 def ensure_demo_provider(
@@ -146,11 +174,8 @@ def run_demo(
         _, admin_key = stack.database.create_api_key("admin", "demo", replace=True)
         stack.start_flow()
         clip = demo_clip(settings)
-        if clip is not None:
-            stack.start_flow(
-                source_url=f"file://{clip.resolve()}?loop=1&fps={min(fps, 60):g}",
-                camera_id=DEMO_VIDEO_CAMERA,
-            )
+        ensure_demo_cameras(stack.database, clip, fps=fps)
+        stack.start_camera_flow()  # as `up` does: every enabled camera of the table
         stack.spawn(lambda: feed(stack.database, settings, stack.stop, fps=fps), "demo-feeder")
         stack.spawn(lambda: _print_status(stack), "demo-status")
         base = f"http://{settings.host}:{settings.port}"
@@ -160,7 +185,8 @@ def run_demo(
                     f"detectflow demo: {source}, "
                     f"feeding {len(DEMO_CAMERAS)} cameras at {fps:g} fps",
                     (
-                        f"camera {DEMO_VIDEO_CAMERA} plays {clip} (the video source)"
+                        f"camera {DEMO_VIDEO_CAMERA} plays {clip} (the cameras table; "
+                        f"add yours: detectflow camera add --id ... --url ...)"
                         if clip is not None
                         else "no video camera: PyAV is missing (pip install 'detectflow[video]')"
                     ),

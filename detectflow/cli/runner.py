@@ -9,6 +9,7 @@ cache and bus are Redis and other processes share the live data too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import socket
 import threading
@@ -86,6 +87,25 @@ class Stack:
                 log.exception("the dataflow stopped")
 
         self.spawn(run, "detectflow-flow")
+
+    def start_camera_flow(self, *, workers: int = 1, recovery_dir: Path | None = None) -> bool:
+        """Read the cameras table's enabled cameras beside the queue; False without PyAV.
+
+        A second flow in this process rather than a second source in one: a
+        Bytewax flow has one input, and the queue's leases and acknowledgements
+        stay as they are. The video source follows the table (cameras added,
+        changed, disabled) by itself. Its snapshots go in a directory of their
+        own, beside the queue flow's.
+        """
+        if importlib.util.find_spec("av") is None:
+            log.info("cameras not read: PyAV is missing (pip install 'detectflow[video]')")
+            return False
+        self.start_flow(
+            workers=workers,
+            source_url="cameras",
+            recovery_dir=None if recovery_dir is None else recovery_dir / "cameras",
+        )
+        return True
 
     def spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

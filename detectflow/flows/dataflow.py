@@ -60,6 +60,7 @@ from detectflow.core.errors import DetectflowError
 from detectflow.core.models import Frame, FrameResult, ProviderConfig
 from detectflow.core.plugins import PluginRegistry, get_registry
 from detectflow.core.settings import Settings
+from detectflow.flows.camera_status import StatusFeed
 from detectflow.flows.engine import NO_PROVIDER, DetectEngine, Lane
 from detectflow.flows.metrics import FlowMetrics
 from detectflow.flows.objects import CameraStep, ObjectsConfigLookup, table_objects_config
@@ -647,6 +648,8 @@ def run_flow(
         database = own_database = open_database(settings)
         own_database.upgrade()
     metrics = metrics or FlowMetrics()
+    # Per-camera status for the server (/api/v1/cameras/status), in the live cache.
+    feed = StatusFeed(live.camera_board()) if isinstance(live, LiveView) else None
     # The flow's events that are no frame's outcome (breakers, cameras): one writer.
     events = BreakerRecorder(
         database, live=live if isinstance(live, LiveView) else None, registry=registry
@@ -660,6 +663,7 @@ def run_flow(
         providers=database.list_providers,
         breaker_sink=events,
         keep_images=options.tracking,  # the objects step keeps the best frames' images
+        observer=feed,
     )
     # Zones, masks and filters from the cameras table unless the caller gives them.
     configs = objects_config or table_objects_config(database)
@@ -686,6 +690,9 @@ def run_flow(
             raise FlowError(str(exc)) from exc
         if isinstance(live, LiveView) and isinstance(source, ReaderSource):
             source.heartbeats = live.heartbeat  # for /api/v1/health
+        if feed is not None:
+            _watch_readers(feed, source)
+            feed.start()
         try:
             writer = Recorder(
                 database,
@@ -727,9 +734,20 @@ def run_flow(
                 close_source()
     finally:
         engine.close()
+        if feed is not None:
+            feed.close()
         if own_database is not None:
             own_database.dispose()
     return metrics
+
+
+def _watch_readers(feed: StatusFeed, source: object) -> None:
+    """A video source's readers report decoding and connection (any source with
+    ``counts`` and ``reading``, as :class:`~detectflow.flows.source_video.VideoSource`)."""
+    counts = getattr(source, "counts", None)
+    reading = getattr(source, "reading", None)
+    if callable(counts) and callable(reading):
+        feed.watch(counts, reading)
 
 
 def _check_finished(source: object) -> None:

@@ -90,6 +90,7 @@ __all__ = [
     "SKIPPED",
     "BreakerSink",
     "DetectEngine",
+    "FrameObserver",
     "Lane",
     "is_skipped",
     "skipped_result",
@@ -119,6 +120,15 @@ class BreakerSink(Protocol):
     def record(self, changes: Sequence[BreakerChange]) -> None: ...
 
     def refresh(self, snapshots: Sequence[BreakerSnapshot]) -> None: ...
+
+
+class FrameObserver(Protocol):
+    """Hears of frames going into the engine and results coming out
+    (:class:`detectflow.flows.camera_status.StatusFeed`), on the caller's thread."""
+
+    def submitted(self, frames: Sequence[Frame]) -> None: ...
+
+    def completed(self, results: Sequence[FrameResult]) -> None: ...
 
 
 def skipped_result(frame: Frame, backlog: int, *, source: str = "detectflow") -> FrameResult:
@@ -170,6 +180,8 @@ class Lane:
                 batch.append((ticket, frame))
         if batch:
             self._engine._schedule(self, batch)
+            if self._engine.observer is not None:
+                self._engine.observer.submitted([frame for _, frame in batch])
 
     def poll(self) -> list[FrameResult]:
         """The results finished since the last poll (image bytes already dropped)."""
@@ -181,6 +193,8 @@ class Lane:
                 break
         if results:
             self._engine._retire(len(results))
+            if self._engine.observer is not None:
+                self._engine.observer.completed(results)
         return results
 
     @property
@@ -225,8 +239,11 @@ class DetectEngine:
         latest_frame_wins: bool | None = None,
         backlog: int | None = None,
         keep_images: bool = False,
+        observer: FrameObserver | None = None,
     ) -> None:
         self.settings = settings
+        self.observer = observer
+        """Told of each batch submitted and each batch of results polled (camera status)."""
         # The objects step needs a detected frame's image until it knows whether the
         # frame became an object's best (its snapshot); it strips the rest itself.
         self.keep_images = keep_images

@@ -228,7 +228,8 @@ class VideoPartition(SourceReader):
 
 
 class VideoSource(ReaderSource[Any]):
-    """The Bytewax source; :meth:`counts` gives each camera's decoded/sampled/skipped."""
+    """The Bytewax source; :meth:`counts` gives each camera's decoded/sampled/skipped,
+    :meth:`reading` the cameras read now."""
 
     def __init__(
         self,
@@ -273,6 +274,12 @@ class VideoSource(ReaderSource[Any]):
         for fleet in fleets:
             found.update(fleet.counts())
         return found
+
+    def reading(self) -> set[str]:
+        """The cameras this source reads now (running readers, any worker)."""
+        with self._fleets_lock:
+            fleets = list(self._fleets)
+        return set().union(*(fleet.reading() for fleet in fleets))
 
     def _log_counts(self) -> None:
         for camera_id, c in sorted(self.counts().items()):

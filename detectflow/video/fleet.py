@@ -127,6 +127,10 @@ class CameraFleet:
                 continue
             yield reader
 
+    def reading(self) -> set[str]:
+        """The cameras read now (any thread: one copy under the GIL)."""
+        return set(self._readers)
+
     @property
     def active(self) -> int:
         return len(self._readers)

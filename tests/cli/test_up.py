@@ -20,7 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from detectflow.cli import cli
+from detectflow.cli.demo import ensure_demo_provider
 from detectflow.flows.recovery import recovery_partitions
+from detectflow.simulator import Simulator, run_in_thread
+from detectflow.store import Database
+from detectflow.video.clips import write_clip
 
 _UP = [sys.executable, "-m", "detectflow.cli", "up"]
 
@@ -136,3 +140,44 @@ def test_the_deepstack_port_must_differ_from_the_main_port(tmp_path: Path) -> No
     )
     assert result.exit_code == 2
     assert "must differ from --port" in result.output
+
+
+@pytest.mark.slow
+def test_up_reads_a_camera_added_through_the_api_within_ten_seconds(
+    tmp_path: Path, secret_key: str, free_port: int
+) -> None:
+    """``up`` reads the cameras table beside the queue: a camera added through REST
+    is read (its status online) and detected with no restart."""
+    clip = write_clip(tmp_path / "door.mp4", seconds=2.0)
+    env = _env(tmp_path, secret_key)
+    env["DETECTFLOW_DATABASE_URL"] = f"sqlite:///{tmp_path / 'up.db'}"
+    database = Database(env["DETECTFLOW_DATABASE_URL"], secret_key=secret_key)
+    database.upgrade()
+    base = f"http://127.0.0.1:{free_port}/api/v1"
+    with run_in_thread(Simulator(latency=0.01, seed=7)) as simulator:
+        ensure_demo_provider(database, simulator.detect_url("detectflow"))
+        _, key = database.create_api_key("admin", "test")
+        database.dispose()
+        auth = {"Authorization": f"Bearer {key}"}
+        with _up(env, free_port):
+            added = httpx.post(
+                f"{base}/cameras",
+                headers=auth,
+                json={"id": "door", "url": f"file://{clip}", "fps": 5, "options": {"loop": 1}},
+            )
+            assert added.status_code == 201, added.text
+            deadline = time.monotonic() + 10
+            while True:
+                data = httpx.get(f"{base}/cameras/door/status", headers=auth).json()["data"]
+                if data["status"] == "online":
+                    break
+                assert time.monotonic() < deadline, data
+                time.sleep(0.2)
+            deadline = time.monotonic() + 10
+            while not httpx.get(f"{base}/detections/live?camera_id=door", headers=auth).json()[
+                "data"
+            ]:
+                assert time.monotonic() < deadline, "no detections of the camera"
+                time.sleep(0.2)
+            data = httpx.get(f"{base}/cameras/door/status", headers=auth).json()["data"]
+            assert data["sampled_fps"] > 0 and data["detect_fps"] > 0

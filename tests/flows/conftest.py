@@ -29,6 +29,7 @@ from detectflow.flows import FlowMetrics, FlowOptions, run_flow
 from detectflow.flows.engine import DetectEngine
 from detectflow.samples import sample_frame
 from detectflow.store import Database
+from detectflow.store.live import LiveView
 from tests.databases import migrated_database
 
 HANDLERS: dict[str, Handler] = {}
@@ -182,7 +183,12 @@ class FlowThread:
 
 
 def start_flow(
-    settings: Settings, db: Database, registry: PluginRegistry, url: str = "sql", **kwargs: Any
+    settings: Settings,
+    db: Database,
+    registry: PluginRegistry,
+    url: str = "sql",
+    live: LiveView | None = None,
+    **kwargs: Any,
 ) -> FlowThread:
     """``run_flow`` in a thread, with a stop event and counters the test can watch."""
     stop = threading.Event()
@@ -195,6 +201,7 @@ def start_flow(
                 settings,
                 FlowOptions(source_url=url, **kwargs),
                 database=db,
+                live=live,
                 registry=registry,
                 stop=stop,
                 metrics=metrics,
@@ -209,10 +216,15 @@ def start_flow(
 
 @contextmanager
 def running_flow(
-    settings: Settings, db: Database, registry: PluginRegistry, url: str = "sql", **kwargs: Any
+    settings: Settings,
+    db: Database,
+    registry: PluginRegistry,
+    url: str = "sql",
+    live: LiveView | None = None,
+    **kwargs: Any,
 ) -> Iterator[FlowThread]:
     """A continuous flow for the ``with`` block; stopped and joined (errors surfaced) on exit."""
-    flow = start_flow(settings, db, registry, url, **kwargs)
+    flow = start_flow(settings, db, registry, url, live, **kwargs)
     try:
         yield flow
     finally:

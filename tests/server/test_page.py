@@ -28,12 +28,15 @@ import httpx
 import pytest
 import websockets
 
+from detectflow.core.cameras import Camera
 from detectflow.core.plugins import PluginRegistry
 from detectflow.core.settings import Settings
 from detectflow.samples import sample_frame
 from detectflow.server import create_app
 from detectflow.server.page import CONTENT_SECURITY_POLICY
 from detectflow.store import Database
+from detectflow.store.camera_status import CameraStatusBoard
+from detectflow.store.memory import MemoryBus, MemoryCache
 from tests.server.support import (
     API,
     TestClient,
@@ -153,7 +156,7 @@ def test_the_page_needs_no_key_but_frames_do_when_reads_are_closed(
 def test_the_page_script_uses_only_relative_urls_and_the_documented_api() -> None:
     script = files("detectflow.server").joinpath("static", "app.js").read_text("utf-8")
     assert "http://" not in script and "https://" not in script
-    for path in ("/live?min_confidence=0", "/ws/", "/frames/", "/summary"):
+    for path in ("/live?min_confidence=0", "/ws/", "/frames/", "/summary", "/status"):
         assert path in script, path
     assert 'type: "subscribe"' in script
     assert "dataset.detectionId" in script  # the hook the browser test looks for
@@ -420,3 +423,70 @@ def test_the_page_says_so_when_its_key_is_refused(
 
     assert "?token=" in notice
     assert exceptions == [], exceptions
+
+
+@pytest.mark.browser
+def test_each_camera_tile_shows_its_status_polled_from_the_api(
+    tmp_path: Path, free_port: int, registry: PluginRegistry, secret_key: str
+) -> None:
+    """Configured cameras get tiles from ``/api/v1/cameras/status`` (before any
+    detection): online with rates, offline with the reader's last error, and a
+    change shows on the next poll. The board is the one a flow's feed writes."""
+    binary = _chromium()
+    settings = Settings(data_dir=tmp_path, secret_key=secret_key)
+    cache = MemoryCache()
+    app = create_app(settings, registry=registry, cache=cache, bus=MemoryBus())
+    base = f"http://127.0.0.1:{free_port}"
+    board = CameraStatusBoard(cache)
+
+    def tile(camera_id: str) -> str:
+        return f"document.querySelector('[data-camera-id=\"{camera_id}\"]')"
+
+    async def scenario(devtools_port: int) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        database = Database(settings.sql_url, secret_key=secret_key)  # uvicorn migrated it
+        try:
+            for camera_id in ("door", "yard"):
+                database.create_camera(Camera(id=camera_id, url="rtsp://cam/stream"))
+        finally:
+            database.dispose()
+        board.connected("door")
+        board.sampled("door", 5)
+        board.completed("door", 40.0)
+        board.disconnected("yard", "401 Unauthorized")
+        board.flush(force=True)
+
+        targets = httpx.get(f"http://127.0.0.1:{devtools_port}/json/list").json()
+        page = next(t for t in targets if t["type"] == "page")
+        async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            cdp = _Cdp(ws)
+            await cdp.send("Runtime.enable")
+            await cdp.send("Page.navigate", url=f"{base}/")
+            status = "querySelector('.camera__status')"
+            error = "querySelector('.camera__error')"
+            first = await cdp.wait_for(
+                f"""{tile("door")}?.dataset.status === 'online'
+                    && {tile("yard")}?.dataset.status === 'offline'
+                    && [{tile("door")}.{status}.textContent,
+                        {tile("yard")}.{status}.textContent,
+                        {tile("yard")}.{error}.textContent,
+                        String({tile("door")}.{error}.hidden)]"""
+            )
+            board.disconnected("door", "stalled: no frame for 10 s")  # written at once
+            later = await cdp.wait_for(
+                f"""{tile("door")}?.dataset.status === 'offline'
+                    && [{tile("door")}.{status}.textContent, {tile("door")}.{error}.textContent]"""
+            )
+            return first, later, cdp.exceptions
+
+    with (
+        Uvicorn(app, free_port),
+        _browser(binary, tmp_path / "profile", tmp_path / "chromium.log") as devtools_port,
+    ):
+        first, later, exceptions = asyncio.run(scenario(devtools_port))
+
+    assert exceptions == [], exceptions
+    door, yard, yard_error, door_error_hidden = first
+    assert door.startswith("online · ") and "fps sampled" in door and "fps detected" in door
+    assert "40 ms inference" in door
+    assert yard == "offline" and yard_error == "401 Unauthorized" and door_error_hidden == "true"
+    assert later == ["offline", "stalled: no frame for 10 s"]

@@ -5,6 +5,7 @@
 //   WS   api/v1/detections/ws/{client_id}          {"type":"subscribe"} -> detection/event broadcasts
 //   GET  api/v1/detections/frames/{frame_id}       the frame's image, when the server kept it
 //   GET  api/v1/detections/summary, WS get_stats    counts and queue stats
+//   GET  api/v1/cameras/status                     each configured camera's status, polled
 // A ?token=KEY in the page's URL is sent as a bearer token (REST) and in a first
 // {"type":"auth"} message (WebSocket: browsers cannot set its headers).
 // Every URL is relative to the page, so it also works behind a proxy under a path prefix.
@@ -12,6 +13,8 @@
 
 (() => {
   const API = "api/v1/detections";
+  const CAMERAS_API = "api/v1/cameras";
+  const STATUS_EVERY_MS = 2000; // the flow writes a camera's status every 2 s
   const STATS_EVERY_MS = 5000;
   const STATS_SOON_MS = 1000;
   const RESOLVE_DELAY_MS = 200;
@@ -152,17 +155,25 @@
     boxes.className = "stage__boxes";
     stage.append(img, placeholder, boxes);
 
+    const status = document.createElement("p");
+    status.className = "camera__status";
+    status.dataset.status = "unknown";
+    status.textContent = "status unknown";
+    const error = document.createElement("p");
+    error.className = "camera__error";
+    error.hidden = true;
+
     const meta = document.createElement("p");
     meta.className = "camera__meta";
 
-    card.append(title, stage, meta);
+    card.append(title, status, error, stage, meta);
     const list = $("cameras");
     const after = [...list.querySelectorAll(".camera")].find((el) => el.dataset.cameraId > cameraId);
     list.insertBefore(card, after || null);
     $("no-cameras").hidden = true;
 
     const camera = {
-      id: cameraId, card, stage, img, placeholder, boxes, meta,
+      id: cameraId, card, stage, img, placeholder, boxes, meta, status, error,
       frameKey: null, frameId: null, frameTime: 0, detections: new Map(),
       imageFrameId: null, imageUrl: null, loading: null, resolveTimer: null, updated: 0,
     };
@@ -331,6 +342,38 @@
       (ago === null ? "" : " · updated " + (ago < 2 ? "just now" : ago + " s ago"));
   }
 
+  // -- camera status -------------------------------------------------------------
+
+  function rate(value) {
+    return (typeof value === "number" ? value : 0).toFixed(1);
+  }
+
+  // A configured camera gets its tile from its status, before any detection.
+  function showStatus(entry) {
+    if (typeof entry.camera_id !== "string") return;
+    const camera = cameraFor(entry.camera_id);
+    camera.card.dataset.status = entry.status;
+    camera.status.dataset.status = entry.status;
+    const parts = [entry.enabled === false ? entry.status + " (disabled)" : entry.status];
+    if (entry.status === "online") {
+      parts.push(rate(entry.sampled_fps) + " fps sampled", rate(entry.detect_fps) + " fps detected");
+      const p50 = entry.inference_ms && entry.inference_ms.p50;
+      if (typeof p50 === "number") parts.push(Math.round(p50) + " ms inference");
+    }
+    camera.status.textContent = parts.join(" · ");
+    camera.error.textContent = entry.last_error || "";
+    camera.error.hidden = !entry.last_error;
+  }
+
+  async function refreshStatus() {
+    try {
+      (await getJson(CAMERAS_API + "/status")).forEach(showStatus);
+      showCounts();
+    } catch (error) {
+      console.warn("camera status failed:", error);
+    }
+  }
+
   // -- events and stats ------------------------------------------------------------
 
   function onEvent(message) {
@@ -409,6 +452,8 @@
       console.warn("initial live read failed:", error);
     }
     setInterval(() => cameras.forEach(showMeta), 1000);
+    refreshStatus();
+    setInterval(refreshStatus, STATUS_EVERY_MS);
   }
 
   start();
