@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from detectflow.core.frames import CAMERA_ID_PATTERN
 from detectflow.core.models import utcnow
 from detectflow.core.redact import REDACTED, SECRET_PARAMETERS, redact_text
 
@@ -41,8 +42,9 @@ __all__ = [
     "with_password",
 ]
 
-CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-"""The camera ids every table uses; safe in MQTT topics, paths and metric labels."""
+CAMERA_ID = CAMERA_ID_PATTERN
+"""The camera ids every table uses (the frames' rule): safe in MQTT topics, paths
+and metric labels."""
 
 DEFAULT_FPS = 5.0
 MAX_FPS = 60.0
@@ -79,7 +81,7 @@ class Camera:
 
 def check_camera_id(camera_id: str) -> str:
     """``camera_id`` if usable as an id; else :class:`ValueError` saying why."""
-    if not CAMERA_ID.match(camera_id):
+    if not CAMERA_ID.fullmatch(camera_id):
         raise ValueError(
             "camera id must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
         )
